@@ -1,0 +1,1 @@
+"""dmlscope's deep-metric-learning core: pure torch/numpy, importable without the server."""

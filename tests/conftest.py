@@ -1,0 +1,13 @@
+"""Shared test settings: small, deterministic, CPU-only, and no network."""
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("DMLSCOPE_DEVICE", "cpu")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
