@@ -1,0 +1,103 @@
+"""Typed application errors and their one JSON shape on the wire: {"error": CODE, "detail": TEXT}.
+
+The store and the job manager raise these with a message that says what to fix; the CLI prints the message
+and the API maps the class to its status code, so neither re-states the other's rules.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger("dmlscope")
+
+
+class DmlscopeError(Exception):
+    status = 400
+    code = "bad_request"
+
+
+class BadRequest(DmlscopeError):
+    pass
+
+
+class Unauthorized(DmlscopeError):
+    status, code = 401, "unauthorized"
+
+
+class NotFound(DmlscopeError):
+    status, code = 404, "not_found"
+
+
+class Conflict(DmlscopeError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(DmlscopeError):
+    status, code = 413, "payload_too_large"
+
+
+class QueueFull(DmlscopeError):
+    status, code = 503, "queue_full"
+
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+          409: "conflict", 413: "payload_too_large", 422: "validation_error", 503: "unavailable"}
+
+
+def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"error": code, "detail": detail, **extra}
+
+
+def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(error_body(code, detail, **extra), status_code=status)
+
+
+def _field_errors(errors: list[dict[str, Any]], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+    out = []
+    for e in errors:
+        msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
+        out.append({"loc": [*prefix, *e.get("loc", ())], "msg": msg})
+    return out
+
+
+def validation_response(fields: list[dict[str, Any]]) -> JSONResponse:
+    """422 naming the first offending field in `detail` (without the body/query prefix a reader does not need)."""
+    first = fields[0] if fields else {"loc": [], "msg": "invalid request"}
+    loc = [str(p) for p in first["loc"] if p not in ("body", "query", "path", "form")]
+    where = ".".join(loc)
+    return error_response(422, "validation_error", f"{where}: {first['msg']}" if where else first["msg"],
+                          fields=fields)
+
+
+def config_validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> JSONResponse:
+    return validation_response(_field_errors(exc.errors(include_url=False), prefix))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DmlscopeError)
+    async def _app_error(_: Request, exc: DmlscopeError) -> JSONResponse:
+        return error_response(exc.status, exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_response(_field_errors(list(exc.errors())))
+
+    @app.exception_handler(ValidationError)
+    async def _model_invalid(_: Request, exc: ValidationError) -> JSONResponse:
+        return validation_response(_field_errors(exc.errors(include_url=False)))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = _CODES.get(exc.status_code, "error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")

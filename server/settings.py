@@ -1,0 +1,97 @@
+"""One settings object for the server and the CLI, read from DMLSCOPE_* environment variables.
+
+Explicit constructor arguments (the CLI's flags) win over the environment, which wins over the defaults.
+"""
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "DMLSCOPE_"
+
+
+class SettingsError(ValueError):
+    """A setting combination the server must not start with; the message says which variable to set."""
+
+
+def _split_list(value: Any) -> Any:
+    # "a,b" or a JSON-ish list in an environment variable; an empty string is an empty list.
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        return [p.strip().strip("'\"") for p in text.split(",") if p.strip()]
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(Path("data"), description="folder holding the database, datasets and runs")
+    database_url: str | None = Field(
+        None, description="sqlite:///path/to/file.sqlite3 (default: dmlscope.sqlite3 in the data folder)")
+    host: str = Field("127.0.0.1", description="address to bind; anything but loopback requires an API token")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port")
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token required by every mutating request when set")
+    workers: int = Field(1, ge=1, le=64, description="training runs executed at the same time")
+    max_queued: int = Field(100, ge=1, le=100_000, description="queued runs accepted before 503 queue_full")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto | cpu | cuda; cpu hides GPUs from the training workers")
+    max_request_mb: int = Field(512, ge=1, le=1_000_000, description="largest request body in MiB (uploads)")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed by CORS (empty: CORS off)")
+    builtin_datasets: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["mnist5k"], description="built-in datasets imported on first start")
+    torch_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads per training worker")
+    retrieval_cache: int = Field(8, ge=1, le=1024, description="runs whose search index stays in memory")
+    cancel_grace_s: float = Field(
+        30.0, gt=0, le=3600, description="seconds a cancelled worker gets to stop before it is killed")
+
+    _split_lists = field_validator("cors_origins", "builtin_datasets", mode="before")(_split_list)
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_only(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
+            scheme = url.split(":", 1)[0] if ":" in url else url
+            raise ValueError(f"database URL scheme {scheme!r} is not supported; use sqlite:///path/to/file.sqlite3 "
+                             f"(or leave {ENV_PREFIX}DATABASE_URL unset for the default in the data folder)")
+        return url
+
+    @property
+    def database_path(self) -> Path:
+        if self.database_url is None:
+            return self.data_dir / "dmlscope.sqlite3"
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+    def check_serving(self) -> None:
+        """Refuse settings that would expose an unprotected server."""
+        if not is_loopback(self.host) and self.api_token is None:
+            raise SettingsError(
+                f"binding to {self.host} exposes the server beyond this machine; set {ENV_PREFIX}API_TOKEN "
+                f"(clients then send 'Authorization: Bearer <token>') or bind to 127.0.0.1")
+
+    @classmethod
+    def field_help(cls) -> list[tuple[str, str, str]]:
+        """(environment variable, default, description) per setting, for `dmlscope serve --help`."""
+        rows = []
+        for name, info in cls.model_fields.items():
+            default = info.default_factory() if info.default_factory else info.default
+            if isinstance(default, list):
+                default = ",".join(default)
+            rows.append((ENV_PREFIX + name.upper(), "" if default is None else str(default), info.description or ""))
+        return rows
