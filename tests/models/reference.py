@@ -1,0 +1,147 @@
+"""Slow, obviously-correct reference loops: one pair, one triplet at a time, written from the formulas in SPEC.md.
+
+The library code is vectorised (and mostly PML's); these loops share nothing with it but the formulas, so an
+agreement between the two is evidence, not a tautology. `margin(x, y)` follows PML: how far x exceeds y in the
+"farther" direction (x − y for distances, y − x for similarities).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+PairFn = Callable[[Tensor, Tensor], float]
+
+
+def pair_distance(name: str, distance=None) -> PairFn:
+    """d(a, b) for one query a and one reference b, straight from the definition."""
+    if name in ("mahalanobis", "relative_mahalanobis"):
+        M = distance.L.detach().T @ distance.L.detach()
+
+    def d(a: Tensor, b: Tensor) -> float:
+        if name == "euclidean":
+            return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b)))
+        if name == "squared_euclidean":
+            return sum((float(x) - float(y)) ** 2 for x, y in zip(a, b))
+        if name == "cosine":
+            return float(a @ b) / (math.sqrt(float(a @ a)) * math.sqrt(float(b @ b)))
+        if name == "snr":
+            return float(torch.var(b - a)) / float(torch.var(a))
+        if name == "mahalanobis":
+            return math.sqrt(float((a - b) @ M @ (a - b)))
+        if name == "relative_mahalanobis":
+            return float((a - b) @ M @ (a - b)) / float(a @ M @ a)
+        raise KeyError(f"no reference for distance {name!r}; add one here")
+
+    return d
+
+
+def distance_matrix(d: PairFn, q: Tensor, r: Tensor) -> Tensor:
+    return torch.tensor([[d(q[i], r[j]) for j in range(len(r))] for i in range(len(q))], dtype=torch.float64)
+
+
+def _margin(inverted: bool, x: float, y: float) -> float:
+    return y - x if inverted else x - y
+
+
+def _relu(x: float) -> float:
+    return max(0.0, x)
+
+
+def _mean_nonzero(values: list[float]) -> float:
+    nz = [v for v in values if v > 0]
+    return sum(nz) / len(nz) if nz else 0.0
+
+
+def _pairs(labels: list[int], same: bool) -> list[tuple[int, int]]:
+    n = len(labels)
+    return [(i, j) for i in range(n) for j in range(n) if i != j and (labels[i] == labels[j]) == same]
+
+
+def contrastive(D: Tensor, labels: list[int], inverted: bool, pos_margin: float, neg_margin: float) -> float:
+    """mean_{pos, >0} [m(d, m_pos)]_+ + mean_{neg, >0} [m(m_neg, d)]_+ over ordered pairs."""
+    pos = [_relu(_margin(inverted, float(D[i, j]), pos_margin)) for i, j in _pairs(labels, True)]
+    neg = [_relu(_margin(inverted, neg_margin, float(D[i, j]))) for i, j in _pairs(labels, False)]
+    return _mean_nonzero(pos) + _mean_nonzero(neg)
+
+
+def triplet(D: Tensor, labels: list[int], inverted: bool, margin: float) -> float:
+    """mean over non-zero terms of [d(a,p) − d(a,n) + m]_+ over every (a, p, n)."""
+    terms = []
+    for a, p in _pairs(labels, True):
+        for n in range(len(labels)):
+            if labels[n] != labels[a]:
+                terms.append(_relu(_margin(inverted, float(D[a, p]), float(D[a, n])) + margin))
+    return _mean_nonzero(terms)
+
+
+def lifted_structure(D: Tensor, labels: list[int], inverted: bool, pos_margin: float, neg_margin: float) -> float:
+    """Song et al.: J_ij = log(Σ_k e^{m_neg − d_ik} + Σ_l e^{m_neg − d_jl}) + d_ij − m_pos; L = (1/2|P|) Σ [J]_+²."""
+    terms = []
+    for i, j in _pairs(labels, True):
+        negs = [(i, k) for k in range(len(labels)) if labels[k] != labels[i]]
+        negs += [(j, l) for l in range(len(labels)) if labels[l] != labels[j]]
+        if not negs:
+            continue
+        lse = math.log(sum(math.exp(_margin(inverted, neg_margin, float(D[x, y]))) for x, y in negs))
+        terms.append(_relu(lse + _margin(inverted, float(D[i, j]), pos_margin)) ** 2 / 2)
+    return sum(terms) / len(terms) if terms else 0.0
+
+
+def npair(D_fn: Callable[[list[int], list[int]], Tensor], labels: list[int], inverted: bool) -> float:
+    """One (anchor, positive) per class: the first two samples of it; softmax over all positives, target its own.
+
+    `D_fn(anchors, positives)` gives the anchor × positive distance matrix.
+    """
+    anchors, positives = [], []
+    for c in sorted(set(labels)):
+        members = [i for i, y in enumerate(labels) if y == c]
+        if len(members) >= 2:
+            anchors.append(members[0])
+            positives.append(members[1])
+    if not anchors:
+        return 0.0
+    D = D_fn(anchors, positives)
+    total = 0.0
+    for i in range(len(anchors)):
+        logits = [float(D[i, j]) if inverted else -float(D[i, j]) for j in range(len(anchors))]
+        total += math.log(sum(math.exp(s) for s in logits)) - logits[i]
+    return total / len(anchors)
+
+
+def multi_similarity(D: Tensor, labels: list[int], inverted: bool, alpha: float, beta: float, base: float) -> float:
+    """Wang et al.: mean_i (1/α) log(1 + Σ_p e^{α m(d,base)}) + (1/β) log(1 + Σ_n e^{β m(base,d)})."""
+    total = 0.0
+    for i in range(len(labels)):
+        pos = [_margin(inverted, float(D[i, j]), base) for j in range(len(labels)) if j != i and labels[j] == labels[i]]
+        neg = [_margin(inverted, base, float(D[i, j])) for j in range(len(labels)) if labels[j] != labels[i]]
+        if pos:
+            total += math.log(1 + sum(math.exp(alpha * x) for x in pos)) / alpha
+        if neg:
+            total += math.log(1 + sum(math.exp(beta * x) for x in neg)) / beta
+    return total / len(labels)
+
+
+def proxy_nca(D: Tensor, labels: list[int], inverted: bool, scale: float) -> float:
+    """D: sample × proxy. mean_i −log softmax_c(scale · s_ic)[y_i], s = −d for distances."""
+    total = 0.0
+    for i, y in enumerate(labels):
+        logits = [scale * (float(D[i, c]) if inverted else -float(D[i, c])) for c in range(D.shape[1])]
+        total += math.log(sum(math.exp(s) for s in logits)) - logits[y]
+    return total / len(labels)
+
+
+def proxy_anchor(D: Tensor, labels: list[int], inverted: bool, margin: float, alpha: float) -> float:
+    """Kim et al.: (1/|P+|) Σ_{c∈P+} log(1 + Σ_{i∈c} e^{α m(d,δ)}) + (1/C) Σ_c log(1 + Σ_{i∉c} e^{α m(−δ,d)})."""
+    C = D.shape[1]
+    pos_total, neg_total, with_pos = 0.0, 0.0, 0
+    for c in range(C):
+        pos = [_margin(inverted, float(D[i, c]), margin) for i, y in enumerate(labels) if y == c]
+        neg = [_margin(inverted, -margin, float(D[i, c])) for i, y in enumerate(labels) if y != c]
+        if pos:
+            with_pos += 1
+            pos_total += math.log(1 + sum(math.exp(alpha * x) for x in pos))
+        neg_total += math.log(1 + sum(math.exp(alpha * x) for x in neg))
+    return pos_total / max(with_pos, 1) + neg_total / C
