@@ -1,0 +1,117 @@
+// The only way the UI talks to the server: the HTTP API documented in docs/api.md.
+// URLs are relative ("api/…") so the app works wherever the server mounts it.
+
+/** A non-2xx answer, carrying the server's {"error", "detail"} body. */
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body.detail || body.error || `HTTP ${status}`);
+    this.status = status;
+    this.error = body.error || `HTTP ${status}`;
+    this.detail = body.detail || "";
+    this.fields = body.fields || [];
+  }
+}
+
+const TOKEN_KEY = "dmlscope.token";
+
+/** The API token for mutating requests, when the server requires one (GET /api/health says so). */
+export const token = {
+  get: () => window.localStorage.getItem(TOKEN_KEY) || "",
+  set: (value) => (value ? window.localStorage.setItem(TOKEN_KEY, value) : window.localStorage.removeItem(TOKEN_KEY)),
+};
+
+async function request(method, path, { json, form, raw = false } = {}) {
+  const headers = {};
+  let body;
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  } else if (form) {
+    body = form;
+  }
+  if (method !== "GET" && token.get()) headers.Authorization = `Bearer ${token.get()}`;
+  let response;
+  try {
+    response = await fetch(`api/${path}`, { method, headers, body });
+  } catch (err) {
+    throw new ApiError(0, { error: "network_error", detail: `the server did not answer (${err.message}); is dmlscope serve running?` });
+  }
+  if (!response.ok) {
+    let payload;
+    try { payload = await response.json(); } catch { payload = { error: `HTTP ${response.status}`, detail: response.statusText }; }
+    throw new ApiError(response.status, payload);
+  }
+  if (raw) return response;
+  if (response.status === 204) return null;
+  return response.json();
+}
+
+const q = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) => v !== undefined && v !== null)).toString();
+
+export const api = {
+  health: () => request("GET", "health"),
+  components: () => request("GET", "components"),
+
+  datasets: () => request("GET", "datasets"),
+  dataset: (id) => request("GET", `datasets/${id}`),
+  datasetImages: (id, params) => request("GET", `datasets/${id}/images?${q(params)}`),
+  uploadDataset: (form) => request("POST", "datasets", { form }),
+  deleteDataset: (id, force = false) => request("DELETE", `datasets/${id}${force ? "?force=true" : ""}`),
+
+  runs: (params = {}) => request("GET", `runs?${q(params)}`),
+  run: (id) => request("GET", `runs/${id}`),
+  createRun: (datasetId, config, name) => request("POST", "runs", { json: { dataset_id: datasetId, config, name } }),
+  retrain: (id, patch, name) => request("POST", `runs/${id}/retrain`, { json: { patch, name } }),
+  cancel: (id) => request("POST", `runs/${id}/cancel`),
+  resume: (id) => request("POST", `runs/${id}/resume`),
+  deleteRun: (id) => request("DELETE", `runs/${id}`),
+
+  stats: (id) => request("GET", `runs/${id}/stats`),
+  neighbors: (id, imageId, k = 10, within) => request("GET", `runs/${id}/neighbors?${q({ image_id: imageId, k, within })}`),
+  query: (id, form) => request("POST", `runs/${id}/query`, { form }),
+  compare: (a, b, k = 10, limit = 20) => request("GET", `compare?${q({ a, b, k, limit })}`),
+
+  /** Points of a run's map as typed arrays (binary format of docs/api.md). */
+  async points(id, split, projection) {
+    const response = await request("GET", `runs/${id}/points?${q({ split, projection, format: "binary" })}`, { raw: true });
+    return decodePoints(await response.arrayBuffer());
+  },
+};
+
+/** A link to a download the server builds (checkpoint, embeddings, stats). */
+export function exportUrl(id, what, format) {
+  return `api/runs/${id}/export?${q({ what, format })}`;
+}
+
+/** Decode the binary points body: uint32 header length, JSON header, padding to 4, then count×4-byte columns.
+ * Returns {header fields…, columns: {name: Float32Array|Int32Array}}; the arrays view the same buffer. */
+export function decodePoints(buffer) {
+  const n = new DataView(buffer).getUint32(0, true);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, n)));
+  const base = 4 + n + ((4 - ((4 + n) % 4)) % 4);
+  const columns = {};
+  for (const col of header.columns) {
+    const Type = col.dtype === "float32" ? Float32Array : col.dtype === "int32" ? Int32Array : null;
+    if (!Type) throw new Error(`points column ${col.name} has dtype ${col.dtype}; the UI reads float32 and int32`);
+    columns[col.name] = new Type(buffer, base + col.offset, header.count);
+  }
+  return { ...header, columns };
+}
+
+/** Follow a run's Server-Sent Events. Handlers: run(Run), progress(Progress), end(Run), error(Event).
+ * Returns a function that closes the stream. */
+export function followRun(id, handlers) {
+  const source = new EventSource(`api/runs/${id}/events`);
+  for (const kind of ["run", "progress"]) {
+    source.addEventListener(kind, (ev) => handlers[kind]?.(JSON.parse(ev.data)));
+  }
+  source.addEventListener("end", (ev) => {
+    source.close();
+    handlers.end?.(JSON.parse(ev.data));
+  });
+  source.onerror = (ev) => {
+    // EventSource reconnects by itself while the run is live; report only a closed stream.
+    if (source.readyState === EventSource.CLOSED) handlers.error?.(ev);
+  };
+  return () => source.close();
+}

@@ -1,0 +1,58 @@
+// The Jacobian-determinant map: log|det J| of the flow metric layer per image, over the same projection as
+// the main map, and its distribution per class. A run without the flow layer has no log|det J|: say so.
+import { el, empty, fill } from "../dom.js";
+import { MapView, hasLogdet } from "./map.js";
+import { classColor, downloadPng, layout, purge, react } from "../plots.js";
+
+/** Returns {node, update(points)}; `update` redraws from the main map's points (same split and projection). */
+export function logdetPanel(run, mainView, cleanups) {
+  const mapDiv = el("div", { class: "plot", id: "logdet-map", role: "img", "aria-label": "log|det J| over the projection" });
+  const violinDiv = el("div", { class: "plot", id: "logdet-classes", role: "img", "aria-label": "log|det J| per class" });
+  const body = el("div");
+  const view = new MapView(mapDiv, run, "log|det J| over the map");
+  view.on("click", (id) => mainView.handlers.click.forEach((f) => f(id)));
+  cleanups.push(() => { view.destroy(); purge(violinDiv); });
+
+  const node = el("section", { class: "panel", "aria-labelledby": "logdet-h" },
+    el("header", {}, el("h2", { id: "logdet-h" }, "Jacobian determinant of the flow layer"),
+      el("span", { class: "badge approx", title: "the paper's exact regulariser form was not available (SPEC §3)" }, "approximation"),
+      el("div", { class: "actions" },
+        el("button", { type: "button", onclick: () => downloadPng(violinDiv, `dmlscope-${run.id}-logdet-per-class`) }, "Download PNG"))),
+    el("p", { class: "help" }, "log|det J| is the log volume change of the flow metric layer at each image: ",
+      "large values mean the layer stretches space there. It bounds the local Lipschitz constant only from below ",
+      "(|det J| ≤ σ_max^D): a small determinant does not rule out stretch in one direction."),
+    body);
+
+  function update(points) {
+    if (!hasLogdet(points)) {
+      view.destroy();
+      purge(violinDiv);
+      fill(body, empty("Flow layer off: this run has no log|det J|.",
+        el("p", {}, "Retrain with “Flow metric layer → Enabled” (and the det regularizer) to see the Jacobian-determinant map.")));
+      return;
+    }
+    fill(body, el("div", { class: "grid-2" }, mapDiv, violinDiv));
+    view.points = points;
+    view.index = mainView.index;
+    view.draw("logdet");
+    drawViolins(violinDiv, points);
+  }
+  return { node, update };
+}
+
+/** One violin per class (box inside), classes ordered by their median log|det J|. */
+function drawViolins(div, points) {
+  const { label, logdet } = points.columns;
+  const byClass = new Map();
+  label.forEach((l, i) => { if (!Number.isNaN(logdet[i])) (byClass.get(l) || byClass.set(l, []).get(l)).push(logdet[i]); });
+  const median = (v) => { const s = [...v].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+  const classes = [...byClass.keys()].sort((a, b) => median(byClass.get(a)) - median(byClass.get(b)));
+  const traces = classes.map((l) => ({
+    type: "violin", y: byClass.get(l), name: points.class_names[l], box: { visible: true }, points: false,
+    meanline: { visible: true }, line: { color: classColor(l), width: 1 }, fillcolor: classColor(l), opacity: 0.6,
+    hoverinfo: "y+name", spanmode: "hard",
+  }));
+  return react(div, traces, layout("log|det J| per class", {
+    showlegend: false, yaxis: { title: { text: "log|det J|" }, zeroline: false }, xaxis: { title: { text: "class" } },
+  }));
+}

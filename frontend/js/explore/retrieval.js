@@ -1,0 +1,75 @@
+// Retrieval: the k nearest neighbours of an image (a clicked point, or an uploaded query image) as a gallery
+// with distances under the run's own distance and each neighbour marked right or wrong.
+import { api } from "../api.js";
+import { el, empty, errorBox, fill, fmt } from "../dom.js";
+
+/** A gallery of one neighbours answer. `onPick(imageId)` makes a neighbour the next query. */
+export function gallery(answer, onPick, caption = "") {
+  const q = answer.query;
+  const figure = (cls, img, lines, imageId) => {
+    const fig = el("figure", { class: cls }, img, el("figcaption", {}, lines[0]), el("figcaption", { class: "muted" }, lines[1]));
+    return imageId === null || imageId === undefined || !onPick ? fig
+      : el("button", { type: "button", class: "plain", title: `use #${imageId} as the query`, onclick: () => onPick(imageId) }, fig);
+  };
+  return el("div", {},
+    caption ? el("p", { class: "small muted" }, caption) : null,
+    el("div", { class: "gallery", role: "list" },
+      figure("query", el("img", { src: q.thumb_url || q.data_url, alt: `query ${q.class ?? ""}` }),
+        ["query", q.class ? `${q.class}${q.image_id !== null && q.image_id !== undefined ? ` #${q.image_id}` : ""}` : "uploaded"], null),
+      answer.neighbors.map((n) => {
+        const verdict = n.correct === true ? "right" : n.correct === false ? "wrong" : "";
+        const mark = n.correct === true ? "✓" : n.correct === false ? "✗" : "";
+        return figure(verdict, el("img", { src: n.thumb_url, alt: `rank ${n.rank}: ${n.class} (${verdict || "unknown"})` }),
+          [`${mark} ${n.rank}. ${n.class}`, `d = ${fmt(n.distance, 3)}`], n.image_id);
+      })));
+}
+
+/** The retrieval panel of a run page. `onResult(answer)` lets the map ring the query and its neighbours. */
+export function retrievalPanel(run, classNames, onResult) {
+  const k = el("select", { id: "knn-k" }, [5, 10, 20].map((v) => el("option", { value: v, selected: v === 10 }, v)));
+  const out = el("div", { "aria-live": "polite" }, empty("Click a point on the map, or upload a query image."));
+  let lastQuery = null;
+
+  async function show(imageId) {
+    lastQuery = imageId;
+    fill(out, el("p", { class: "state loading" }, `Finding the ${k.value} nearest neighbours of #${imageId}…`));
+    try {
+      const answer = await api.neighbors(run.id, imageId, Number(k.value));
+      fill(out, gallery(answer, show, `Nearest neighbours among the ${answer.query.split} images, under ${run.config.distance.name}.`));
+      onResult(answer);
+    } catch (err) {
+      fill(out, errorBox(err, "No neighbours"));
+    }
+  }
+  k.addEventListener("change", () => lastQuery !== null && show(lastQuery));
+
+  const file = el("input", { type: "file", id: "query-file", accept: "image/*" });
+  const cls = el("select", { id: "query-class" }, el("option", { value: "" }, "(unknown)"),
+    classNames.map((c) => el("option", { value: c }, c)));
+  const upload = el("form", { class: "row", onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!file.files[0]) { fill(out, errorBox({ error: "Choose an image file first" })); return; }
+    const form = new FormData();
+    form.append("file", file.files[0]);
+    form.append("k", k.value);
+    if (cls.value) form.append("class_name", cls.value);
+    fill(out, el("p", { class: "state loading" }, "Embedding the uploaded image…"));
+    try {
+      const answer = await api.query(run.id, form);
+      answer.query.data_url = URL.createObjectURL(file.files[0]);
+      fill(out, gallery(answer, show, "Nearest neighbours of the uploaded image among the test images."));
+      onResult(answer);
+    } catch (err) {
+      fill(out, errorBox(err, "Query failed"));
+    }
+  } },
+  el("label", { for: "query-file" }, "Query image", file),
+  el("label", { for: "query-class" }, "its class", cls),
+  el("button", { type: "submit" }, "Search"));
+
+  const node = el("section", { class: "panel", "aria-labelledby": "retrieval-h" },
+    el("header", {}, el("h2", { id: "retrieval-h" }, "Nearest neighbours"),
+      el("div", { class: "actions" }, el("label", { for: "knn-k" }, "k", k))),
+    upload, out);
+  return { node, show };
+}

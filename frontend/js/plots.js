@@ -1,0 +1,118 @@
+// Plotly helpers. Plotly.js is loaded as a classic script from /static/vendor/plotly.min.js (served from the
+// installed plotly package: the app works offline) and is read from `window.Plotly`.
+//
+// Maps are ONE scattergl trace coloured by an array (typed arrays straight from the binary points endpoint),
+// plus one tiny "highlight" trace for the pointed/selected image: this stays smooth at 100k points and uses a
+// single WebGL context per map (keep ≤ 4 WebGL plots on a page).
+
+const Plotly = () => {
+  if (!window.Plotly) throw new Error("Plotly.js did not load: /static/vendor/plotly.min.js is missing");
+  return window.Plotly;
+};
+
+export const CONFIG = {
+  responsive: true,
+  displaylogo: false,
+  modeBarButtonsToRemove: ["select2d", "lasso2d", "toggleSpikelines"],
+};
+
+const FONT = { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12, color: "#1f2933" };
+
+/** A layout with the house margins and font; `extra` is merged on top (shallowly, per axis). */
+export function layout(title, extra = {}) {
+  return {
+    title: title ? { text: title, x: 0.01, xanchor: "left", font: { size: 14 } } : undefined,
+    font: FONT,
+    margin: { l: 56, r: 16, t: title ? 36 : 12, b: 44 },
+    paper_bgcolor: "rgba(0,0,0,0)",
+    plot_bgcolor: "#fff",
+    hovermode: "closest",
+    ...extra,
+  };
+}
+
+// Tableau-like categorical palette; past 20 classes, colours walk the hue circle by the golden angle.
+const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+  "#9c755f", "#bab0ac", "#1f77b4", "#aec7e8", "#ff7f0e", "#98df8a", "#d62728", "#9467bd", "#8c564b",
+  "#e377c2", "#7f7f7f", "#17becf"];
+
+export function classColor(i) {
+  return i < PALETTE.length ? PALETTE[i] : `hsl(${(i * 137.508) % 360}, 55%, 50%)`;
+}
+
+/** A stepped colourscale so that integer k ∈ [0, n) gets classColor(k) with cmin = −0.5, cmax = n − 0.5. */
+function discreteScale(colors) {
+  const n = colors.length;
+  return colors.flatMap((c, i) => [[i / n, c], [(i + 1) / n, c]]);
+}
+
+/**
+ * Marker settings for one colouring.
+ * kind "category": `values` are integer codes into `labels` (class names, or ["wrong","right"]).
+ * kind "continuous": `values` are floats; NaN points are drawn grey by Plotly.
+ */
+export function markerFor({ kind, values, labels = [], colors = null, title = "" }, size = 5) {
+  if (kind === "category") {
+    const palette = colors || labels.map((_, i) => classColor(i));
+    const many = labels.length > 24;
+    return {
+      size, color: values, colorscale: discreteScale(palette), cmin: -0.5, cmax: labels.length - 0.5,
+      showscale: true, opacity: 0.85,
+      colorbar: {
+        title: { text: title }, thickness: 12, len: 0.95,
+        tickvals: many ? undefined : labels.map((_, i) => i), ticktext: many ? undefined : labels,
+      },
+    };
+  }
+  return {
+    size, color: values, colorscale: "Viridis", showscale: true, opacity: 0.85,
+    colorbar: { title: { text: title }, thickness: 12, len: 0.95 },
+  };
+}
+
+/** Draw (or redraw) a projection map: trace 0 = all points, trace 1 = highlighted points. */
+export function drawMap(div, { x, y, marker, title, xTitle = "", yTitle = "" }) {
+  const points = { type: "scattergl", mode: "markers", x, y, marker, hoverinfo: "none", showlegend: false };
+  const highlight = {
+    type: "scattergl", mode: "markers", x: [], y: [], hoverinfo: "skip", showlegend: false,
+    marker: { size: 16, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2.5 } },
+  };
+  const axis = (text) => ({ title: { text }, zeroline: false, showgrid: false, showticklabels: false });
+  return Plotly().react(div, [points, highlight],
+    layout(title, { xaxis: axis(xTitle), yaxis: { ...axis(yTitle), scaleanchor: "x" }, dragmode: "pan" }),
+    CONFIG);
+}
+
+/** Mark the points `indices` (positions in trace 0) with rings in the highlight trace. */
+export function highlight(div, indices) {
+  if (!div.data) return;
+  const xs = div.data[0].x;
+  const ys = div.data[0].y;
+  Plotly().restyle(div, { x: [indices.map((i) => xs[i])], y: [indices.map((i) => ys[i])] }, [1]);
+}
+
+/** Recolour trace 0 without re-uploading positions. */
+export function recolor(div, marker) {
+  return Plotly().restyle(div, { marker: [marker] }, [0]);
+}
+
+export function react(div, data, lay, config = CONFIG) {
+  return Plotly().react(div, data, lay, config);
+}
+
+export function purge(div) {
+  if (window.Plotly && div) window.Plotly.purge(div);
+}
+
+export function downloadPng(div, filename) {
+  return Plotly().downloadImage(div, { format: "png", filename, width: div.clientWidth || 900,
+    height: div.clientHeight || 500, scale: 2 });
+}
+
+/** Listen to hover/unhover/click on a map; handlers get (pointIndex, mouseEvent). Only trace 0 counts. */
+export function onPoints(div, { hover, unhover, click }) {
+  const first = (ev) => ev.points.find((p) => p.curveNumber === 0);
+  if (hover) div.on("plotly_hover", (ev) => { const p = first(ev); if (p) hover(p.pointIndex, ev.event); });
+  if (unhover) div.on("plotly_unhover", () => unhover());
+  if (click) div.on("plotly_click", (ev) => { const p = first(ev); if (p) click(p.pointIndex, ev.event); });
+}

@@ -1,0 +1,25 @@
+// Short descriptions of a run shared by the run list, the run page and the comparison.
+import { el } from "./dom.js";
+
+const STATUS_CLASS = { done: "ok", failed: "fail", cancelled: "fail", interrupted: "fail" };
+
+export function statusBadge(run) {
+  return el("span", { class: `badge ${STATUS_CLASS[run.status] || ""}`, "data-status": run.status }, run.status);
+}
+
+/** "small_cnn · triplet/semihard · euclidean · det 0.05 · flow×4 · 6 ep" */
+export function configLine(cfg) {
+  const regs = (cfg.regularizers || []).map((r) => `${r.name} ${r.weight}`);
+  return [cfg.backbone, `${cfg.loss.name}/${cfg.miner.name}`,
+    `${cfg.distance.name}${cfg.distance.normalize ? " (normalized)" : ""}`, ...regs,
+    cfg.flow.enabled ? `flow×${cfg.flow.depth}` : null, `${cfg.epochs} ep`].filter(Boolean).join(" · ");
+}
+
+/** Headline test metrics of a finished run, from its summary: [[label, value], …]. */
+export function headline(run) {
+  const test = run.summary?.test || run.summary?.metrics?.test;
+  if (!test) return [];
+  return [["R@1", test.recall_at_1], ["MAP@R", test.map_at_r]].filter(([, v]) => v !== undefined);
+}
+
+export const runLabel = (run) => run.name || run.id;

@@ -1,0 +1,35 @@
+// The page state lives in the URL so that a view can be bookmarked and shared:
+//   /?run=<id>[&color=class|logdet|lipschitz|correct][&proj=umap|pca][&split=test|train]
+//   /?compare=<a>,<b>[&proj=…][&split=…]
+//   /?tab=data|train|runs        (the workbench)
+
+export function params() {
+  return new URLSearchParams(window.location.search);
+}
+
+/** Merge `changes` into the query string; null/"" removes a key. `push` adds a history entry (navigation),
+ * otherwise the current entry is replaced (a setting changed within a view). */
+export function setParams(changes, { push = false } = {}) {
+  const next = params();
+  for (const [key, value] of Object.entries(changes)) {
+    if (value === null || value === undefined || value === "") next.delete(key);
+    else next.set(key, value);
+  }
+  const query = next.toString().replaceAll("%2C", ",");
+  const url = `${window.location.pathname}${query ? `?${query}` : ""}`;
+  if (push) window.history.pushState(null, "", url);
+  else window.history.replaceState(null, "", url);
+}
+
+/** Navigate within the app to a fresh set of parameters and let the router redraw. */
+export function navigate(newParams) {
+  const query = new URLSearchParams(newParams).toString().replaceAll("%2C", ",");
+  window.history.pushState(null, "", `${window.location.pathname}${query ? `?${query}` : ""}`);
+  window.dispatchEvent(new Event("popstate"));
+}
+
+/** An in-app link: a real <a href> (middle-click and copy work) that navigates without a reload. */
+export function href(newParams) {
+  const query = new URLSearchParams(newParams).toString().replaceAll("%2C", ",");
+  return `./${query ? `?${query}` : ""}`;
+}

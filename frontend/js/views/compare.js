@@ -1,0 +1,150 @@
+// Run A vs run B (/?compare=<a>,<b>): both maps in the same orientation with linked hover and selection,
+// the metrics with differences, per-class radius and density paired by class, and the images whose nearest
+// neighbours changed most.
+import { alignTo } from "../align.js";
+import { api } from "../api.js";
+import { configPatch, describePatch } from "../configform.js";
+import { el, empty, errorBox, fill, fmt, loading } from "../dom.js";
+import { pairedBars } from "../explore/classstats.js";
+import { MapView, hasLogdet, mapControls, thumbUrl } from "../explore/map.js";
+import { METRIC_NAMES } from "../explore/metrics.js";
+import { gallery } from "../explore/retrieval.js";
+import { downloadPng } from "../plots.js";
+import { configLine, runLabel, statusBadge } from "../runinfo.js";
+import { href, navigate, params, setParams } from "../url.js";
+
+export function renderCompare(root, pair) {
+  const cleanups = [];
+  const [a, b] = pair.split(",");
+  if (!a || !b) {
+    root.append(errorBox({ error: "Pick two runs", detail: "the address must be /?compare=<run a>,<run b>" }));
+    return () => {};
+  }
+  root.append(loading("the comparison"));
+  Promise.all([api.compare(a, b), api.runs({ status: "done" })])
+    .then(([cmp, { data: runs }]) => { fill(root); draw(root, cmp, runs, cleanups); })
+    .catch((err) => fill(root, errorBox(err, "Cannot compare"), el("a", { href: href({ tab: "runs" }), "data-nav": true }, "Pick two runs")));
+  return () => cleanups.splice(0).forEach((f) => f());
+}
+
+function runPicker(id, label, current, runs, onPick) {
+  const select = el("select", { id, onchange: () => onPick(select.value) },
+    runs.map((r) => el("option", { value: r.id, selected: r.id === current.id }, `${runLabel(r)} (${r.id.slice(0, 6)})`)));
+  return el("label", { for: id }, label, select);
+}
+
+function draw(root, cmp, runs, cleanups) {
+  const { a, b } = cmp;
+  const changes = describePatch(a.config, configPatch(a.config, b.config));
+  const pick = (which) => (id) => navigate({ compare: which === "a" ? `${id},${b.id}` : `${a.id},${id}` });
+  root.append(el("section", { class: "panel", "aria-labelledby": "cmp-h" },
+    el("header", {}, el("h2", { id: "cmp-h" }, "Compare runs"),
+      el("div", { class: "actions" }, runPicker("cmp-a", "A", a, runs, pick("a")), runPicker("cmp-b", "B", b, runs, pick("b")))),
+    el("div", { class: "grid-2" },
+      [["A", a], ["B", b]].map(([tag, r]) => el("p", {}, el("strong", {}, `${tag}: `),
+        el("a", { href: href({ run: r.id }), "data-nav": true }, runLabel(r)), " ", statusBadge(r),
+        el("br"), el("span", { class: "small" }, configLine(r.config))))),
+    el("p", {}, el("strong", {}, "B differs from A in: "), changes.length ? changes.join("; ") : "nothing (same settings: a seed check)"),
+    cmp.same_dataset ? null : el("p", { class: "state error" }, "The runs use different image sets: maps are not aligned and no images are shared.")));
+
+  const maps = mapsSection(root, cmp, cleanups);
+  root.append(el("div", { class: "grid-2" }, metricsTable(cmp), changedPanel(cmp, maps.select)));
+  const pairs = el("div", { class: "grid-2" });
+  root.append(pairs);
+  pairedBars(pairs, cmp, cleanups);
+}
+
+function mapsSection(root, cmp, cleanups) {
+  const { a, b } = cmp;
+  const p = params();
+  const state = { proj: p.get("proj") || "umap", split: p.get("split") || "test", color: p.get("color") || "class" };
+  const divs = [a, b].map((r, i) => el("div", { class: "plot", id: `map-${"ab"[i]}`, role: "img", "aria-label": `map of run ${"AB"[i]}` }));
+  const views = [new MapView(divs[0], a, `A: ${runLabel(a)}`), new MapView(divs[1], b, `B: ${runLabel(b)}`)];
+  cleanups.push(() => views.forEach((v) => v.destroy()));
+  const controls = el("div");
+  const status = el("div", { role: "status" });
+  const neighbours = el("div", { class: "grid-2" });
+  let selected = null;
+
+  const markAll = (ids) => views.forEach((v) => v.mark(ids));
+  async function select(imageId) {
+    selected = imageId;
+    markAll([imageId]);
+    fill(neighbours, loading("neighbours in both runs"), null);
+    const answers = await Promise.all(views.map((v) => api.neighbors(v.run.id, imageId, 10).catch((err) => err)));
+    fill(neighbours, answers.map((ans, i) => el("div", {}, el("h3", {}, `${"AB"[i]}: ${runLabel(views[i].run)}`),
+      ans instanceof Error ? errorBox(ans) : gallery(ans, select))));
+  }
+  views.forEach((v, i) => {
+    const other = views[1 - i];
+    v.on("hover", (id) => other.mark(selected === null ? [id] : [id, selected]));
+    v.on("unhover", () => markAll(selected === null ? [] : [selected]));
+    v.on("click", select);
+  });
+
+  async function load() {
+    fill(status, el("p", { class: "state loading" }, "Loading both maps (a UMAP is computed on first use: up to a minute)…"));
+    try {
+      await Promise.all(views.map((v) => v.load(state.split, state.proj)));
+    } catch (err) {
+      fill(status, errorBox(err, "No maps"));
+      return;
+    }
+    const aligned = cmp.same_dataset ? alignTo(views[0].points.columns, views[1].points.columns) : null;
+    if (aligned) views[1].setPositions(aligned.x, aligned.y);
+    fill(status, aligned ? el("p", { class: "help" }, "B is rotated/reflected and scaled onto A using the images both show; hover one to find it in the other.") : null);
+    const noLogdet = !views.some((v) => hasLogdet(v.points));
+    if (state.color === "logdet" && noLogdet) state.color = "class";
+    fill(controls, mapControls(state, onControl, { noLogdet, prefix: "cmp" }));
+    await Promise.all(views.map((v) => v.draw(state.color)));
+    if (selected !== null) markAll([selected]);
+  }
+  function onControl(change) {
+    Object.assign(state, change);
+    setParams(change);
+    if ("color" in change) views.forEach((v) => v.recolor(state.color));
+    else load();
+  }
+  root.append(el("section", { class: "panel", "aria-labelledby": "maps-h" },
+    el("header", {}, el("h2", { id: "maps-h" }, "Maps side by side"),
+      el("div", { class: "actions" }, divs.map((d, i) => el("button", { type: "button",
+        onclick: () => downloadPng(d, `dmlscope-compare-${"ab"[i]}`) }, `Download ${"AB"[i]} as PNG`)))),
+    controls, status, el("div", { class: "grid-2" }, divs),
+    el("h3", {}, "Selected image: nearest neighbours in A and B"),
+    neighbours));
+  fill(neighbours, empty("Click a point in either map (or a changed image below)."));
+  load();
+  return { select };
+}
+
+function metricsTable(cmp) {
+  const rows = [];
+  for (const split of ["test", "train"]) {
+    for (const [name, m] of Object.entries(cmp.metrics?.[split] || {})) {
+      if (typeof m?.a !== "number") continue;
+      const cls = m.diff > 0 ? "better" : m.diff < 0 ? "worse" : "";
+      const sign = m.diff > 0 ? "▲ +" : m.diff < 0 ? "▼ " : "";
+      rows.push(el("tr", {}, el("td", {}, split === "test" ? "test (unseen)" : "train (seen)"),
+        el("td", {}, METRIC_NAMES[name] || name),
+        el("td", { class: "num" }, fmt(m.a)), el("td", { class: "num" }, fmt(m.b)),
+        el("td", { class: `num ${cls}` }, `${sign}${fmt(m.diff)}`)));
+    }
+  }
+  return el("section", { class: "panel", "aria-labelledby": "cmp-metrics-h" },
+    el("header", {}, el("h2", { id: "cmp-metrics-h" }, "Metrics"), el("span", { class: "help" }, "difference = B − A; higher is better for all")),
+    rows.length ? el("table", { id: "compare-metrics" }, el("thead", {}, el("tr", {}, el("th", {}, "split"), el("th", {}, "metric"),
+      el("th", { class: "num" }, "A"), el("th", { class: "num" }, "B"), el("th", { class: "num" }, "B − A"))), el("tbody", {}, rows))
+      : empty("No metrics to compare."));
+}
+
+function changedPanel(cmp, select) {
+  const ds = cmp.b.dataset_id;
+  return el("section", { class: "panel", "aria-labelledby": "changed-h" },
+    el("header", {}, el("h2", { id: "changed-h" }, "Neighbourhoods that changed most"),
+      el("span", { class: "help" }, "Jaccard overlap of the k-NN sets in A and B; click to inspect")),
+    cmp.changed.length ? el("div", { class: "gallery" }, cmp.changed.map((c) => el("button", { type: "button", class: "plain",
+      onclick: () => select(c.image_id), title: `image #${c.image_id}: show its neighbours in A and B` },
+      el("figure", {}, el("img", { src: c.thumb_url || thumbUrl(ds, c.image_id), alt: `${c.class} #${c.image_id}` }),
+        el("figcaption", {}, `${c.class} #${c.image_id}`), el("figcaption", { class: "muted" }, `J = ${fmt(c.jaccard, 2)}`)))))
+      : empty(cmp.same_dataset ? "No neighbourhood changed." : "Different image sets: nothing to match."));
+}

@@ -1,0 +1,207 @@
+// Data tab: upload an image set (a zip dropped or picked, or a picked folder), list the sets, and show one:
+// per-class counts, a few thumbnails per class, the files that were rejected and why.
+import { api } from "../api.js";
+import { el, empty, errorBox, fill, loading } from "../dom.js";
+import { href, params, setParams } from "../url.js";
+
+const THUMBS_PER_CLASS = 8;
+const MAX_CLASSES_SHOWN = 24;
+
+export function renderData(root) {
+  const list = el("div", {}, loading("image sets"));
+  const detail = el("div", {}, loading("the image set"));
+  const report = el("div", { "aria-live": "polite" });
+  root.append(el("div", { class: "grid-3" },
+    el("div", {},
+      el("section", { class: "panel", "aria-labelledby": "detail-h" }, detail),
+    ),
+    el("div", {},
+      uploadPanel(report, (dataset) => { setParams({ dataset: dataset.id }); refresh(); }),
+      el("section", { class: "panel", "aria-labelledby": "sets-h" },
+        el("header", {}, el("h2", { id: "sets-h" }, "Image sets")), list),
+    ),
+  ));
+
+  async function refresh() {
+    let datasets;
+    try {
+      ({ data: datasets } = await api.datasets());
+    } catch (err) {
+      fill(list, errorBox(err, "Could not list image sets"));
+      fill(detail, el("h2", { id: "detail-h" }, "Image set"));
+      return;
+    }
+    const chosen = datasets.find((d) => d.id === params().get("dataset")) || datasets[0];
+    fill(list, datasets.length ? datasetTable(datasets, chosen) : empty("No image sets yet: upload one."));
+    if (chosen) showDataset(detail, chosen, refresh);
+    else fill(detail, el("h2", { id: "detail-h" }, "Image set"), empty("Upload a zip or a folder to begin."));
+  }
+  refresh();
+  return () => {};
+}
+
+function datasetTable(datasets, chosen) {
+  return el("table", {},
+    el("thead", {}, el("tr", {}, el("th", {}, "Name"), el("th", {}, "Source"), el("th", { class: "num" }, "Images"),
+      el("th", { class: "num" }, "Classes"), el("th", { class: "num" }, "Runs"))),
+    el("tbody", {}, datasets.map((d) => el("tr", { class: d === chosen ? "selected" : null },
+      el("td", {}, el("a", { href: href({ tab: "data", dataset: d.id }), "data-nav": true,
+        "aria-current": d === chosen ? "true" : null }, d.name)),
+      el("td", {}, d.source), el("td", { class: "num" }, d.num_images), el("td", { class: "num" }, d.num_classes),
+      el("td", { class: "num" }, d.run_count ?? 0)))));
+}
+
+function uploadPanel(report, onImported) {
+  const name = el("input", { id: "upload-name", type: "text", placeholder: "(zip or folder name)" });
+  const zipInput = el("input", { type: "file", accept: ".zip,application/zip", class: "visually-hidden",
+    id: "zip-input", tabindex: "-1", "aria-hidden": "true" });
+  const dirInput = el("input", { type: "file", webkitdirectory: true, multiple: true, class: "visually-hidden",
+    id: "folder-input", tabindex: "-1", "aria-hidden": "true" });
+  const status = el("div", { role: "status" });
+
+  async function send(form, what) {
+    if (name.value.trim()) form.append("name", name.value.trim());
+    fill(status, el("p", { class: "state loading" }, `Uploading ${what}… the server checks and re-encodes every image.`));
+    fill(report);
+    try {
+      const dataset = await api.uploadDataset(form);
+      fill(status);
+      fill(report, importReport(dataset));
+      onImported(dataset);
+    } catch (err) {
+      fill(status, errorBox(err, "Upload rejected"));
+    }
+  }
+  const sendZip = (file) => {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    send(form, file.name);
+  };
+  const sendFiles = (files) => {
+    const form = new FormData();
+    let bytes = 0;
+    for (const { file, path } of files) {
+      form.append("files", file, path);
+      bytes += file.size;
+    }
+    send(form, `${files.length} files (${(bytes / 1e6).toFixed(1)} MB)`);
+  };
+
+  zipInput.addEventListener("change", () => zipInput.files[0] && sendZip(zipInput.files[0]));
+  dirInput.addEventListener("change", () => {
+    const files = [...dirInput.files].map((file) => ({ file, path: file.webkitRelativePath || file.name }));
+    if (files.length) sendFiles(files);
+  });
+
+  const zone = el("div", { class: "dropzone" },
+    el("p", {}, "Drop a ", el("strong", {}, ".zip"), " or a folder here: one sub-folder per class (",
+      el("code", {}, "cats/001.jpg"), ")."),
+    el("div", { class: "row" },
+      el("button", { type: "button", onclick: () => zipInput.click() }, "Choose zip…"),
+      el("button", { type: "button", onclick: () => dirInput.click() }, "Choose folder…")),
+    zipInput, dirInput);
+  zone.addEventListener("dragover", (ev) => { ev.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", async (ev) => {
+    ev.preventDefault();
+    zone.classList.remove("over");
+    const dropped = await droppedFiles(ev.dataTransfer);
+    if (dropped.length === 1 && /\.zip$/i.test(dropped[0].path)) sendZip(dropped[0].file);
+    else if (dropped.length) sendFiles(dropped);
+  });
+
+  return el("section", { class: "panel", "aria-labelledby": "upload-h" },
+    el("header", {}, el("h2", { id: "upload-h" }, "Upload an image set")),
+    el("div", { class: "row" }, el("label", { for: "upload-name" }, "Name"), name),
+    zone, status, report);
+}
+
+/** Files of a drop, with folder structure: a dropped folder is walked so each file keeps its relative path. */
+async function droppedFiles(transfer) {
+  const entries = [...transfer.items].map((item) => item.webkitGetAsEntry?.()).filter(Boolean);
+  if (!entries.length) return [...transfer.files].map((file) => ({ file, path: file.name }));
+  const out = [];
+  async function walk(entry) {
+    if (entry.isFile) {
+      const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+      out.push({ file, path: entry.fullPath.replace(/^\//, "") });
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      // readEntries returns the directory in batches until an empty one.
+      for (;;) {
+        const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+        if (!batch.length) break;
+        for (const child of batch) await walk(child);
+      }
+    }
+  }
+  for (const entry of entries) await walk(entry);
+  return out;
+}
+
+function importReport(dataset) {
+  return el("div", { class: "state empty" },
+    el("p", {}, el("strong", {}, `Imported “${dataset.name}”: `),
+      `${dataset.num_images} images in ${dataset.num_classes} classes.`),
+    dataset.skipped?.length ? el("p", {}, `${dataset.skipped.length} files rejected (listed with the set).`) : null);
+}
+
+async function showDataset(box, dataset, refresh) {
+  const thumbs = el("div", {}, loading("thumbnails"));
+  const actions = el("div", { class: "actions" },
+    el("a", { class: "button", href: href({ tab: "train", dataset: dataset.id }), "data-nav": true }, "Train on this set"),
+    el("button", { type: "button", class: "danger", onclick: () => removeDataset(dataset, box, refresh) }, "Delete"));
+  fill(box,
+    el("header", {}, el("h2", { id: "detail-h" }, dataset.name), el("span", { class: "badge" }, dataset.source), actions),
+    el("p", { class: "muted" }, `${dataset.num_images} images · ${dataset.num_classes} classes · `,
+      `${dataset.channels === 1 ? "greyscale" : "colour"}`, dataset.native_size ? ` · ${dataset.native_size} px` : "",
+      dataset.has_predefined_split ? " · predefined train/test split" : ""),
+    el("h3", {}, "Images per class"),
+    el("div", { class: "class-counts" }, dataset.classes.map((c) =>
+      el("span", { class: "badge" }, `${c.name}: ${c.count}`))),
+    (dataset.warnings || []).map((w) => el("p", { class: "state empty" }, w)),
+    thumbs,
+    rejected(dataset.skipped || []));
+  const classes = dataset.classes.slice(0, MAX_CLASSES_SHOWN);
+  try {
+    const pages = await Promise.all(classes.map((c) =>
+      api.datasetImages(dataset.id, { class_name: c.name, limit: THUMBS_PER_CLASS })));
+    fill(thumbs,
+      el("h3", {}, "Thumbnails", dataset.classes.length > MAX_CLASSES_SHOWN
+        ? el("span", { class: "muted small" }, ` (first ${MAX_CLASSES_SHOWN} classes)`) : null),
+      el("div", { class: "thumbs" }, pages.flatMap((page) => page.data.map((img) =>
+        el("figure", {}, el("img", { src: img.thumb_url, alt: `${img.class}: ${img.path}`, loading: "lazy", title: img.path }),
+          el("figcaption", {}, img.class))))));
+  } catch (err) {
+    fill(thumbs, errorBox(err, "Could not load thumbnails"));
+  }
+}
+
+function rejected(skipped) {
+  if (!skipped.length) return el("p", { class: "muted small" }, "No files were rejected.");
+  return el("details", { open: skipped.length <= 20 },
+    el("summary", {}, `${skipped.length} rejected files`),
+    el("div", { class: "table-scroll" }, el("table", {},
+      el("thead", {}, el("tr", {}, el("th", {}, "File"), el("th", {}, "Reason"))),
+      el("tbody", {}, skipped.map((s) => el("tr", {}, el("td", { class: "mono" }, s.path), el("td", {}, s.reason)))))));
+}
+
+async function removeDataset(dataset, box, refresh) {
+  if (!window.confirm(`Delete the image set “${dataset.name}”?`)) return;
+  try {
+    await api.deleteDataset(dataset.id);
+  } catch (err) {
+    if (err.status !== 409 || !window.confirm(`${err.detail}\n\nDelete the set and its runs?`)) {
+      box.append(errorBox(err, "Not deleted"));
+      return;
+    }
+    try {
+      await api.deleteDataset(dataset.id, true);
+    } catch (err2) {
+      box.append(errorBox(err2, "Not deleted"));
+      return;
+    }
+  }
+  setParams({ dataset: null });
+  refresh();
+}

@@ -1,0 +1,201 @@
+// The page of one run (/?run=<id>): what it is and where it came from, live progress while it trains, and
+// once done the exploration: map, neighbours, per-class radius/density, Jacobian-determinant map, metrics.
+import { api, exportUrl } from "../api.js";
+import { configForm, configPatch, describePatch } from "../configform.js";
+import { el, errorBox, fill, loading } from "../dom.js";
+import { classPanels } from "../explore/classstats.js";
+import { logdetPanel } from "../explore/logdet.js";
+import { MapView, hasLogdet, mapControls } from "../explore/map.js";
+import { metricsPanel } from "../explore/metrics.js";
+import { historyCurves, progressPanel } from "../explore/progress.js";
+import { retrievalPanel } from "../explore/retrieval.js";
+import { downloadPng } from "../plots.js";
+import { configLine, runLabel, statusBadge } from "../runinfo.js";
+import { href, navigate, params, setParams } from "../url.js";
+
+const ACTIVE = new Set(["queued", "running"]);
+
+export function renderRun(root, runId) {
+  const cleanups = [];
+  root.append(loading("the run"));
+  api.run(runId).then((run) => {
+    fill(root);
+    draw(root, run, cleanups);
+  }).catch((err) => fill(root, errorBox(err, `Run ${runId}`), el("a", { href: href({ tab: "runs" }), "data-nav": true }, "All runs")));
+  return () => cleanups.splice(0).forEach((f) => f());
+}
+
+function draw(root, run, cleanups) {
+  root.append(headerPanel(run));
+  if (ACTIVE.has(run.status)) {
+    const live = progressPanel(run, (finished) => {
+      live.close();
+      fill(root);
+      draw(root, finished, cleanups);
+    });
+    cleanups.push(live.close);
+    root.append(live.node);
+    return;
+  }
+  if (run.status !== "done") {
+    root.append(errorBox({ error: `This run is ${run.status}`, detail: run.error || "resume it to continue from its last saved epoch" }),
+      retrainPanel(run));
+    return;
+  }
+  root.append(retrainPanel(run));
+  explore(root, run, cleanups);
+}
+
+function headerPanel(run) {
+  const lineage = el("div");
+  const errors = el("div");
+  const action = (label, call, cls = "") => el("button", { type: "button", class: cls, onclick: async () => {
+    try { await call(); } catch (err) { fill(errors, errorBox(err, `${label} failed`)); }
+  } }, label);
+  const actions = el("div", { class: "actions" },
+    ["interrupted", "cancelled", "failed"].includes(run.status)
+      ? action("Resume", async () => { await api.resume(run.id); navigate({ run: run.id }); }) : null,
+    ACTIVE.has(run.status) ? null : action("Delete", async () => {
+      if (!window.confirm(`Delete run “${runLabel(run)}” and its files?`)) return;
+      await api.deleteRun(run.id);
+      navigate({ tab: "runs" });
+    }, "danger"));
+  describeLineage(lineage, run);
+  return el("section", { class: "panel", "aria-labelledby": "run-h" },
+    el("header", {}, el("h2", { id: "run-h" }, runLabel(run)), statusBadge(run), actions),
+    el("p", { class: "small" }, configLine(run.config), el("span", { class: "muted mono" }, `  · id ${run.id}`)),
+    lineage,
+    run.status === "done" ? el("p", { class: "small" }, "Export: ",
+      el("a", { href: exportUrl(run.id, "stats", "csv"), download: true }, "per-class stats (CSV)"), " · ",
+      el("a", { href: exportUrl(run.id, "stats", "json"), download: true }, "metrics + stats (JSON)"), " · ",
+      el("a", { href: exportUrl(run.id, "embeddings"), download: true }, "embeddings (.npz of .npy arrays)"), " · ",
+      el("a", { href: exportUrl(run.id, "checkpoint"), download: true }, "checkpoint (.pt)")) : null,
+    errors);
+}
+
+/** "Retrained from <parent>: flow.enabled: false → true" and the runs retrained from this one. */
+async function describeLineage(box, run) {
+  try {
+    const [parent, { data: siblings }] = await Promise.all([
+      run.parent_id ? api.run(run.parent_id) : null, api.runs({ dataset_id: run.dataset_id })]);
+    const children = siblings.filter((r) => r.parent_id === run.id);
+    fill(box,
+      parent ? el("p", {}, "Retrained from ", el("a", { href: href({ run: parent.id }), "data-nav": true }, runLabel(parent)),
+        ": ", describePatch(parent.config, configPatch(parent.config, run.config)).join("; ") || "same settings", " — ",
+        el("a", { href: href({ compare: `${parent.id},${run.id}` }), "data-nav": true }, "compare with parent")) : null,
+      children.length ? el("p", {}, "Retrained as: ", children.flatMap((c, i) => [i ? ", " : "",
+        el("a", { href: href({ run: c.id }), "data-nav": true }, runLabel(c)), " ", statusBadge(c)])) : null);
+  } catch (err) {
+    fill(box, errorBox(err, "Could not load the related runs"));
+  }
+}
+
+/** "Change settings and retrain": the run's own config in the form; the patch is what the user changed. */
+function retrainPanel(run) {
+  const body = el("div", {}, loading("the form"));
+  const details = el("details", { class: "panel", id: "retrain" },
+    el("summary", {}, el("strong", {}, "Change settings and retrain"),
+      el("span", { class: "help" }, " — a new run, linked to this one, with your changes merged into its config")), body);
+  details.addEventListener("toggle", async () => {
+    if (!details.open || body.dataset.ready) return;
+    body.dataset.ready = "1";
+    try {
+      const components = await api.components();
+      const form = configForm(components, run.config, "retrain");
+      const name = el("input", { id: "retrain-name", type: "text", placeholder: "(optional)" });
+      const summary = el("p", { class: "small", "aria-live": "polite" });
+      const status = el("div");
+      const submit = el("button", { type: "submit", class: "primary" }, "Retrain with these changes");
+      const update = () => {
+        const changes = describePatch(run.config, configPatch(run.config, form.read()));
+        fill(summary, changes.length ? `Changes: ${changes.join("; ")}` : "No changes yet.");
+      };
+      fill(body, el("form", { onchange: update, oninput: update, onsubmit: async (ev) => {
+        ev.preventDefault();
+        const patch = configPatch(run.config, form.read());
+        if (!Object.keys(patch).length) { fill(status, errorBox({ error: "Nothing changed", detail: "change at least one setting" })); return; }
+        submit.disabled = true;
+        try {
+          const child = await api.retrain(run.id, patch, name.value.trim() || undefined);
+          navigate({ run: child.id });
+        } catch (err) {
+          submit.disabled = false;
+          form.markErrors(err.fields);
+          fill(status, errorBox(err, "Not retrained"));
+        }
+      } }, form.node,
+      el("div", { class: "row" }, el("label", { for: "retrain-name" }, "New run name", name), submit), summary, status));
+      update();
+    } catch (err) {
+      fill(body, errorBox(err, "Could not load the components"));
+    }
+  });
+  return details;
+}
+
+function explore(root, run, cleanups) {
+  const p = params();
+  const state = { proj: p.get("proj") || "umap", split: p.get("split") || "test", color: p.get("color") || "class" };
+  const mapDiv = el("div", { class: "plot tall", id: "map", role: "img", "aria-label": "projection map of the embeddings" });
+  const mapStatus = el("div", { role: "status" });
+  const controls = el("div");
+  const below = el("div");
+  const view = new MapView(mapDiv, run);
+  cleanups.push(() => view.destroy());
+  let retrieval = null;
+  let logdet = null;
+
+  const mapPanel = el("section", { class: "panel", "aria-labelledby": "map-h" },
+    el("header", {}, el("h2", { id: "map-h" }, "Embedding map"),
+      el("div", { class: "actions" }, el("button", { type: "button", onclick: () => downloadPng(mapDiv, `dmlscope-${run.id}-map`) }, "Download PNG"))),
+    controls, mapStatus, mapDiv,
+    el("p", { class: "help" }, "Hover a point to see its image; click it to list its nearest neighbours. A 2-D projection distorts distances: trust the neighbours, not the picture."));
+  const side = el("div");
+  root.append(el("div", { class: "grid-3" }, mapPanel, side), below);
+
+  async function load() {
+    fill(mapStatus, el("p", { class: "state loading" },
+      state.proj === "umap" ? "Loading the UMAP map (computed on first use: up to a minute)…" : "Loading the PCA map…"));
+    try {
+      await view.load(state.split, state.proj);
+    } catch (err) {
+      fill(mapStatus, errorBox(err, "No map"));
+      return;
+    }
+    fill(mapStatus);
+    const noLogdet = !hasLogdet(view.points);
+    if ((state.color === "logdet" && noLogdet) || (state.color === "split" && state.split !== "all")) state.color = "class";
+    fill(controls, mapControls(state, onControl, { noLogdet }));
+    await view.draw(state.color);
+    logdet?.update(view.points);
+  }
+  function onControl(change) {
+    Object.assign(state, change);
+    setParams(change);
+    if ("color" in change) view.recolor(state.color);
+    else load();
+  }
+  view.on("click", (imageId) => retrieval?.show(imageId));
+
+  (async () => {
+    await load();
+    if (!view.points) return;
+    retrieval = retrievalPanel(run, view.points.class_names, (answer) => {
+      view.mark([answer.query.image_id, ...answer.neighbors.map((n) => n.image_id)].filter((id) => id !== null));
+    });
+    side.append(retrieval.node);
+    logdet = logdetPanel(run, view, cleanups);
+    const curves = el("div", { class: "plot short", id: "history-curves" });
+    const stats = el("div", {}, loading("statistics"));
+    fill(below, stats, logdet.node,
+      el("section", { class: "panel", "aria-labelledby": "curves-h" }, el("header", {}, el("h2", { id: "curves-h" }, "Training loss")), curves));
+    logdet.update(view.points);
+    try {
+      const s = await api.stats(run.id);
+      fill(stats, metricsPanel(s), classPanels(s, run, cleanups));
+      historyCurves(curves, s.history || []);
+    } catch (err) {
+      fill(stats, errorBox(err, "No statistics"));
+    }
+  })();
+}
