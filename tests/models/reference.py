@@ -50,6 +50,16 @@ def _relu(x: float) -> float:
     return max(0.0, x)
 
 
+def _logsumexp(xs: list[float]) -> float:
+    top = max(xs)
+    return top + math.log(sum(math.exp(x - top) for x in xs))
+
+
+def _log1p_sumexp(xs: list[float]) -> float:
+    """log(1 + Σ e^x), stable for the large exponents of proxy-anchor and multi-similarity."""
+    return _logsumexp([0.0, *xs])
+
+
 def _mean_nonzero(values: list[float]) -> float:
     nz = [v for v in values if v > 0]
     return sum(nz) / len(nz) if nz else 0.0
@@ -85,7 +95,7 @@ def lifted_structure(D: Tensor, labels: list[int], inverted: bool, pos_margin: f
         negs += [(j, l) for l in range(len(labels)) if labels[l] != labels[j]]
         if not negs:
             continue
-        lse = math.log(sum(math.exp(_margin(inverted, neg_margin, float(D[x, y]))) for x, y in negs))
+        lse = _logsumexp([_margin(inverted, neg_margin, float(D[x, y])) for x, y in negs])
         terms.append(_relu(lse + _margin(inverted, float(D[i, j]), pos_margin)) ** 2 / 2)
     return sum(terms) / len(terms) if terms else 0.0
 
@@ -107,7 +117,7 @@ def npair(D_fn: Callable[[list[int], list[int]], Tensor], labels: list[int], inv
     total = 0.0
     for i in range(len(anchors)):
         logits = [float(D[i, j]) if inverted else -float(D[i, j]) for j in range(len(anchors))]
-        total += math.log(sum(math.exp(s) for s in logits)) - logits[i]
+        total += _logsumexp(logits) - logits[i]
     return total / len(anchors)
 
 
@@ -118,9 +128,9 @@ def multi_similarity(D: Tensor, labels: list[int], inverted: bool, alpha: float,
         pos = [_margin(inverted, float(D[i, j]), base) for j in range(len(labels)) if j != i and labels[j] == labels[i]]
         neg = [_margin(inverted, base, float(D[i, j])) for j in range(len(labels)) if labels[j] != labels[i]]
         if pos:
-            total += math.log(1 + sum(math.exp(alpha * x) for x in pos)) / alpha
+            total += _log1p_sumexp([alpha * x for x in pos]) / alpha
         if neg:
-            total += math.log(1 + sum(math.exp(beta * x) for x in neg)) / beta
+            total += _log1p_sumexp([beta * x for x in neg]) / beta
     return total / len(labels)
 
 
@@ -129,7 +139,7 @@ def proxy_nca(D: Tensor, labels: list[int], inverted: bool, scale: float) -> flo
     total = 0.0
     for i, y in enumerate(labels):
         logits = [scale * (float(D[i, c]) if inverted else -float(D[i, c])) for c in range(D.shape[1])]
-        total += math.log(sum(math.exp(s) for s in logits)) - logits[y]
+        total += _logsumexp(logits) - logits[y]
     return total / len(labels)
 
 
@@ -142,6 +152,6 @@ def proxy_anchor(D: Tensor, labels: list[int], inverted: bool, margin: float, al
         neg = [_margin(inverted, -margin, float(D[i, c])) for i, y in enumerate(labels) if y != c]
         if pos:
             with_pos += 1
-            pos_total += math.log(1 + sum(math.exp(alpha * x) for x in pos))
-        neg_total += math.log(1 + sum(math.exp(alpha * x) for x in neg))
+            pos_total += _log1p_sumexp([alpha * x for x in pos])
+        neg_total += _log1p_sumexp([alpha * x for x in neg])
     return pos_total / max(with_pos, 1) + neg_total / C
