@@ -1,0 +1,48 @@
+"""Health and the component catalogue the UI builds its forms from."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from fastapi import APIRouter
+
+from models.config import RunConfig
+from server import __version__
+from server.routes.deps import JobsDep, SettingsDep
+from server.schemas import ComponentsPublic, HealthPublic
+
+router = APIRouter(prefix="/api", tags=["system"])
+
+
+def _device(setting: str) -> str:
+    import torch
+
+    if setting != "cpu" and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return "cpu"
+
+
+@router.get("/health", operation_id="system-health")
+def health(settings: SettingsDep, jobs: JobsDep) -> HealthPublic:
+    import torch
+
+    return HealthPublic(version=__version__, device=_device(settings.device), torch=torch.__version__,
+                        auth_required=settings.api_token is not None, queue=jobs.state())
+
+
+@lru_cache(maxsize=1)
+def _components() -> ComponentsPublic:
+    # The registries fill as their modules are imported; importing them here is what registers every entry.
+    from models.backbones import BACKBONES
+    from models.distances import DISTANCES
+    from models.losses import LOSSES, MINERS
+    from models.regularizers import REGULARIZERS
+
+    return ComponentsPublic(
+        losses=LOSSES.schemas(), distances=DISTANCES.schemas(), miners=MINERS.schemas(),
+        regularizers=REGULARIZERS.schemas(), backbones=BACKBONES.schemas(),
+        run_config={"schema": RunConfig.model_json_schema(), "defaults": RunConfig().model_dump(mode="json")})
+
+
+@router.get("/components", operation_id="system-components")
+def components() -> ComponentsPublic:
+    return _components()
