@@ -1,4 +1,5 @@
-"""Slow, obviously-correct reference loops: one pair, one triplet at a time, written from the formulas in SPEC.md.
+"""Slow, obviously-correct reference loops: one pair, one triplet at a time, written from the formulas in SPEC.md
+(plus `random_flow64`, the float64 flow the flow and regulariser checks run on).
 
 The library code is vectorised (and mostly PML's); these loops share nothing with it but the formulas, so an
 agreement between the two is evidence, not a tautology. `margin(x, y)` follows PML: how far x exceeds y in the
@@ -13,6 +14,23 @@ import torch
 from torch import Tensor
 
 PairFn = Callable[[Tensor, Tensor], float]
+
+
+def random_flow64(dim: int, depth: int, coupling: str = "affine"):
+    """A flow built (not just cast) in float64 — so its orthogonal mixing is orthogonal to float64 precision —
+    with every parameter perturbed: at init the flow is the identity, which would prove nothing."""
+    from models.flow import FlowMetricLayer
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        flow = FlowMetricLayer(dim, depth, hidden=16, coupling=coupling)
+    finally:
+        torch.set_default_dtype(default)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return flow
 
 
 def pair_distance(name: str, distance=None) -> PairFn:

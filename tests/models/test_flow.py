@@ -5,30 +5,14 @@ import pytest
 import torch
 
 from models.flow import FlowMetricLayer
+from reference import random_flow64
 
 CASES = [(dim, depth, coupling) for dim in (5, 6) for depth in (1, 2, 4) for coupling in ("affine", "additive")]
 
 
-def random_flow(dim: int, depth: int, coupling: str) -> FlowMetricLayer:
-    """A flow built in float64 with every parameter perturbed: at init it is the identity, which would prove nothing.
-
-    Built (not just cast) in float64, so the orthogonal mixing is orthogonal to float64 precision.
-    """
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        flow = FlowMetricLayer(dim, depth, hidden=16, coupling=coupling)
-    finally:
-        torch.set_default_dtype(default)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return flow
-
-
 @pytest.mark.parametrize("dim,depth,coupling", CASES)
 def test_inverse_undoes_forward(dim: int, depth: int, coupling: str) -> None:
-    flow = random_flow(dim, depth, coupling)
+    flow = random_flow64(dim, depth, coupling)
     x = torch.randn(8, dim, dtype=torch.float64)
     z, _ = flow(x)
     assert not torch.allclose(z, x)
@@ -37,7 +21,7 @@ def test_inverse_undoes_forward(dim: int, depth: int, coupling: str) -> None:
 
 @pytest.mark.parametrize("dim,depth,coupling", CASES)
 def test_logdet_equals_log_abs_det_of_the_jacobian(dim: int, depth: int, coupling: str) -> None:
-    flow = random_flow(dim, depth, coupling)
+    flow = random_flow64(dim, depth, coupling)
     x = torch.randn(4, dim, dtype=torch.float64)
     _, logdet = flow(x)
     assert logdet.shape == (4,)
@@ -57,14 +41,14 @@ def test_untrained_flow_is_the_identity() -> None:
 
 def test_affine_logdet_depends_on_the_input_nice_does_not() -> None:
     x = torch.randn(6, 6, dtype=torch.float64)
-    assert random_flow(6, 2, "affine")(x)[1].std() > 1e-3
-    nice = random_flow(6, 2, "additive")(x)[1].detach()
+    assert random_flow64(6, 2, "affine")(x)[1].std() > 1e-3
+    nice = random_flow64(6, 2, "additive")(x)[1].detach()
     torch.testing.assert_close(nice, nice[0].expand(6))
     assert abs(nice[0].item()) > 1e-3  # the final diagonal scaling contributes
 
 
 def test_logdet_gradient_reaches_the_coupling_networks() -> None:
-    flow = random_flow(4, 2, "affine")
+    flow = random_flow64(4, 2, "affine")
     flow(torch.randn(8, 4, dtype=torch.float64))[1].mean().backward()
     coupling_grads = [p.grad for n, p in flow.named_parameters() if ".net." in n and p.grad is not None]
     assert coupling_grads and any(float(g.abs().sum()) > 0 for g in coupling_grads)

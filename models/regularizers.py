@@ -1,0 +1,190 @@
+"""Regularizers by name: each an nn.Module mapping `RegularizerInputs` to an unweighted scalar.
+
+The trainer adds weight × value for each configured regularizer, so it stays generic; everything a regularizer
+might read travels in one `RegularizerInputs`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from models.registry import InvalidParameterError, Registry
+
+
+@dataclass
+class RegularizerInputs:
+    embeddings: Tensor  # (B, D) the final embedding, what the loss sees
+    labels: Tensor  # (B,) int64 class ids
+    features: Tensor | None = None  # (B, D) the flow layer's input; None without flow
+    logdet: Tensor | None = None  # (B,) log|det J| of the flow (branch 1)
+    logdet_dueling: Tensor | None = None  # (B,) log|det J| of the dueling branch
+    flow: nn.Module | None = None  # the branch-1 flow, for logdets at points not in the batch
+    model: nn.Module | None = None  # the whole network, for weight penalties
+    distance: nn.Module | None = None  # the run's distance
+
+
+REGULARIZERS: Registry[nn.Module] = Registry("regularizer")
+
+
+def _zero(x: Tensor) -> Tensor:
+    """A 0 that is still connected to the graph, so backward() works whatever the batch held."""
+    return x.sum() * 0
+
+
+def _same_class_partners(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(i, j): each sample of a class with ≥ 2 members paired with the next sample of its class (cyclically)."""
+    sorted_labels, order = torch.sort(labels, stable=True)
+    _, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    sizes = torch.repeat_interleave(counts, counts)
+    position = torch.arange(len(labels), device=labels.device)
+    partner = starts + (position - starts + 1) % sizes
+    keep = sizes >= 2
+    return order[keep], order[partner[keep]]
+
+
+class DeterminantRegularizer(nn.Module):
+    """R = mean log|det J_flow| (minimised), minus dueling_ratio × mean log|det J_dueling| when that branch exists.
+
+    Reads the flow's own logdets (never a second Jacobian). With epsilon > 0 it also evaluates log|det J| at
+    x̃ = x_i + ε(x_j − x_i) between same-class pairs of flow inputs: those points are in no batch, so this is the
+    one place that runs the flow again — the paper regularises "the regions between similar samples" too.
+    The synthetic points are averaged together with the real ones.
+    """
+
+    def __init__(self, dueling_ratio: float = 1.0, epsilon: float = 0.0):
+        super().__init__()
+        if dueling_ratio < 0:
+            raise InvalidParameterError(f"det dueling_ratio (λ2/λ1) must be ≥ 0, got {dueling_ratio}")
+        if not 0.0 <= epsilon <= 1.0:
+            raise InvalidParameterError(f"det epsilon is an interpolation fraction in [0, 1], got {epsilon}")
+        self.dueling_ratio = dueling_ratio
+        self.epsilon = epsilon
+
+    def forward(self, inputs: RegularizerInputs) -> Tensor:
+        if inputs.logdet is None:
+            raise ValueError("the det regularizer reads the flow layer's log|det J|; enable flow (flow.enabled)")
+        logdets = [inputs.logdet]
+        if self.epsilon > 0:
+            if inputs.features is None or inputs.flow is None:
+                raise ValueError("det with epsilon > 0 needs the flow's input features and the flow module")
+            i, j = _same_class_partners(inputs.labels)
+            x_tilde = inputs.features[i] + self.epsilon * (inputs.features[j] - inputs.features[i])
+            logdets.append(inputs.flow(x_tilde)[1])
+        value = torch.cat(logdets).mean()
+        if inputs.logdet_dueling is not None:
+            value = value - self.dueling_ratio * inputs.logdet_dueling.mean()
+        return value
+
+
+class DensityRegularizer(nn.Module):
+    """Density adaptivity — an approximation (SPEC §2.2 [R]; the paper's exact formula was not available).
+
+    Per class c in the batch with ≥ 2 samples: spread s_c = mean ‖f_i − μ_c‖, relative density
+    ρ̃_c = min_{c'≠c} ‖μ_c − μ_c'‖ / s_c, and R = mean_c [ρ̃_c − τ]_+: only classes packed more tightly than τ
+    times their distance to the nearest other class are penalised. Euclidean, scale-free.
+    """
+
+    def __init__(self, tau: float = 2.0, eps: float = 1e-8):
+        super().__init__()
+        if tau < 0 or eps <= 0:
+            raise InvalidParameterError(f"density needs tau ≥ 0 and eps > 0, got tau={tau}, eps={eps}")
+        self.tau = tau
+        self.eps = eps
+
+    def forward(self, inputs: RegularizerInputs) -> Tensor:
+        x, labels = inputs.embeddings, inputs.labels
+        classes, counts = torch.unique(labels, return_counts=True)
+        classes = classes[counts >= 2]
+        if len(classes) < 2:
+            return _zero(x)
+        keep = torch.isin(labels, classes)
+        x, members = x[keep], torch.searchsorted(classes, labels[keep])
+        n = torch.bincount(members, minlength=len(classes)).to(x.dtype)
+        centroids = torch.zeros(len(classes), x.shape[1], dtype=x.dtype, device=x.device).index_add(0, members, x)
+        centroids = centroids / n.unsqueeze(1)
+        radii = torch.linalg.vector_norm(x - centroids[members], dim=1)
+        spread = torch.zeros_like(n).index_add(0, members, radii) / n
+        gaps = torch.cdist(centroids, centroids, compute_mode="donot_use_mm_for_euclid_dist")
+        eye = torch.eye(len(classes), dtype=torch.bool, device=x.device)
+        nearest = gaps.masked_fill(eye, float("inf")).min(dim=1).values
+        return torch.relu(nearest / (spread + self.eps) - self.tau).mean()
+
+
+class ZeroMeanRegularizer(nn.Module):
+    """DSML's zero-mean term mean_i |Σ_m h_im| (SPEC §1.2), which keeps SNR ≈ relative squared Euclidean.
+
+    Same value as PML's `ZeroMeanRegularizer` with its default mean reduction; written out because ours takes
+    `RegularizerInputs`. Revisiting-DML's weight is 0.005.
+    """
+
+    def forward(self, inputs: RegularizerInputs) -> Tensor:
+        return inputs.embeddings.sum(dim=1).abs().mean()
+
+
+class EmbeddingL2(nn.Module):
+    """mean_i ‖h_i‖²: keeps embeddings from drifting to large norms (an N-pair-loss companion)."""
+
+    def forward(self, inputs: RegularizerInputs) -> Tensor:
+        return inputs.embeddings.pow(2).sum(dim=1).mean()
+
+
+class WeightL2(nn.Module):
+    """Σ ‖W‖² over the trainable weight matrices and convolution kernels of the model (parameters with ≥ 2 dims).
+
+    Biases and normalisation scales/shifts (1-d) are left out: a bias only shifts and a norm layer's scale is
+    re-standardised by the next norm, so shrinking them does not reduce how much the network stretches space —
+    which is the point of comparing this with the det regularizer. Frozen parameters are left out too.
+    """
+
+    def forward(self, inputs: RegularizerInputs) -> Tensor:
+        if inputs.model is None:
+            raise ValueError("the l2_weights regularizer needs inputs.model (the network)")
+        weights = [p for p in inputs.model.parameters() if p.requires_grad and p.dim() >= 2]
+        if not weights:
+            raise ValueError("l2_weights found no trainable weight matrices in the model")
+        return torch.stack([w.pow(2).sum() for w in weights]).sum()
+
+
+@REGULARIZERS.register("det", tags=("needs_flow",), help={
+    "dueling_ratio": "λ2/λ1: weight of the dueling branch's mean log|det J|, subtracted (flow.dueling only)",
+    "epsilon": "also regularise at x_i + ε(x_j − x_i) between same-class samples; 0 turns it off"})
+def det(dueling_ratio: float = 1.0, epsilon: float = 0.0) -> nn.Module:
+    """Determinant regularisation: mean log|det J| of the flow metric layer (minus the dueling branch's)."""
+    return DeterminantRegularizer(dueling_ratio, epsilon)
+
+
+@REGULARIZERS.register("density", tags=("needs_class_pairs", "approximation"), help={
+    "tau": "relative density (nearest centroid gap / spread) above which a class is penalised",
+    "eps": "added to the spread to avoid dividing by 0"})
+def density(tau: float = 2.0, eps: float = 1e-8) -> nn.Module:
+    """Density adaptivity (approximation): penalise classes denser than tau relative to their neighbours."""
+    return DensityRegularizer(tau, eps)
+
+
+@REGULARIZERS.register("zero_mean")
+def zero_mean() -> nn.Module:
+    """SNR zero-mean: mean |Σ_m h_m| over the batch, so SNR behaves as a relative squared Euclidean error."""
+    return ZeroMeanRegularizer()
+
+
+@REGULARIZERS.register("l2_embedding")
+def l2_embedding() -> nn.Module:
+    """Mean squared L2 norm of the embeddings."""
+    return EmbeddingL2()
+
+
+@REGULARIZERS.register("l2_weights")
+def l2_weights() -> nn.Module:
+    """Sum of squared weights of the network (matrices and kernels; no biases or norm layers)."""
+    return WeightL2()
+
+
+def create_regularizer(name: str, **params) -> nn.Module:
+    return REGULARIZERS.create(name, **params)
+
+
+def list_regularizers() -> list[str]:
+    return REGULARIZERS.names()
