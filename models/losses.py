@@ -186,14 +186,19 @@ class DMLCriterion(nn.Module):
         return LossOutput(loss, diagnostics)
 
 
+def check_pairing(loss: str, miner: str) -> None:
+    """Reject a miner with a proxy loss: it would silently turn into per-sample weights that mean nothing there."""
+    if "proxy" in LOSSES.entry(loss).tags and miner != "none":
+        raise InvalidParameterError(
+            f"miner.name: loss '{loss}' compares samples with learned class proxies, not with each other, "
+            f"so miner '{miner}' (which picks pairs or triplets in the batch) has nothing to select; "
+            f"set miner.name to 'none'")
+
+
 def create_criterion(loss: LossConfig, miner: MinerConfig, distance: BaseDistance, num_classes: int,
                      embedding_dim: int) -> DMLCriterion:
     """Build loss + miner with `distance`; `num_classes` and `embedding_dim` size the proxies of proxy losses."""
-    if "proxy" in LOSSES.entry(loss.name).tags and miner.name != "none":
-        raise InvalidParameterError(
-            f"miner.name: loss '{loss.name}' compares samples with learned class proxies, not with each other, "
-            f"so miner '{miner.name}' (which picks pairs or triplets in the batch) has nothing to select; "
-            f"set miner.name to 'none'")
+    check_pairing(loss.name, miner.name)
     built_loss = LOSSES.create(loss.name, distance, num_classes, embedding_dim, **loss.params)
     built_miner = MINERS.create(miner.name, distance, **miner.params)
     return DMLCriterion(built_loss, built_miner)
