@@ -1,0 +1,173 @@
+"""Nearest neighbours under a run's own distance, with faiss.
+
+faiss knows L2 and inner product only. Every distance supplies a `retrieval_view` on which faiss ranks the
+references of a query exactly as the distance does with that query as anchor (SPEC §6), so the search itself
+is faiss's; the values of the returned neighbours are then recomputed with `distance.pairwise_distance`
+(query first), so they are the run's distances (a similarity for cosine), not faiss's L2 on the view.
+
+Exact flat search by default; past `approximate_threshold` references an IVF index whose `nprobe` is tuned at
+build time to reach `target_recall` against exact search on a sample of the references.
+"""
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+import torch
+from pytorch_metric_learning.distances import BaseDistance
+from torch import Tensor
+
+# Past this many references a flat index gets slow for interactive queries (~0.1 s per query batch at 2 cores).
+APPROXIMATE_THRESHOLD = 200_000
+# Elements (rows × columns) per chunk of work, bounding memory whatever N is (64 MiB of float32).
+CHUNK_ELEMENTS = 1 << 24
+
+_FAISS_METRIC = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
+
+
+def as_tensor(x: np.ndarray | Tensor) -> Tensor:
+    """A float32 CPU matrix (N, D); refuses NaN/inf, which would silently scramble every ranking."""
+    t = torch.as_tensor(x).detach().to("cpu", torch.float32)
+    if t.ndim != 2:
+        raise ValueError(f"embeddings must be a matrix (N, D), got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError("embeddings contain NaN or inf (did training diverge? lower the learning rate)")
+    return t
+
+
+def device_of(module: torch.nn.Module) -> torch.device:
+    """Where a module's parameters live (CPU if none): a learnable distance may sit on the GPU it trained on."""
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def view_of(distance: BaseDistance, x: Tensor) -> tuple[np.ndarray, str]:
+    """`distance.retrieval_view(x)` as a contiguous float32 numpy array for faiss, plus "l2" | "ip"."""
+    vectors, metric = distance.retrieval_view(x.to(device_of(distance)))
+    return np.ascontiguousarray(vectors.detach().to("cpu", torch.float32).numpy()), metric
+
+
+def exact_values(distance: BaseDistance, queries: Tensor, refs: Tensor, ids: np.ndarray) -> np.ndarray:
+    """d(queries[i], refs[ids[i, j]]) (Q, k), query as anchor, chunked so Q·k·D never sits in memory at once."""
+    q, k = ids.shape
+    out = np.empty((q, k), dtype=np.float32)
+    rows = max(1, CHUNK_ELEMENTS // max(1, k * refs.shape[1]))
+    device = device_of(distance)
+    with torch.no_grad():
+        for s in range(0, q, rows):
+            block = torch.as_tensor(ids[s:s + rows])
+            a = queries[s:s + rows].repeat_interleave(block.shape[1], dim=0)
+            values = distance.pairwise_distance(a.to(device), refs[block.reshape(-1)].to(device))
+            out[s:s + rows] = values.reshape(block.shape).cpu().numpy()
+    return out
+
+
+def dissimilarity(distance: BaseDistance, values: np.ndarray) -> np.ndarray:
+    """Values oriented so that smaller means closer: 1 − similarity for inverted distances (cosine)."""
+    return 1.0 - values if distance.is_inverted else values
+
+
+def drop_self(ids: np.ndarray, self_ids: np.ndarray) -> np.ndarray:
+    """Remove each row's own id from a (Q, k+1) result; a row that lacks it loses its last column instead.
+
+    By id, not by position: with duplicate points the self match need not come first (PML does the same).
+    """
+    own = (ids == self_ids[:, None]) & (self_ids[:, None] >= 0)
+    first = own & (np.cumsum(own, axis=1) == 1)
+    first[~first.any(axis=1), -1] = True
+    return ids[~first].reshape(ids.shape[0], ids.shape[1] - 1)
+
+
+class RetrievalIndex:
+    """A faiss index over `embeddings` that answers queries under `distance`, exactly (or IVF past a size).
+
+    `distance` is the run's PML distance with `retrieval_view`; asymmetric ones (SNR, relative Mahalanobis)
+    always take the query as anchor.
+    """
+
+    def __init__(self, embeddings: np.ndarray | Tensor, distance: BaseDistance,
+                 approximate_threshold: int | None = APPROXIMATE_THRESHOLD, target_recall: float = 0.95,
+                 seed: int = 0):
+        self.embeddings = as_tensor(embeddings)
+        self.distance = distance
+        self.vectors, self.metric = view_of(distance, self.embeddings)
+        n, dim = self.vectors.shape
+        self.nprobe: int | None = None
+        if approximate_threshold is not None and n > approximate_threshold:
+            self.index = self._ivf(target_recall, seed)
+        else:
+            self.index = faiss.IndexFlat(dim, _FAISS_METRIC[self.metric])
+            self.index.add(self.vectors)
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def approximate(self) -> bool:
+        return self.nprobe is not None
+
+    def _ivf(self, target_recall: float, seed: int) -> faiss.Index:
+        n, dim = self.vectors.shape
+        nlist = int(4 * math.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, _FAISS_METRIC[self.metric]), dim, nlist,
+                                   _FAISS_METRIC[self.metric])
+        index.cp.seed = seed
+        index.train(self.vectors)
+        index.add(self.vectors)
+        # nprobe: the smallest power of two whose recall@10 on a sample of references reaches the target.
+        sample = self.vectors[np.random.default_rng(seed).choice(n, size=min(n, 256), replace=False)]
+        _, truth = faiss.knn(sample, self.vectors, 10, metric=_FAISS_METRIC[self.metric])
+        index.nprobe = 1
+        while index.nprobe < nlist:
+            _, found = index.search(sample, 10)
+            hits = sum(len(np.intersect1d(a, b)) for a, b in zip(found, truth))
+            if hits >= target_recall * truth.size:
+                break
+            index.nprobe = min(nlist, 2 * index.nprobe)
+        self.nprobe = index.nprobe
+        return index
+
+    def _faiss_search(self, vectors: np.ndarray, k: int) -> np.ndarray:
+        _, ids = self.index.search(vectors, k)
+        short = (ids < 0).any(axis=1)
+        if short.any():  # IVF probed too few lists for these rows: answer them exactly
+            _, ids[short] = faiss.knn(vectors[short], self.vectors, k, metric=_FAISS_METRIC[self.metric])
+        return ids
+
+    def _width(self, k: int, exclude_self_ids: np.ndarray | None) -> int:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        return min(k, len(self) - (exclude_self_ids is not None))
+
+    def neighbours(self, queries: np.ndarray | Tensor, k: int,
+                   exclude_self_ids: np.ndarray | None = None) -> np.ndarray:
+        """Ids (Q, min(k, available)) of each query's nearest references, closest first, in faiss's order.
+
+        `exclude_self_ids[i]` is the reference id of query i (or −1 when it is not in the index); that id is
+        left out of row i. Ties keep faiss's order, as PML's AccuracyCalculator does.
+        """
+        width = self._width(k, exclude_self_ids)
+        if width < 1:
+            return np.empty((len(queries), 0), dtype=np.int64)
+        vectors, _ = view_of(self.distance, as_tensor(queries))
+        if exclude_self_ids is None:
+            return self._faiss_search(vectors, width)
+        self_ids = np.asarray(exclude_self_ids, dtype=np.int64)
+        if self_ids.shape != (len(vectors),):
+            raise ValueError(f"exclude_self_ids needs one id per query ({len(vectors)}), got {self_ids.shape}")
+        return drop_self(self._faiss_search(vectors, width + 1), self_ids)
+
+    def search(self, queries: np.ndarray | Tensor, k: int,
+               exclude_self_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, values), both (Q, min(k, available)): neighbours and their exact distances, closest first.
+
+        Values are `distance.pairwise_distance(query, reference)` — a similarity for cosine (larger = closer);
+        rows are ordered by these exact values, then by id: faiss's float32 rounding among near ties is undone
+        and exact ties (duplicates) come out in a fixed order.
+        """
+        q = as_tensor(queries)
+        ids = self.neighbours(q, k, exclude_self_ids)
+        values = exact_values(self.distance, q, self.embeddings, ids)
+        order = np.lexsort((ids, dissimilarity(self.distance, values)), axis=1)
+        return np.take_along_axis(ids, order, axis=1), np.take_along_axis(values, order, axis=1)

@@ -1,0 +1,97 @@
+"""RetrievalIndex against brute-force sorting of the slow reference distance, for every registered distance."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from models.distances import create_distance, list_distances
+from models.retrieval import RetrievalIndex
+from reference import distance_matrix, pair_distance
+
+DIM = 6
+
+
+def make(name: str):
+    """The distance with a random (fixed) L for the Mahalanobis ones, so they are not secretly Euclidean."""
+    d = create_distance(name, dim=DIM)
+    if hasattr(d, "L"):
+        with torch.no_grad():
+            d.L.copy_(torch.eye(DIM) + 0.5 * torch.randn(DIM, DIM, generator=torch.Generator().manual_seed(1)))
+    return d
+
+
+def brute_force(name: str, d, q: torch.Tensor, r: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Every reference sorted for every query by the slow loop's values, query as anchor."""
+    m = distance_matrix(pair_distance(name, copy.deepcopy(d).double()), q.double(), r.double()).numpy()
+    order = np.argsort(-m if d.is_inverted else m, axis=1, kind="stable")
+    return order, np.take_along_axis(m, order, axis=1)
+
+
+@pytest.mark.parametrize("name", list_distances())
+def test_search_equals_brute_force_sorting(name: str) -> None:
+    d = make(name)
+    refs, queries = torch.randn(40, DIM), torch.randn(7, DIM)
+    ids, values = RetrievalIndex(refs.numpy(), d).search(queries, 10)
+    want_ids, want_values = brute_force(name, d, queries, refs)
+    np.testing.assert_array_equal(ids, want_ids[:, :10])
+    np.testing.assert_allclose(values, want_values[:, :10], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["euclidean", "snr", "relative_mahalanobis"])
+def test_self_exclusion_drops_the_query_not_its_duplicate(name: str) -> None:
+    d = make(name)
+    x = torch.randn(30, DIM)
+    x[6] = x[5]  # a duplicate: at distance 0, it may come before the query itself in faiss's order
+    ids, values = RetrievalIndex(x, d).search(x, 5, exclude_self_ids=np.arange(30))
+    assert ids.shape == (30, 5)
+    assert not (ids == np.arange(30)[:, None]).any()
+    assert ids[5, 0] == 6 and ids[6, 0] == 5 and values[5, 0] == pytest.approx(0.0, abs=1e-6)
+    want_ids, _ = brute_force(name, d, x, x)
+    mask = want_ids != np.arange(30)[:, None]
+    expected = want_ids[mask].reshape(30, 29)[:, :5]
+    rows = np.setdiff1d(np.arange(30), [5, 6])  # rows 5, 6 tie at 0 with themselves in the brute force
+    # The duplicates are interchangeable: their float32 values may differ by an ulp and swap them.
+    np.testing.assert_array_equal(np.where(ids == 6, 5, ids)[rows], np.where(expected == 6, 5, expected)[rows])
+
+
+def test_k_larger_than_the_index_returns_every_reference() -> None:
+    d = make("cosine")
+    refs = torch.randn(12, DIM)
+    ids, values = RetrievalIndex(refs, d).search(refs[:3], 50)
+    assert ids.shape == values.shape == (3, 12)
+    assert all(sorted(row) == list(range(12)) for row in ids)
+    assert (np.diff(values, axis=1) <= 1e-6).all()  # a similarity: closest (largest) first
+    ids, _ = RetrievalIndex(refs, d).search(refs[:3], 50, exclude_self_ids=np.array([0, 1, -1]))
+    assert ids.shape == (3, 11)
+    assert 0 not in ids[0] and 1 not in ids[1]
+
+
+def test_approximate_index_past_the_threshold_keeps_exact_values() -> None:
+    rng = np.random.default_rng(0)
+    centres = 4 * rng.standard_normal((20, 16))
+    x = (centres[rng.integers(0, 20, 3000)] + rng.standard_normal((3000, 16))).astype(np.float32)
+    d = make("euclidean")
+    approx = RetrievalIndex(x, d, approximate_threshold=1000)
+    exact = RetrievalIndex(x, d, approximate_threshold=None)
+    assert approx.approximate and approx.nprobe >= 1 and not exact.approximate
+    ids, values = approx.search(x[:200], 10)
+    true_ids, _ = exact.search(x[:200], 10)
+    recall = np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(ids, true_ids)])
+    assert recall >= 0.9
+    recomputed = np.linalg.norm(x[:200, None, :] - x[ids], axis=2)
+    np.testing.assert_allclose(values, recomputed, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_inputs_say_what_to_fix() -> None:
+    d = make("euclidean")
+    x = torch.randn(5, DIM)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        RetrievalIndex(x, d).search(x, 0)
+    x[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        RetrievalIndex(x, d)
+    with pytest.raises(ValueError, match="one id per query"):
+        RetrievalIndex(torch.randn(5, DIM), d).search(torch.randn(3, DIM), 2, exclude_self_ids=np.arange(5))
