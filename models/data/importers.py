@@ -1,0 +1,149 @@
+"""Class-per-folder imports: a local directory, a zip archive, or a browser folder upload.
+
+All three become a list of sources (relative path parts + a reader), then share one path: find the class
+folders (`<class>/<image>`, optionally under wrapper folders such as `mydata/`), drop duplicates, decode each
+file safely and hand it to the ImageSetWriter. Class and file names are compared after Unicode NFC
+normalisation and case folding, so `Café`/`Cafe\u0301` or `Cat`/`cat` are one class, as they would be on
+macOS or Windows; the first spelling in sorted order is kept for display.
+"""
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from models.data.errors import DatasetError, SkippedFile
+from models.data.imageset import ImportReport
+from models.data.safety import (MiB, BadImage, ByteBudget, UploadLimits, clean_relative_path, decode_image,
+                                is_ignored, iter_upload_files, open_zip, read_zip_member)
+from models.data.writer import ImageSetWriter
+
+
+@dataclass(frozen=True)
+class _Source:
+    parts: tuple[str, ...]
+    read: Callable[[], bytes]  # raises BadImage (skip this file) or DatasetError (reject the upload)
+
+
+def import_folder(src: str | Path, dest: str | Path, limits: UploadLimits | None = None,
+                  max_side: int = 256) -> ImportReport:
+    """Import a local class-per-folder directory. Symlinked files are read; symlinked folders are not entered."""
+    root = Path(src)
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder; give a folder with one sub-folder per class")
+    limits = limits or UploadLimits()
+    sources = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not is_ignored((d,))]
+        for name in filenames:
+            full = Path(dirpath) / name
+            parts = tuple(unicodedata.normalize("NFC", p) for p in full.relative_to(root).parts)
+            if not is_ignored(parts):
+                sources.append(_Source(parts, lambda full=full: read_local(full, limits)))
+    if not sources:
+        raise DatasetError(f"{root} holds no files; put one folder of images per class inside it")
+    return _import(sources, dest, limits, max_side)
+
+
+def import_zip(source: str | Path | bytes, dest: str | Path, limits: UploadLimits | None = None,
+               max_side: int = 256) -> ImportReport:
+    """Import an untrusted zip (a path or its bytes) holding one folder per class."""
+    limits = limits or UploadLimits()
+    zf, members = open_zip(source, limits)
+    with zf:
+        budget = ByteBudget(limits.max_total_bytes)
+        sources = [_Source(m.parts, lambda m=m: read_zip_member(zf, m, limits, budget)) for m in members]
+        return _import(sources, dest, limits, max_side)
+
+
+def import_files(files: list[tuple[str, bytes]], dest: str | Path, limits: UploadLimits | None = None,
+                 max_side: int = 256) -> ImportReport:
+    """Import a browser folder upload: (relative path as `webkitRelativePath` gives it, file bytes) pairs."""
+    limits = limits or UploadLimits()
+    sources = [_Source(parts, lambda data=data: data) for parts, data in iter_upload_files(files, limits)]
+    if not sources:
+        raise DatasetError("the upload holds only hidden or system files; pick a folder with one folder per class")
+    return _import(sources, dest, limits, max_side)
+
+
+def read_local(path: Path, limits: UploadLimits) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            raise BadImage(f"file is {size / MiB:.0f} MiB; the limit is {limits.max_file_bytes / MiB:.0f} MiB")
+        return path.read_bytes()
+    except OSError as exc:
+        raise BadImage(f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _import(sources: list[_Source], dest: str | Path, limits: UploadLimits, max_side: int) -> ImportReport:
+    items, skipped, warnings = _assign_classes(sources)
+    with ImageSetWriter(dest, max_side) as writer:
+        frames = [add_file(writer, class_name, path, source.read, limits, skipped) for class_name, path, source in items]
+        return writer.finish(skipped=skipped, warnings=warnings + multi_frame_warning(frames))
+
+
+def add_file(writer: ImageSetWriter, class_name: str, path: str, read: Callable[[], bytes], limits: UploadLimits,
+             skipped: list[SkippedFile], train: bool | None = None) -> int:
+    """Decode one file into the writer, or list it in `skipped`; returns its frame count (0 when skipped)."""
+    try:
+        image, frames = decode_image(read(), limits, writer.max_side)
+    except BadImage as exc:
+        skipped.append(SkippedFile(path, exc.reason))
+        return 0
+    writer.add(class_name, path, image, train)
+    return frames
+
+
+def multi_frame_warning(frames: list[int]) -> list[str]:
+    n = sum(f > 1 for f in frames)
+    return [f"{n} multi-frame image(s) (animated GIF/WebP or multi-page TIFF): only the first frame of each "
+            "was used"] if n else []
+
+
+def _assign_classes(sources: list[_Source]) -> tuple[list[tuple[str, str, _Source]], list[SkippedFile], list[str]]:
+    """Find `<class>/<image>` below any wrapper folders; report files elsewhere and duplicate names."""
+    sources = sorted(sources, key=lambda s: s.parts)  # stable: among equal names the first stored wins
+    depth = _wrapper_depth([s.parts for s in sources])
+    items, skipped, warnings = [], [], []
+    display: dict[str, str] = {}  # class key → the spelling shown
+    seen: dict[tuple[str, str], str] = {}  # (class key, file key) → first path
+    merged: set[tuple[str, str]] = set()
+    for s in sources:
+        path = "/".join(s.parts)
+        rel = s.parts[depth:]
+        if len(rel) != 2:
+            where = "not inside a class folder" if len(rel) < 2 else f"in a sub-folder of class folder {rel[0]!r}"
+            skipped.append(SkippedFile(path, f"{where}; expected <class>/<image>"))
+            continue
+        class_key, file_key = rel[0].casefold(), rel[1].casefold()
+        name = display.setdefault(class_key, rel[0])
+        if name != rel[0] and (name, rel[0]) not in merged:
+            merged.add((name, rel[0]))
+            warnings.append(f"class folders {name!r} and {rel[0]!r} differ only in letter case or Unicode form; "
+                            f"merged into {name!r}")
+        if (class_key, file_key) in seen:
+            skipped.append(SkippedFile(path, f"same name as {seen[class_key, file_key]!r} after Unicode and "
+                                             "letter-case normalisation; rename one of them"))
+            continue
+        seen[class_key, file_key] = path
+        items.append((name, path, s))
+    classes = sorted(set(display.values()))
+    if not classes:
+        raise DatasetError("no class folders found: put each class's images in its own folder "
+                           "(<class>/<image>), optionally inside one top folder")
+    if len(classes) < 2:
+        raise DatasetError(f"found only one class folder ({classes[0]!r}); need at least 2 classes, "
+                           "each a folder with 2 or more images")
+    return items, skipped, warnings
+
+
+def _wrapper_depth(all_parts: list[tuple[str, ...]]) -> int:
+    """How many leading folders wrap the class folders: shared by every file, with some file below them."""
+    depth = 0
+    while (all(len(p) > depth + 1 for p in all_parts) and len({p[depth] for p in all_parts}) == 1
+           and any(len(p) > depth + 2 for p in all_parts)):
+        depth += 1
+    return depth

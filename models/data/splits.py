@@ -1,0 +1,83 @@
+"""The zero-shot split (train on some classes, test on the unseen rest) and the P×K batch sampler."""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from models.config import SplitConfig
+from models.data.errors import DatasetError
+from models.data.imageset import ImageSet
+
+
+def zero_shot_split(image_set: ImageSet, split: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, test_idx): sorted int64 image indices whose classes do not overlap.
+
+    `first_half`: the first ⌈C/2⌉ classes in the set's class order (sorted names; class ids for
+    benchmarks); `random_half`: ⌈C/2⌉ classes drawn with `split.seed`; `predefined`: the benchmark's own.
+    Each side needs at least 2 classes, since both training and retrieval compare classes.
+    """
+    labels = image_set.labels
+    if split.mode == "predefined":
+        if image_set.split is None:
+            raise DatasetError("this image set has no predefined split (only benchmark imports have one); "
+                               "use split mode 'first_half' or 'random_half'")
+        train = image_set.split
+    else:
+        num_classes = len(image_set.class_names)
+        order = (np.arange(num_classes) if split.mode == "first_half"
+                 else np.random.default_rng(split.seed).permutation(num_classes))
+        train = np.isin(labels, order[: (num_classes + 1) // 2])
+    train_idx, test_idx = np.flatnonzero(train), np.flatnonzero(~train)
+    for name, idx in (("training", train_idx), ("test", test_idx)):
+        n = len(np.unique(labels[idx]))
+        if n < 2:
+            raise DatasetError(f"the {split.mode} split leaves {n} class(es) for {name}; a zero-shot split needs at "
+                               f"least 2 classes on each side, so the set needs 4 or more classes "
+                               f"(it has {len(image_set.class_names)})")
+    return train_idx.astype(np.int64), test_idx.astype(np.int64)
+
+
+class MPerClassSampler:
+    """Batches of P distinct classes × K images each (lists of image indices), drawn only from `indices`.
+
+    A class with fewer than K images contributes all of them, topped up with repeats drawn with replacement.
+    Written here rather than taken from pytorch-metric-learning, whose sampler draws from numpy's global RNG:
+    with a `torch.Generator` the batches are reproducible per run and resumable from the generator's state.
+    Use as `batch_sampler=` of a DataLoader, or index the pixel array with each batch directly.
+    """
+
+    def __init__(self, labels: np.ndarray | Sequence[int], indices: np.ndarray | Sequence[int],
+                 classes_per_batch: int, samples_per_class: int, num_batches: int,
+                 generator: torch.Generator | None = None):
+        if classes_per_batch < 1 or samples_per_class < 1 or num_batches < 1:
+            raise DatasetError("classes_per_batch, samples_per_class and num_batches must all be positive")
+        labels = np.asarray(labels)
+        indices = np.asarray(indices, dtype=np.int64)
+        classes = np.unique(labels[indices])
+        if len(classes) < classes_per_batch:
+            raise DatasetError(f"classes_per_batch is {classes_per_batch} but the training split has only "
+                               f"{len(classes)} classes; lower classes_per_batch to at most {len(classes)}")
+        self._members = [torch.from_numpy(indices[labels[indices] == c]) for c in classes]
+        self.classes_per_batch = classes_per_batch
+        self.samples_per_class = samples_per_class
+        self.num_batches = num_batches
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g, k = self.generator, self.samples_per_class
+        for _ in range(self.num_batches):
+            batch = []
+            for c in torch.randperm(len(self._members), generator=g)[: self.classes_per_batch].tolist():
+                members = self._members[c]
+                n = len(members)
+                if n >= k:
+                    pick = torch.randperm(n, generator=g)[:k]
+                else:
+                    pick = torch.cat([torch.randperm(n, generator=g), torch.randint(n, (k - n,), generator=g)])
+                batch += members[pick].tolist()
+            yield batch
