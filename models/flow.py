@@ -31,10 +31,12 @@ class ActNorm(nn.Module):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(dim))
         self.log_scale = nn.Parameter(torch.zeros(dim))
-        self.register_buffer("initialized", torch.tensor(not data_init))
+        self.data_init = data_init
+        self.register_buffer("initialized", torch.tensor(not data_init))  # saved, so a loaded layer never re-inits
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.training and not bool(self.initialized):
+        # `data_init` first: reading the buffer would cost a GPU sync on every training step
+        if self.data_init and self.training and not bool(self.initialized):
             if len(x) < 2:
                 raise ValueError("ActNorm data initialisation needs a first batch of at least 2 samples")
             with torch.no_grad():
