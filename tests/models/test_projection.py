@@ -1,0 +1,118 @@
+"""PCA and Procrustes thoroughly; UMAP once (one module-scoped fixture: its first fit compiles numba)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.neighbors import KNeighborsClassifier
+
+from models.distances import create_distance
+from models.projection import align, knn_graph, pca_2d, project
+
+
+def blobs(n: int = 300, classes: int = 3, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    return (rng.standard_normal((n, dim)) + 4 * rng.standard_normal((classes, dim))[y]).astype(np.float32), y
+
+
+TURN = np.array([[0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)
+
+
+def separation(xy: np.ndarray, y: np.ndarray) -> float:
+    """How well classes stay apart on the map: 5-NN accuracy of the labels in 2-D."""
+    return KNeighborsClassifier(5).fit(xy, y).score(xy, y)
+
+
+def test_pca_is_the_top_two_principal_directions() -> None:
+    rng = np.random.default_rng(1)
+    x = ((rng.standard_normal((200, 5)) * [5, 2, 0.5, 0.2, 0.1]) @ np.linalg.qr(rng.standard_normal((5, 5)))[0]
+         + 3.0).astype(np.float32)
+    xy = project(x, "pca")
+    assert xy.dtype == np.float32 and xy.shape == (200, 2)
+    centred = x.astype(np.float64) - x.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    for axis in range(2):  # coordinate i = projection on the i-th largest eigenvector, up to sign
+        expected = centred @ vectors[:, -1 - axis]
+        np.testing.assert_allclose(xy[:, axis] * np.sign(expected @ xy[:, axis]), expected, atol=1e-4)
+    np.testing.assert_array_equal(project(x, "pca"), xy)  # deterministic, signs included
+
+
+def test_pca_on_the_distance_view() -> None:
+    x, _ = blobs(n=50, dim=6)
+    shifted = x + np.random.default_rng(2).standard_normal((50, 1)).astype(np.float32) * 10
+    # SNR measures per-vector centred embeddings: a per-vector constant shift is invisible to it...
+    snr = create_distance("snr")
+    np.testing.assert_allclose(project(shifted, "pca", distance=snr), project(x, "pca", distance=snr), atol=1e-3)
+    # ...but not to Euclidean, whose map it changes
+    assert not np.allclose(project(shifted, "pca"), project(x, "pca"), atol=1e-1)
+
+
+def test_pca_of_degenerate_inputs() -> None:
+    assert project(np.ones((1, 4), np.float32), "pca").tolist() == [[0.0, 0.0]]
+    line = pca_2d(np.arange(6, dtype=np.float32).reshape(6, 1))
+    assert line.shape == (6, 2) and (line[:, 1] == 0).all()
+    with pytest.raises(ValueError, match="'pca' or 'umap'"):
+        project(np.ones((3, 2), np.float32), "tsne")
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_align_undoes_rotation_reflection_scale_and_shift(reflect: bool) -> None:
+    parent = np.random.default_rng(3).standard_normal((40, 2)).astype(np.float32)
+    angle = 1.1
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    if reflect:
+        rotation = rotation @ np.diag([1.0, -1.0])
+    child = 3.7 * parent @ rotation + np.array([5.0, -2.0])
+    np.testing.assert_allclose(align(child, parent), parent, atol=1e-5)
+
+
+def test_align_fits_on_shared_ids_and_moves_every_child_point() -> None:
+    rng = np.random.default_rng(4)
+    parent_ids, child_ids = np.arange(0, 30), np.arange(10, 50)  # 20 samples in common
+    truth = rng.standard_normal((50, 2))  # one underlying map; the child sees it turned, scaled and moved
+    child = 0.5 * truth[child_ids] @ TURN - 7
+    aligned = align(child, truth[parent_ids], child_ids=child_ids, parent_ids=parent_ids)
+    np.testing.assert_allclose(aligned, truth[child_ids], atol=1e-5)  # also the 20 child-only samples
+    with pytest.raises(ValueError, match="at least 3 shared"):
+        align(child[:2], truth[:2], child_ids=np.array([0, 1]), parent_ids=np.array([5, 6]))
+    with pytest.raises(ValueError, match="pass child_ids and parent_ids"):
+        align(child, truth)
+
+
+def test_knn_graph_counts_umap_style() -> None:
+    x, _ = blobs(n=20, dim=4)
+    ids, dists = knn_graph(x, create_distance("cosine"), n_neighbors=5)
+    assert ids.shape == dists.shape == (20, 4)  # UMAP's 5 neighbours include the point itself
+    assert not (ids == np.arange(20)[:, None]).any()
+    assert (dists >= 0).all() and (np.diff(dists, axis=1) >= 0).all()  # 1 − cosine, closest first
+
+
+@pytest.fixture(scope="module")
+def umap_maps() -> dict[str, np.ndarray]:
+    """Every UMAP path once on 300 points: fitted whole, on a sample + transform, and from a parent's map."""
+    x, y = blobs()
+    whole = project(x, "umap", seed=0)
+    return {
+        "x": x, "y": y, "whole": whole,
+        "again": project(x, "umap", seed=0),
+        "sampled": project(x, "umap", seed=0, sample_threshold=200, distance=create_distance("snr")),
+        # started from the parent's map turned by 90°, and given the k-NN graph
+        "child": project(x, "umap", seed=1, init=whole @ TURN, knn=knn_graph(x)),
+    }
+
+
+@pytest.mark.umap
+def test_umap_maps_keep_classes_apart(umap_maps) -> None:
+    y = umap_maps["y"]
+    for name in ("whole", "sampled", "child"):
+        xy = umap_maps[name]
+        assert xy.shape == (300, 2) and xy.dtype == np.float32 and np.isfinite(xy).all()
+        assert separation(xy, y) > 0.95, name
+    np.testing.assert_array_equal(umap_maps["again"], umap_maps["whole"])  # seeded: reproducible
+
+
+@pytest.mark.umap
+def test_umap_started_from_a_parent_map_keeps_its_orientation(umap_maps) -> None:
+    start, child = umap_maps["whole"] @ TURN, umap_maps["child"]
+    for axis in range(2):  # each axis of the child follows the same axis of its start (the turned parent)
+        assert np.corrcoef(child[:, axis], start[:, axis])[0, 1] > 0.9
