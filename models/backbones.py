@@ -113,7 +113,8 @@ def _read_state_dict(name: str, weights: str) -> dict[str, Tensor]:
         raise BackboneWeightsError(f"{path} is not a plain state_dict (loading it would run code: {exc}); "
                                    "save the weights with torch.save(model.state_dict(), path)") from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, zip errors... for files that are not torch's
-        raise BackboneWeightsError(f"{path} is not a readable torch weights file ({type(exc).__name__}: {exc})") from None
+        raise BackboneWeightsError(f"{path} is not a readable torch weights file "
+                                   f"({type(exc).__name__}: {exc})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

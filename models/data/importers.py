@@ -16,8 +16,8 @@ from typing import Callable
 
 from models.data.errors import DatasetError, SkippedFile
 from models.data.imageset import ImportReport
-from models.data.safety import (MiB, BadImage, ByteBudget, UploadLimits, clean_relative_path, decode_image,
-                                is_ignored, iter_upload_files, open_zip, read_zip_member)
+from models.data.safety import (BadImage, ByteBudget, UploadLimits, decode_image, file_too_big, is_ignored,
+                                iter_upload_files, open_zip, read_zip_member)
 from models.data.writer import ImageSetWriter
 
 
@@ -72,7 +72,7 @@ def read_local(path: Path, limits: UploadLimits) -> bytes:
     try:
         size = path.stat().st_size
         if size > limits.max_file_bytes:
-            raise BadImage(f"file is {size / MiB:.0f} MiB; the limit is {limits.max_file_bytes / MiB:.0f} MiB")
+            raise file_too_big(size, limits)
         return path.read_bytes()
     except OSError as exc:
         raise BadImage(f"cannot be read ({exc.strerror or exc})") from None
@@ -81,7 +81,8 @@ def read_local(path: Path, limits: UploadLimits) -> bytes:
 def _import(sources: list[_Source], dest: str | Path, limits: UploadLimits, max_side: int) -> ImportReport:
     items, skipped, warnings = _assign_classes(sources)
     with ImageSetWriter(dest, max_side) as writer:
-        frames = [add_file(writer, class_name, path, source.read, limits, skipped) for class_name, path, source in items]
+        frames = [add_file(writer, class_name, path, source.read, limits, skipped)
+                  for class_name, path, source in items]
         return writer.finish(skipped=skipped, warnings=warnings + multi_frame_warning(frames))
 
 

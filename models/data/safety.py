@@ -51,12 +51,24 @@ class UploadLimits:
     max_file_bytes: int = 64 * MiB  # one file; a larger one is skipped
 
 
+def human_bytes(n: float) -> str:
+    """1536 → "1.5 KiB": sizes in messages, readable whatever the configured limit."""
+    units, k = ("bytes", "KiB", "MiB", "GiB"), 0
+    while n >= 1024 and k < len(units) - 1:
+        n, k = n / 1024, k + 1
+    return f"{n:.0f} bytes" if k == 0 else f"{n:.1f} {units[k]}"
+
+
 class BadImage(Exception):
     """One file that cannot be used; `reason` says why, for the import report."""
 
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+def file_too_big(size: int, limits: UploadLimits) -> BadImage:
+    return BadImage(f"file is {human_bytes(size)}; the limit is {human_bytes(limits.max_file_bytes)} per file")
 
 
 def clean_relative_path(name: str) -> tuple[str, ...] | None:
@@ -89,7 +101,8 @@ def is_ignored(parts: tuple[str, ...] | list[str]) -> bool:
 def _check_ratio(uncompressed: int, compressed: int, what: str, limits: UploadLimits) -> None:
     if uncompressed >= _RATIO_MIN_BYTES and uncompressed > limits.max_ratio * max(compressed, 1):
         raise DatasetError(f"{what} expands {uncompressed / max(compressed, 1):.0f}× when unpacked (limit "
-                           f"{limits.max_ratio:.0f}×): this looks like a zip bomb; upload the images as they are")
+                           f"{limits.max_ratio:.0f}×): this looks like a zip bomb. Real images rarely compress "
+                           "that much; if yours do, raise the compression-ratio limit")
 
 
 @dataclass(frozen=True)
@@ -108,10 +121,13 @@ def open_zip(source: str | Path | bytes, limits: UploadLimits) -> tuple[zipfile.
     Only the directory is read here; member contents are checked again while streaming (`read_zip_member`),
     because the directory's sizes are the attacker's to write.
     """
-    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    try:
+        size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    except OSError as exc:
+        raise DatasetError(f"cannot read the archive {source} ({exc.strerror or exc})") from None
     if size > limits.max_archive_bytes:
-        raise DatasetError(f"the archive is {size / MiB:.0f} MiB; the limit is {limits.max_archive_bytes / MiB:.0f} "
-                           "MiB: split the data set or raise the upload limit")
+        raise DatasetError(f"the archive is {human_bytes(size)}; the limit is {human_bytes(limits.max_archive_bytes)}: "
+                           "split the data set or raise the upload limit")
     try:
         zf = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -124,8 +140,8 @@ def open_zip(source: str | Path | bytes, limits: UploadLimits) -> tuple[zipfile.
             raise DatasetError(f"the archive has {len(infos)} entries; the limit is {limits.max_members}")
         declared = sum(i.file_size for i in infos)
         if declared > limits.max_total_bytes:
-            raise DatasetError(f"the archive unpacks to {declared / MiB:.0f} MiB; the limit is "
-                               f"{limits.max_total_bytes / MiB:.0f} MiB")
+            raise DatasetError(f"the archive unpacks to {human_bytes(declared)}; the limit is "
+                               f"{human_bytes(limits.max_total_bytes)}")
         _check_ratio(declared, sum(i.compress_size for i in infos), "the archive", limits)
         members = []
         for info in infos:
@@ -154,7 +170,7 @@ class ByteBudget:
     def take(self, n: int) -> None:
         self.used += n
         if self.used > self.limit:
-            raise DatasetError(f"the upload unpacks to more than {self.limit / MiB:.0f} MiB (the limit); "
+            raise DatasetError(f"the upload unpacks to more than {human_bytes(self.limit)} (the limit); "
                                "split the data set or raise the upload limit")
 
 
@@ -167,7 +183,7 @@ def read_zip_member(zf: zipfile.ZipFile, member: ZipMember, limits: UploadLimits
         # bzip2/lzma decompress whole chunks without an output bound: a bomb could fill memory in one call.
         raise BadImage(f"compressed with method {info.compress_type}; only stored or deflated entries are read")
     if info.file_size > limits.max_file_bytes:
-        raise BadImage(f"file is {info.file_size / MiB:.0f} MiB; the limit is {limits.max_file_bytes / MiB:.0f} MiB")
+        raise file_too_big(info.file_size, limits)
     # CPython's reader stops at the directory's declared size and then checks the CRC, so a lying header ends
     # in a CRC error here; the budget counts what is really produced, whatever the headers said.
     out = bytearray()
@@ -191,8 +207,8 @@ def iter_upload_files(files: list[tuple[str, bytes]], limits: UploadLimits
         raise DatasetError(f"{len(files)} files were uploaded; the limit is {limits.max_members}")
     total = sum(len(data) for _, data in files)
     if total > min(limits.max_total_bytes, limits.max_archive_bytes):
-        raise DatasetError(f"the upload is {total / MiB:.0f} MiB; the limit is "
-                           f"{min(limits.max_total_bytes, limits.max_archive_bytes) / MiB:.0f} MiB")
+        raise DatasetError(f"the upload is {human_bytes(total)}; the limit is "
+                           f"{human_bytes(min(limits.max_total_bytes, limits.max_archive_bytes))}")
     cleaned = [(clean_relative_path(name), data) for name, data in files]
     for parts, data in cleaned:
         if parts is not None:
@@ -208,7 +224,7 @@ def decode_image(data: bytes, limits: UploadLimits, max_side: int | None = None)
     the caller will downscale anyway. Raises BadImage with the reason.
     """
     if len(data) > limits.max_file_bytes:
-        raise BadImage(f"file is {len(data) / MiB:.0f} MiB; the limit is {limits.max_file_bytes / MiB:.0f} MiB")
+        raise file_too_big(len(data), limits)
     if not data:
         raise BadImage("empty file")
     if data.startswith(_ARCHIVE_MAGIC):

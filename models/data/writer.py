@@ -28,6 +28,13 @@ def natural_key(text: str) -> tuple:
     return tuple((0, int(t), "") if t.isdigit() else (1, 0, t.casefold()) for t in _DIGITS.split(text) if t)
 
 
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # file systems without hard links
+        shutil.copyfile(src, dst)
+
+
 @dataclass
 class _Entry:
     class_name: str
@@ -81,9 +88,12 @@ class ImageSetWriter:
         sums = np.stack([x.sum(axis=axes), (x * x).sum(axis=axes)])
         n = len(self._entries)
         image.save(self._tmp_image(n), "PNG", compress_level=1)
-        thumb = image.copy()
-        thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
-        thumb.save(self._tmp_thumb(n), "PNG")
+        if max(image.size) <= THUMB_SIZE:
+            _link_or_copy(self._tmp_image(n), self._tmp_thumb(n))  # small images are their own thumbnail
+        else:
+            thumb = image.copy()
+            thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
+            thumb.save(self._tmp_thumb(n), "PNG")
         self._entries.append(_Entry(class_name, path, grey, image.size, train, sums, arr.shape[0] * arr.shape[1]))
 
     def _tmp_image(self, n: int) -> Path:

@@ -134,7 +134,8 @@ def cars_tree(root: Path, n_classes: int = 4, per_class: int = 2, devkit: bool =
     ids = [c for c in range(1, n_classes + 1) for _ in range(per_class)]
     if not devkit:
         paths = [f"car_ims/{i + 1:06d}.jpg" for i in range(len(ids))]
-        write_tree(root, {p: solid(COLOURS[c % 6], (10, 8), fmt="JPEG", seed=i) for i, (p, c) in enumerate(zip(paths, ids))})
+        write_tree(root, {p: solid(COLOURS[c % 6], (10, 8), fmt="JPEG", seed=i)
+                          for i, (p, c) in enumerate(zip(paths, ids))})
         savemat(root / "cars_annos.mat", {"class_names": names, "annotations": _mat_records(
             {"relative_im_path": paths, "bbox_x1": [1] * len(ids), "class": ids, "test": [0] * len(ids)})})
         return

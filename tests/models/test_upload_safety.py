@@ -67,7 +67,7 @@ def test_total_uncompressed_limit(tmp_path):
 
 def test_archive_size_and_member_limits(tmp_path):
     data = make_zip(class_files())
-    with pytest.raises(DatasetError, match="the limit is 0 MiB"):
+    with pytest.raises(DatasetError, match="the limit is 100 bytes"):
         import_zip(data, tmp_path / "set", UploadLimits(max_archive_bytes=100))
     with pytest.raises(DatasetError, match="9 entries; the limit is 5"):
         import_zip(data, tmp_path / "set", UploadLimits(max_members=5))
