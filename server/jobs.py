@@ -29,9 +29,13 @@ _SUBSCRIBER_BUFFER = 256
 PROGRESS_EVERY_S = 0.25
 
 
-def _run_worker(run_id: str, dataset_dir: str, run_dir: str, parent_dir: str | None, config_json: str,
-                device: str, torch_threads: int | None, events: Any, cancel: Any) -> None:
-    """Entry point of a worker process (spawned: a fresh interpreter, so CUDA and torch start clean)."""
+def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent_dir: str | None,
+                config_json: str, device: str, torch_threads: int | None, events: Any, cancel: Any) -> None:
+    """Entry point of a worker process (spawned: a fresh interpreter, so CUDA and torch start clean).
+
+    A trained run executes (resuming from its checkpoint if one is there); an imported one measures the
+    checkpoint that the import placed in its folder, without training.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it marks us interrupted
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -42,7 +46,8 @@ def _run_worker(run_id: str, dataset_dir: str, run_dir: str, parent_dir: str | N
         from models.config import RunConfig
         from models.data import ImageSet
         from models.progress import Cancelled
-        from models.run import execute_run
+        from models.run import execute_run, import_model
+        from models.trainer import CHECKPOINT
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -50,10 +55,15 @@ def _run_worker(run_id: str, dataset_dir: str, run_dir: str, parent_dir: str | N
         def should_cancel() -> bool:  # also stop when the server died: nobody would record the result
             return cancel.is_set() or os.getppid() != parent
 
+        image_set, report = ImageSet(dataset_dir), _Throttled(run_id, events)
         try:
-            summary = execute_run(ImageSet(dataset_dir), RunConfig.model_validate_json(config_json), run_dir,
-                                  on_progress=_Throttled(run_id, events),
-                                  should_cancel=should_cancel, parent_dir=parent_dir, resume=True)
+            if origin == "import":
+                summary = import_model(os.path.join(run_dir, CHECKPOINT), image_set, run_dir, on_progress=report,
+                                       should_cancel=should_cancel, parent_dir=parent_dir)
+            else:
+                summary = execute_run(image_set, RunConfig.model_validate_json(config_json), run_dir,
+                                      on_progress=report, should_cancel=should_cancel, parent_dir=parent_dir,
+                                      resume=True)
         except Cancelled:
             events.put(("cancelled", run_id, None))
             return
@@ -285,19 +295,31 @@ class JobManager:
         with self._lock:
             free = self.settings.workers - len(self._jobs)
             for run_id in self.store.queued_run_ids()[:max(free, 0)]:
-                self._launch(self.store.get_run(run_id))
+                rec = self.store.get_run(run_id)
+                try:
+                    args = self._worker_args(rec)
+                except Exception as e:  # e.g. a stored config that no longer validates: fail it, keep the queue
+                    self._finish(rec.id, "failed", f"the run could not start: {e}")
+                    continue
+                self._launch(rec.id, args)
 
-    def _launch(self, rec: RunRecord) -> None:
+    def _worker_args(self, rec: RunRecord) -> tuple:
         parent_dir = None
-        if rec.parent_id is not None and self.store.run_dir(rec.parent_id).exists():
-            parent_dir = str(self.store.run_dir(rec.parent_id))
+        if rec.parent_id is not None and self.store.get_run(rec.parent_id).status == "done":
+            parent_dir = str(self.store.run_dir(rec.parent_id))  # only a finished parent has maps to align to
+        return (rec.id, rec.origin, str(self.store.dataset_dir(rec.dataset_id)), str(self.store.run_dir(rec.id)),
+                parent_dir, rec.run_config().model_dump_json(), self.settings.device, self.settings.torch_threads)
+
+    def _launch(self, run_id: str, args: tuple) -> None:
         cancel = self._ctx.Event()
-        process = self._ctx.Process(
-            target=_run_worker, name=f"dmlscope-run-{rec.id}",
-            args=(rec.id, str(self.store.dataset_dir(rec.dataset_id)), str(self.store.run_dir(rec.id)), parent_dir,
-                  rec.run_config().model_dump_json(), self.settings.device, self.settings.torch_threads,
-                  self._events, cancel))
-        self._jobs[rec.id] = _Job(process, cancel)
-        process.start()
-        self._finish(rec.id, "running", None)
-        log.info("run %s started (pid %s)", rec.id, process.pid)
+        # Not a daemon: a daemonic process may not start children (e.g. DataLoader workers in a trainer).
+        process = self._ctx.Process(target=_run_worker, name=f"dmlscope-run-{run_id}",
+                                    args=(*args, self._events, cancel))
+        try:
+            process.start()
+        except Exception as e:  # cannot spawn (no memory, no file descriptors): the run fails, the queue goes on
+            self._finish(run_id, "failed", f"could not start a worker process: {type(e).__name__}: {e}")
+            return
+        self._jobs[run_id] = _Job(process, cancel)
+        self._finish(run_id, "running", None)
+        log.info("run %s started (pid %s)", run_id, process.pid)

@@ -1,0 +1,190 @@
+"""The FastAPI application: routers, error handlers, security middleware, the static frontend, and `serve`."""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server import __version__
+from server.errors import error_body, install_error_handlers
+from server.jobs import JobManager
+from server.routes import datasets, explore, model_import, runs, system
+from server.settings import Settings
+from server.store import Store
+
+log = logging.getLogger("dmlscope")
+FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# 'unsafe-eval': Plotly's WebGL traces (scattergl, via regl) compile their draw calls with Function();
+# 'unsafe-inline' styles: Plotly injects <style> rules. Everything still comes from this origin only.
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# FastAPI's /docs page loads Swagger UI from a CDN with an inline bootstrap script; it needs the internet anyway.
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
+            "frame-ancestors 'none'")
+
+
+def _plotly_js() -> Path:
+    import plotly
+
+    return Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+
+
+async def _send_error(send: Send, status: int, code: str, detail: str, headers: list | None = None) -> None:
+    body = json.dumps(error_body(code, detail)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class SecurityHeaders:
+    """Adds CSP, nosniff, frame and referrer policies to every HTTP response."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        csp = DOCS_CSP if scope["path"] in ("/docs", "/redoc") else CSP
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"content-security-policy", csp.encode()),
+                                      (b"x-content-type-options", b"nosniff"),
+                                      (b"x-frame-options", b"DENY"),
+                                      (b"referrer-policy", b"no-referrer")]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class BodyLimit:
+    """413 for request bodies over the limit, whether announced by Content-Length or streamed chunked.
+
+    A streamed body that grows too large raises HTTPException(413) from `receive`: FastAPI re-raises those from
+    its body parsing, so the app's error handler answers it like any other error.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def _message(self) -> str:
+        return (f"the request body is larger than {self.max_bytes // (1 << 20)} MiB; send a smaller upload or raise "
+                f"DMLSCOPE_MAX_REQUEST_MB")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await _send_error(send, 413, "payload_too_large", self._message())
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class BearerAuth:
+    """When a token is set, every mutating /api request must carry it (compared in constant time)."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app, self.expected = app, f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS and scope["path"].startswith("/api/"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                return await _send_error(send, 401, "unauthorized",
+                                         "this server requires 'Authorization: Bearer <token>' (DMLSCOPE_API_TOKEN) "
+                                         "for requests that change data",
+                                         [(b"www-authenticate", b'Bearer realm="dmlscope"')])
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for `settings`; the store opens and the job workers start with the app's lifespan."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store.open(settings)
+        jobs = JobManager(store, settings)
+        app.state.store, app.state.jobs = store, jobs
+        interrupted = jobs.start()
+        if interrupted:
+            log.warning("runs interrupted by the last shutdown (resume them): %s", ", ".join(interrupted))
+        try:
+            for name in settings.builtin_datasets:
+                store.ensure_builtin(name)
+            yield
+        finally:
+            jobs.stop()
+            explore.clear_caches()
+            store.close()
+
+    app = FastAPI(title="dmlscope", version=__version__, lifespan=lifespan,
+                  description="Deep-metric-learning workbench API; see docs/api.md for the event stream and the "
+                              "binary points layout.")
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (system, datasets, runs, explore, model_import):
+        app.include_router(module.router)
+    _mount_frontend(app)
+    if settings.api_token is not None:
+        app.add_middleware(BearerAuth, token=settings.api_token.get_secret_value())
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_mb << 20)
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so even 401/413 answers carry the headers
+    return app
+
+
+def _mount_frontend(app: FastAPI) -> None:
+    no_cache = {"Cache-Control": "no-cache"}
+
+    @app.get("/static/vendor/plotly.min.js", include_in_schema=False)
+    def plotly_js() -> FileResponse:
+        return FileResponse(_plotly_js(), media_type="text/javascript", headers=no_cache)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(FRONTEND / "index.html", media_type="text/html", headers=no_cache)
+
+    app.mount("/static", StaticFiles(directory=FRONTEND, check_dir=False), name="static")
+
+
+def serve(settings: Settings) -> None:
+    """Check the settings (a token off loopback), then run the server until interrupted. Used by `dmlscope serve`."""
+    import uvicorn
+
+    settings.check_serving()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(f"dmlscope {__version__}: data in {settings.data_dir.resolve()}; "
+          f"open http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
+    # SSE streams never end on their own: give them a few seconds, then shut down regardless.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, timeout_graceful_shutdown=3,
+                log_level="info")

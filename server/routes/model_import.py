@@ -1,0 +1,75 @@
+"""Import a checkpoint this app exported: a run that skips training and measures the model on a dataset.
+
+The file is untrusted. It is read with `torch.load(weights_only=True)` (tensors and plain data only, no code)
+and must be a dmlscope checkpoint; its config is re-validated as a RunConfig. The run then goes through the
+job queue like any other; its worker calls `models.run.import_model`, which measures the checkpoint with the
+same code as a trained run (embeddings, metrics, stats, maps).
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from models.config import RunConfig
+from server.errors import BadRequest
+from server.routes.deps import JobsDep, StoreDep
+from server.schemas import RunPublic, run_public
+from server.store import ID_PATTERN, Store
+
+router = APIRouter(prefix="/api/models", tags=["models"])
+_TORCHSCRIPT_REFUSED = ("this file is a TorchScript module, which carries code; it is refused unless you send "
+                        "allow_torchscript=true. A checkpoint from GET /api/runs/{id}/export?what=checkpoint needs "
+                        "no such permission")
+_TORCHSCRIPT_ALLOWED = ("TorchScript modules cannot be measured yet: runs are measured from dmlscope checkpoints "
+                        "only; export one with GET /api/runs/{id}/export?what=checkpoint")
+
+
+def is_torchscript(path: Path) -> bool:
+    """TorchScript archives carry compiled code (`code/…` and `constants.pkl`); torch.save files do not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def checkpoint_config(path: Path, store: Store, dataset_id: str) -> RunConfig:
+    """The run config a checkpoint was trained with, checked against the dataset it is imported for."""
+    from models.trainer import load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(path)
+        config = RunConfig.model_validate(ckpt["config"])
+    except ValueError as e:  # not a dmlscope checkpoint, or a config this version rejects (ValidationError)
+        raise BadRequest(str(e).replace(str(path), "the uploaded file")) from None
+    channels = store.image_set(dataset_id).channels
+    if ckpt.get("in_channels") != channels:
+        raise BadRequest(f"the checkpoint's model takes {ckpt.get('in_channels')}-channel images but this dataset has "
+                         f"{channels}-channel images; import it for a dataset like the one it was trained on")
+    return config
+
+
+@router.post("/import", status_code=201, operation_id="models-import")
+async def import_model(store: StoreDep, jobs: JobsDep, file: UploadFile = File(...),
+                       dataset_id: str = Form(..., pattern=ID_PATTERN), name: str | None = Form(None, max_length=200),
+                       allow_torchscript: bool = Form(False)) -> RunPublic:
+    store.get_dataset(dataset_id)
+    tmp = store.temp_path(".pt")
+    try:
+        with tmp.open("wb") as out:
+            while chunk := await file.read(1 << 20):
+                out.write(chunk)
+        if await run_in_threadpool(is_torchscript, tmp):
+            raise BadRequest(_TORCHSCRIPT_ALLOWED if allow_torchscript else _TORCHSCRIPT_REFUSED)
+        config = await run_in_threadpool(checkpoint_config, tmp, store, dataset_id)
+        jobs.check_capacity()
+        rec = store.create_run(dataset_id, config, name=name or f"imported {file.filename or 'model'}"[:200],
+                               origin="import")
+        os.replace(tmp, store.run_dir(rec.id) / "checkpoint.pt")
+    finally:
+        tmp.unlink(missing_ok=True)
+    jobs.submit(rec.id)
+    return run_public(rec)
