@@ -25,7 +25,8 @@ const APPROXIMATE = new Set(["density", "det"]);
 
 const clone = (x) => JSON.parse(JSON.stringify(x));
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
-const titleOf = (path, schema) => (schema.title || path.split(".").pop()).replace(/^Lr$/, "Learning rate");
+const titleOf = (path, schema) => (schema.title || path.split(".").pop())
+  .replace(/^Lr$/, "Learning rate").replace(/Config$/, "");
 
 function resolve(schema, root) {
   return schema.$ref ? root.$defs[schema.$ref.split("/").pop()] : schema;
@@ -189,7 +190,7 @@ export function configForm(components, start, prefix = "cfg") {
     group("Model", backbone.nodes, MODEL_FIELDS.filter((k) => k in root.properties).map((k) => plain(k, root.properties[k]))),
     group("Loss and miner", loss.nodes, miner.nodes),
     group("Distance", distance.nodes, normalize),
-    el("fieldset", {}, el("legend", {}, "Regularizers (weight λ × term, added to the loss)"), regs.node),
+    el("fieldset", { class: "wide" }, el("legend", {}, "Regularizers (weight λ × term, added to the loss)"), regs.node),
     objects.map((k) => group(k === "flow" ? "Flow metric layer" : titleOf(k, resolve(root.properties[k], root)), objectFields(k))),
     group("Training", training.map((k) => plain(k, root.properties[k]))));
 

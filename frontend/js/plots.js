@@ -79,7 +79,7 @@ export function drawMap(div, { x, y, marker, title, xTitle = "", yTitle = "" }) 
   };
   const axis = (text) => ({ title: { text }, zeroline: false, showgrid: false, showticklabels: false });
   return Plotly().react(div, [points, highlight],
-    layout(title, { xaxis: axis(xTitle), yaxis: { ...axis(yTitle), scaleanchor: "x" }, dragmode: "pan" }),
+    layout(title, { xaxis: axis(xTitle), yaxis: axis(yTitle), dragmode: "pan" }),
     CONFIG);
 }
 

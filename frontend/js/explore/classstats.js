@@ -7,7 +7,7 @@ import { downloadPng, layout, purge, react } from "../plots.js";
 const SPLIT_COLOR = { train: "#9c755f", test: "#4e79a7" };
 const RUN_COLOR = { a: "#8da0cb", b: "#e5813e" };
 
-/** Per-class rows of stats.json for both splits: [{class, split, radius_mean, …}], sorted by `key`. */
+/** Per-class rows of stats.json for both splits: [{name, split, radius_mean, …}], sorted by `key`. */
 function classRows(stats, key) {
   const rows = ["train", "test"].flatMap((split) =>
     (stats[split]?.per_class || []).map((row) => ({ ...row, split })));
@@ -23,8 +23,8 @@ function chartPanel(id, title, badge, help, div, fileName) {
 
 const approx = (why) => el("span", { class: "badge approx", title: why }, "approximation");
 
-function barsBySplit(div, rows, key, title, yTitle, extra = {}) {
-  const classes = rows.map((r) => `${r.class} (${r.split})`);
+function barsBySplit(div, rows, key, yTitle, extra = {}) {
+  const classes = rows.map((r) => `${r.name} (${r.split})`);
   const traces = ["train", "test"].map((split) => ({
     type: "bar", name: split === "train" ? "seen (train) classes" : "unseen (test) classes",
     x: rows.map((r, i) => (r.split === split ? classes[i] : null)).filter((x) => x !== null),
@@ -32,9 +32,10 @@ function barsBySplit(div, rows, key, title, yTitle, extra = {}) {
     marker: { color: SPLIT_COLOR[split] },
     hovertemplate: "%{x}: %{y:.3f}<extra></extra>",
   }));
-  return react(div, [...traces, ...(extra.traces || [])], layout(title, {
+  return react(div, [...traces, ...(extra.traces || [])], layout(null, {
     barmode: "overlay", xaxis: { categoryorder: "array", categoryarray: classes, tickangle: -45, automargin: true },
-    yaxis: { title: { text: yTitle }, zeroline: true }, legend: { orientation: "h", y: 1.12, x: 1, xanchor: "right" },
+    yaxis: { title: { text: yTitle }, zeroline: true }, margin: { l: 56, r: 16, t: 28, b: 44 },
+    legend: { orientation: "h", y: 1, yanchor: "bottom", x: 0 },
     shapes: extra.shapes || [], annotations: extra.annotations || [],
   }));
 }
@@ -51,28 +52,28 @@ export function classPanels(statsAnswer, run, cleanups) {
   const global = stats.test?.global || {};
   const lines = [];
   const annotations = [];
-  for (const [key, label, dash] of [["delta1", "δ1 (largest intra-class distance)", "dot"], ["delta2", "δ2 (smallest inter-class distance)", "dash"]]) {
+  for (const [key, label, dash] of [["delta1", "δ1 (test): largest intra-class distance", "dot"], ["delta2", "δ2 (test): smallest inter-class distance", "dash"]]) {
     if (typeof global[key] !== "number") continue;
     lines.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: global[key], y1: global[key], line: { dash, color: "#444", width: 1.5 } });
     annotations.push({ xref: "paper", x: 1, xanchor: "right", y: global[key], yanchor: "bottom", showarrow: false, text: label, font: { size: 11 } });
   }
   const margin = global.margin ?? (typeof global.delta2 === "number" && typeof global.delta1 === "number" ? global.delta2 - global.delta1 : null);
   const p95 = { type: "scatter", mode: "markers", name: "p95 radius", marker: { symbol: "line-ew-open", size: 14, color: "#222" },
-    x: radius.map((r) => `${r.class} (${r.split})`), y: radius.map((r) => r.radius_p95), hovertemplate: "p95 %{y:.3f}<extra></extra>" };
-  barsBySplit(radiusDiv, radius, "radius_mean", "Class radius (mean distance to the centre; tick = p95)", "radius",
+    x: radius.map((r) => `${r.name} (${r.split})`), y: radius.map((r) => r.radius_p95), hovertemplate: "p95 %{y:.3f}<extra></extra>" };
+  barsBySplit(radiusDiv, radius, "radius_mean", "radius: mean distance to the class centre",
     { traces: radius.some((r) => typeof r.radius_p95 === "number") ? [p95] : [], shapes: lines, annotations });
 
   const density = el("select", { id: "density-key" },
     el("option", { value: "relative_density" }, "relative density: nearest other centre ÷ spread"),
     el("option", { value: "density" }, "density: 1 ÷ spread"));
   const drawDensity = () => barsBySplit(densityDiv, classRows(stats, density.value), density.value,
-    density.value === "density" ? "Class density 1/s_c" : "Relative density ρ̃_c", density.value.replace("_", " "));
+    density.value === "density" ? "density 1/s_c" : "relative density ρ̃_c");
   density.addEventListener("change", drawDensity);
   drawDensity();
 
   return el("div", { class: "grid-2" },
     chartPanel("radius", "Per-class radius", null,
-      `Unseen classes (r*) spreading wider than seen ones is the generalisation gap. Margin δ2 − δ1 = ${fmt(margin)} on the test images${margin !== null && margin < 0 ? ": negative, the discriminant criterion (eq. 1) is violated" : ""}.`,
+      `Bars: mean distance to the class centre; ticks: 95th percentile. Unseen classes (r*) spreading wider than seen ones is the generalisation gap. Margin δ2 − δ1 = ${fmt(margin)} on the test images${margin !== null && margin < 0 ? ": negative, the discriminant criterion (eq. 1) is violated" : ""}.`,
       radiusDiv, `dmlscope-${run.id}-radius`),
     chartPanel("density", "Per-class density", approx("the density paper's exact formula was not available: our reconstruction (SPEC §2.2)"),
       el("span", {}, el("label", { for: "density-key" }, "Show", density)), densityDiv, `dmlscope-${run.id}-density`));
@@ -89,9 +90,9 @@ export function pairedBars(box, cmp, cleanups) {
     cleanups.push(() => purge(div));
     const trace = (which) => ({ type: "bar", name: which.toUpperCase(), x: rows.map((r) => r.class), y: rows.map((r) => r[which][key]),
       marker: { color: RUN_COLOR[which] }, hovertemplate: `${which.toUpperCase()} %{x}: %{y:.3f}<extra></extra>` });
-    react(div, [trace("a"), trace("b")], layout(title, {
+    react(div, [trace("a"), trace("b")], layout(null, {
       barmode: "group", xaxis: { type: "category", title: { text: "class" } }, yaxis: { title: { text: key.replace("_", " ") } },
-      legend: { orientation: "h", y: 1.12, x: 1, xanchor: "right" },
+      margin: { l: 56, r: 16, t: 28, b: 44 }, legend: { orientation: "h", y: 1, yanchor: "bottom", x: 0 },
     }));
     return chartPanel(`paired-${key}`, title, badge, null, div, `dmlscope-compare-${key}`);
   }));

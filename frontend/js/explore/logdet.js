@@ -1,8 +1,8 @@
 // The Jacobian-determinant map: log|det J| of the flow metric layer per image, over the same projection as
 // the main map, and its distribution per class. A run without the flow layer has no log|det J|: say so.
 import { el, empty, fill } from "../dom.js";
-import { MapView, hasLogdet } from "./map.js";
-import { classColor, downloadPng, layout, purge, react } from "../plots.js";
+import { MapView, classColors, hasLogdet } from "./map.js";
+import { downloadPng, layout, purge, react } from "../plots.js";
 
 /** Returns {node, update(points)}; `update` redraws from the main map's points (same split and projection). */
 export function logdetPanel(run, mainView, cleanups) {
@@ -47,9 +47,10 @@ function drawViolins(div, points) {
   label.forEach((l, i) => { if (!Number.isNaN(logdet[i])) (byClass.get(l) || byClass.set(l, []).get(l)).push(logdet[i]); });
   const median = (v) => { const s = [...v].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
   const classes = [...byClass.keys()].sort((a, b) => median(byClass.get(a)) - median(byClass.get(b)));
+  const { color } = classColors(points);
   const traces = classes.map((l) => ({
     type: "violin", y: byClass.get(l), name: points.class_names[l], box: { visible: true }, points: false,
-    meanline: { visible: true }, line: { color: classColor(l), width: 1 }, fillcolor: classColor(l), opacity: 0.6,
+    meanline: { visible: true }, line: { color: color.get(l), width: 1 }, fillcolor: color.get(l), opacity: 0.6,
     hoverinfo: "y+name", spanmode: "hard",
   }));
   return react(div, traces, layout("log|det J| per class", {

@@ -8,10 +8,10 @@ import { classColor, drawMap, highlight, markerFor, onPoints, purge, recolor } f
 
 export const COLORINGS = {
   class: "class",
-  logdet: "log|det J| (flow layer)",
+  logdet: "log|det J|",
   lipschitz: "local Lipschitz estimate",
-  correct: "correct@1 (nearest neighbour has the same class)",
-  split: "seen (train) / unseen (test) classes",
+  correct: "correct@1",
+  split: "seen / unseen classes",
 };
 export const PROJECTIONS = { umap: "UMAP", pca: "PCA" };
 export const SPLITS = { test: "test: unseen classes", train: "train: seen classes", all: "both, one shared map" };
@@ -24,15 +24,22 @@ export function hasLogdet(points) {
   return Boolean(col) && col.some((v) => !Number.isNaN(v));
 }
 
-/** Marker options for colouring `points` by `key`; class colours are fixed per class index, so one class
- * keeps its colour across splits, runs and pages. */
+/** The classes present in `points` (label indices, ascending) and label → colour. Colours follow the rank
+ * among the present classes, so a split's few classes get the most distinct colours, and two runs showing
+ * the same images (a comparison) colour every class alike. */
+export function classColors(points) {
+  const present = [...new Set(points.columns.label)].sort((a, b) => a - b);
+  return { present, color: new Map(present.map((label, i) => [label, classColor(i)])) };
+}
+
+/** Marker options for colouring `points` by `key`. */
 export function coloring(points, key) {
   const c = points.columns;
   if (key === "class") {
-    const present = [...new Set(c.label)].sort((a, b) => a - b);
+    const { present, color } = classColors(points);
     const code = new Map(present.map((label, i) => [label, i]));
     return markerFor({ kind: "category", values: Int32Array.from(c.label, (l) => code.get(l)),
-      labels: present.map((l) => points.class_names[l]), colors: present.map(classColor), title: "class" });
+      labels: present.map((l) => points.class_names[l]), colors: present.map((l) => color.get(l)), title: "class" });
   }
   if (key === "correct") {
     return markerFor({ kind: "category", values: c.correct_at_1, labels: ["wrong", "right"],

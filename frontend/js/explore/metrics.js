@@ -7,23 +7,37 @@ export const METRIC_NAMES = {
   precision_at_1: "Precision@1", map_at_r: "MAP@R", r_precision: "R-Precision", nmi: "NMI",
 };
 
-/** Scalar metric names of a metrics.json split, the known ones first in their usual order. */
+/** The metric names present in any of the metrics.json splits, in their usual order. */
 export function metricKeys(...splits) {
-  const found = new Set(splits.flatMap((s) => Object.entries(s || {}).filter(([, v]) => typeof v === "number").map(([k]) => k)));
-  return [...Object.keys(METRIC_NAMES).filter((k) => found.has(k)), ...[...found].filter((k) => !(k in METRIC_NAMES))];
+  return Object.keys(METRIC_NAMES).filter((k) => splits.some((s) => typeof s?.[k] === "number"));
 }
 
-/** The metrics table of GET /api/runs/{id}/stats. */
-export function metricsPanel(stats) {
-  const { train, test } = stats.metrics || {};
-  const keys = metricKeys(train, test);
+const GEOMETRY = {
+  delta1: "δ1: largest intra-class distance", delta2: "δ2: smallest inter-class distance", margin: "margin δ2 − δ1",
+  pi_intra: "π_intra: mean intra-class distance", pi_inter: "π_inter: mean distance between class centres",
+  pi_ratio: "π_ratio = π_intra / π_inter", spectral_decay: "spectral decay ρ(Φ)",
+};
+
+function splitTable(id, names, test, train) {
+  const keys = Object.keys(names).filter((k) => typeof test?.[k] === "number" || typeof train?.[k] === "number");
+  if (!keys.length) return null;
+  return el("table", { id },
+    el("thead", {}, el("tr", {}, el("th", {}, ""), el("th", { class: "num" }, "test (unseen)"), el("th", { class: "num" }, "train (seen)"))),
+    el("tbody", {}, keys.map((k) => el("tr", {}, el("td", {}, names[k]),
+      el("td", { class: `num ${k === "margin" && test?.[k] < 0 ? "worse" : ""}` }, fmt(test?.[k])),
+      el("td", { class: `num ${k === "margin" && train?.[k] < 0 ? "worse" : ""}` }, fmt(train?.[k]))))));
+}
+
+/** The metrics and global geometry tables of GET /api/runs/{id}/stats. */
+export function metricsPanel(answer) {
+  const { train, test } = answer.metrics || {};
+  const names = Object.fromEntries(metricKeys(train, test).map((k) => [k, METRIC_NAMES[k] || k]));
+  const geometry = splitTable("geometry", GEOMETRY, answer.stats?.test?.global, answer.stats?.train?.global);
   return el("section", { class: "panel", "aria-labelledby": "metrics-h" },
     el("header", {}, el("h2", { id: "metrics-h" }, "Metrics"),
       el("span", { class: "help" }, "under the run's own distance; test = classes never seen in training")),
-    keys.length ? el("table", { id: "metrics" },
-      el("thead", {}, el("tr", {}, el("th", {}, "metric"), el("th", { class: "num" }, "test (unseen)"),
-        el("th", { class: "num" }, "train (seen)"))),
-      el("tbody", {}, keys.map((k) => el("tr", {}, el("td", {}, METRIC_NAMES[k] || k),
-        el("td", { class: "num" }, fmt(test?.[k])), el("td", { class: "num" }, fmt(train?.[k]))))))
-      : empty("This run has no metrics."));
+    el("div", { class: "grid-2" },
+      splitTable("metrics", names, test, train) || empty("This run has no metrics."),
+      geometry ? el("div", {}, geometry,
+        el("p", { class: "help" }, "A negative margin violates the discriminant criterion max d(same) < δ1 < δ2 < min d(other) (eq. 1).")) : null));
 }

@@ -35,13 +35,13 @@ function progressText(p) {
 }
 
 /**
- * A live panel for a queued or running run. `onEnd(run)` is called once with the terminal Run.
- * Returns {node, close}.
+ * A live panel for a queued or running run. `on.status(run)` follows status changes, `on.end(run)` is called
+ * once with the terminal Run. Returns {node, close}.
  */
-export function progressPanel(run, onEnd) {
+export function progressPanel(run, on) {
   const bar = el("progress", { max: 1, value: run.progress?.fraction || 0, "aria-labelledby": "progress-text" });
   const text = el("p", { id: "progress-text", "aria-live": "polite" }, run.status === "queued" ? "Queued: waiting for a worker…" : "Starting…");
-  const curves = el("div", { class: "plot short", id: "loss-curves" });
+  const curves = el("div", { class: "plot short", id: "loss-curves", hidden: true });
   const errors = el("div");
   const cancel = el("button", { type: "button", class: "danger", onclick: async () => {
     cancel.disabled = true;
@@ -53,6 +53,7 @@ export function progressPanel(run, onEnd) {
   let timer = null;
   const redraw = () => {
     timer = null;
+    curves.hidden = false;
     drawCurves(curves, x, series, "step");
   };
   const onProgress = (p) => {
@@ -69,9 +70,13 @@ export function progressPanel(run, onEnd) {
     if (!timer) timer = setTimeout(redraw, REDRAW_MS);
   };
   const close = followRun(run.id, {
-    run: (r) => { if (r.progress) onProgress(r.progress); else if (r.status === "running") text.textContent = "Running: preparing data…"; },
+    run: (r) => {
+      on.status(r);
+      if (r.progress) onProgress(r.progress);
+      else if (r.status === "running") text.textContent = "Running: preparing the data…";
+    },
     progress: onProgress,
-    end: (r) => { clearTimeout(timer); onEnd(r); },
+    end: (r) => { clearTimeout(timer); on.end(r); },
     error: () => fill(errors, errorBox({ error: "Lost the progress stream", detail: "reload the page to reconnect" })),
   });
   const node = el("section", { class: "panel", "aria-labelledby": "progress-h" },

@@ -121,11 +121,11 @@ function metricsTable(cmp) {
   const rows = [];
   for (const split of ["test", "train"]) {
     for (const [name, m] of Object.entries(cmp.metrics?.[split] || {})) {
-      if (typeof m?.a !== "number") continue;
+      if (!(name in METRIC_NAMES) || typeof m?.a !== "number") continue;
       const cls = m.diff > 0 ? "better" : m.diff < 0 ? "worse" : "";
       const sign = m.diff > 0 ? "▲ +" : m.diff < 0 ? "▼ " : "";
       rows.push(el("tr", {}, el("td", {}, split === "test" ? "test (unseen)" : "train (seen)"),
-        el("td", {}, METRIC_NAMES[name] || name),
+        el("td", {}, METRIC_NAMES[name]),
         el("td", { class: "num" }, fmt(m.a)), el("td", { class: "num" }, fmt(m.b)),
         el("td", { class: `num ${cls}` }, `${sign}${fmt(m.diff)}`)));
     }

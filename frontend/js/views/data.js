@@ -4,7 +4,7 @@ import { api } from "../api.js";
 import { el, empty, errorBox, fill, loading } from "../dom.js";
 import { href, params, setParams } from "../url.js";
 
-const THUMBS_PER_CLASS = 8;
+const THUMBS_PER_CLASS = 12;
 const MAX_CLASSES_SHOWN = 24;
 
 export function renderData(root) {
@@ -169,9 +169,10 @@ async function showDataset(box, dataset, refresh) {
     fill(thumbs,
       el("h3", {}, "Thumbnails", dataset.classes.length > MAX_CLASSES_SHOWN
         ? el("span", { class: "muted small" }, ` (first ${MAX_CLASSES_SHOWN} classes)`) : null),
-      el("div", { class: "thumbs" }, pages.flatMap((page) => page.data.map((img) =>
-        el("figure", {}, el("img", { src: img.thumb_url, alt: `${img.class}: ${img.path}`, loading: "lazy", title: img.path }),
-          el("figcaption", {}, img.class))))));
+      el("div", { class: "thumbs" }, pages.flatMap((page, i) => [
+        el("span", { class: "class-name", title: classes[i].name }, classes[i].name),
+        el("div", { class: "strip" }, page.data.map((img) =>
+          el("img", { src: img.thumb_url, alt: `${img.class}: ${img.path}`, loading: "lazy", title: img.path })))])));
   } catch (err) {
     fill(thumbs, errorBox(err, "Could not load thumbnails"));
   }

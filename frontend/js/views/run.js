@@ -26,12 +26,16 @@ export function renderRun(root, runId) {
 }
 
 function draw(root, run, cleanups) {
-  root.append(headerPanel(run));
+  const header = headerPanel(run);
+  root.append(header);
   if (ACTIVE.has(run.status)) {
-    const live = progressPanel(run, (finished) => {
-      live.close();
-      fill(root);
-      draw(root, finished, cleanups);
+    const live = progressPanel(run, {
+      status: (r) => header.querySelector("[data-status]").replaceWith(statusBadge(r)),
+      end: (finished) => {
+        live.close();
+        fill(root);
+        draw(root, finished, cleanups);
+      },
     });
     cleanups.push(live.close);
     root.append(live.node);

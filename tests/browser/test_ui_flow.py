@@ -1,0 +1,133 @@
+"""The whole exploration loop in a real chromium against a real server: upload a zip, train a tiny run, see
+one map point per test image, hover for a thumbnail, click for neighbours, retrain with the flow layer and the
+determinant regularizer, open the comparison. Screenshots of each view land in test-output/browser/."""
+from __future__ import annotations
+
+import io
+import json
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from models.data import export_zip, import_builtin
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CLASSES = 6  # first_half split: 3 seen classes to train on, 3 unseen ones to explore
+PER_CLASS = 30
+RUN_TIMEOUT_MS = 150_000  # one tiny run: a few steps, embed, metrics, stats, projections (a first UMAP compiles numba)
+
+
+@pytest.fixture(scope="module")
+def digits_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zip of a few classes of the built-in digits (exported by export_zip), plus one file to reject."""
+    tmp = tmp_path_factory.mktemp("zip")
+    full = export_zip(import_builtin("digits", tmp / "digits").image_set, tmp / "all.zip")
+    kept: dict[str, int] = {}
+    out = tmp / "digits6.zip"
+    with zipfile.ZipFile(full) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            cls = name.split("/")[0]
+            if int(cls) < CLASSES and kept.get(cls, 0) < PER_CLASS:
+                kept[cls] = kept.get(cls, 0) + 1
+                dst.writestr(f"digits6/{name}", src.read(name))
+        dst.writestr("digits6/0/notes.txt", b"not an image")
+    return out
+
+
+def _api(server: str, path: str) -> dict:
+    with urllib.request.urlopen(f"{server}/api/{path}", timeout=30) as r:
+        return json.load(r)
+
+
+def _point_position(page, div_id: str, row: int) -> tuple[float, float]:
+    """Viewport pixel of point `row` of trace 0 in a Plotly div (from its axes' data→pixel maps)."""
+    return tuple(page.evaluate("""([id, row]) => {
+        const gd = document.getElementById(id); const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        const box = gd.getBoundingClientRect();
+        return [box.left + xa._offset + xa.l2p(gd.data[0].x[row]), box.top + ya._offset + ya.l2p(gd.data[0].y[row])];
+    }""", [div_id, row]))
+
+
+def _wait_done(page) -> None:
+    page.wait_for_selector("#run-h ~ [data-status='done']", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function("() => document.getElementById('map')?.data?.[0]?.x?.length > 0", timeout=RUN_TIMEOUT_MS)
+
+
+def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Path, shots: Path) -> None:
+    # 1. Upload: per-class counts, thumbnails, the rejected file with its reason.
+    page.goto("/")
+    page.wait_for_selector("text=Image sets")
+    page.set_input_files("#zip-input", str(digits_zip))
+    page.wait_for_selector("text=Imported “digits6”")
+    page.wait_for_selector("#detail-h:has-text('digits6')")
+    assert page.locator(".class-counts .badge").count() == CLASSES
+    page.wait_for_function(f"() => document.querySelectorAll('.thumbs img').length === {CLASSES * 12}")
+    assert page.locator("details:has-text('rejected files') td:has-text('notes.txt')").count() == 1
+    page.screenshot(path=shots / "1-data.png", full_page=True)
+
+    # 2. Train a tiny run from the generated form.
+    page.click("text=Train on this set")
+    page.wait_for_selector("#train-epochs")
+    for field, value in {"epochs": "1", "steps_per_epoch": "4", "classes_per_batch": "3", "samples_per_class": "8",
+                         "embedding_dim": "16"}.items():
+        page.fill(f"#train-{field}", value)
+    page.fill("#train-name", "baseline")
+    page.screenshot(path=shots / "2-train-form.png", full_page=True)
+    page.click("button:has-text('Start training')")
+    page.wait_for_selector("#progress-h")
+    page.screenshot(path=shots / "3-progress.png", full_page=True)
+    _wait_done(page)
+    parent_id = page.evaluate("new URLSearchParams(location.search).get('run')")
+
+    # 3. The map: one point per test image (3 unseen classes × PER_CLASS), as one coloured scattergl trace.
+    points = page.evaluate("document.getElementById('map').data.filter(t => t.type === 'scattergl')[0].x.length")
+    assert points == (CLASSES - CLASSES // 2) * PER_CLASS
+
+    # 4. Hover shows the thumbnail next to the cursor; a click lists k neighbours marked right/wrong.
+    x, y = _point_position(page, "map", 0)
+    page.mouse.move(x, y)
+    card = page.locator("#hover-card")
+    card.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#hover-card img').naturalWidth > 0")
+    assert "/thumb" in card.locator("img").get_attribute("src")
+    page.mouse.click(x, y)
+    page.wait_for_selector(".gallery figure.query")
+    neighbours = page.locator(".gallery figure.right, .gallery figure.wrong")
+    assert neighbours.count() == 10
+    page.wait_for_selector("#radius-bars .main-svg")
+    page.wait_for_selector(".state.empty:has-text('Flow layer off')")
+    page.screenshot(path=shots / "4-explore.png", full_page=True)
+
+    # 5. Toggle and retrain: flow layer on and the determinant regularizer.
+    page.click("#retrain summary")
+    page.check("#retrain-flow-enabled")
+    page.check("#retrain-reg-det")
+    page.wait_for_selector("text=flow.enabled: false → true")
+    page.click("button:has-text('Retrain with these changes')")
+    page.wait_for_selector("text=Retrained from")
+    _wait_done(page)
+    child_id = page.evaluate("new URLSearchParams(location.search).get('run')")
+    assert child_id != parent_id
+    assert _api(server, f"runs/{child_id}")["parent_id"] == parent_id
+    page.wait_for_function("() => document.getElementById('logdet-map')?.data?.[0]?.x?.length > 0")
+    page.screenshot(path=shots / "5-child-logdet.png", full_page=True)
+
+    # 6. The run list shows the child under its parent.
+    page.click("header nav >> text=Runs")
+    page.wait_for_selector(f"li[data-run='{parent_id}'] li[data-run='{child_id}']")
+
+    # 7. Compare: both maps, linked hover, the metrics table.
+    page.goto(f"/?compare={parent_id},{child_id}")
+    for div in ("map-a", "map-b"):
+        page.wait_for_function(f"() => document.getElementById('{div}')?.data?.[0]?.x?.length === {points}",
+                               timeout=RUN_TIMEOUT_MS)
+    x, y = _point_position(page, "map-a", 3)
+    page.mouse.move(x, y)
+    page.wait_for_function("() => document.getElementById('map-b').data[1].x.length === 1")
+    assert page.locator("#compare-metrics tbody tr").count() > 0
+    page.mouse.click(x, y)
+    page.wait_for_function("() => document.querySelectorAll('.gallery figure.query').length === 2")
+    page.screenshot(path=shots / "6-compare.png", full_page=True)
