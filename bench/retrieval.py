@@ -1,0 +1,91 @@
+"""Retrieval: models.retrieval's exact flat index and its tuned IVF index vs a faiss HNSW index, per query.
+
+The neighbours endpoint answers one query image at a time, so the latency that matters is a batch of one.
+Recall@10 is the share of the exact 10 nearest neighbours an approximate index returns. HNSW (not offered by
+models.retrieval) is the peer: its `efSearch` is tuned like our IVF's `nprobe`, to the same recall target.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Sequence
+
+import faiss
+import numpy as np
+
+from bench.data import clustered
+from bench.report import Section, count, duration, ratio
+from bench.timing import measure
+
+FULL: dict[str, Any] = {"sizes": (100_000, 1_000_000)}
+HNSW_M = 32  # links per node: faiss's usual choice for 128-d float vectors
+K = 10
+
+
+def _per_query(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> tuple[np.ndarray, float]:
+    """(ids (Q, K), median seconds of one single-query search): how the neighbours endpoint calls it."""
+    search(queries[:1])  # warm
+    ids, times = [], []
+    for q in queries:
+        start = time.perf_counter()
+        ids.append(search(q[None]))
+        times.append(time.perf_counter() - start)
+    return np.vstack(ids), statistics.median(times)
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return sum(len(np.intersect1d(a, b)) for a, b in zip(found, truth)) / truth.size
+
+
+def _hnsw(vectors: np.ndarray, tune: np.ndarray, target: float) -> faiss.IndexHNSWFlat:
+    """HNSW with the smallest power-of-two efSearch ≥ 16 that reaches `target` recall@10 on `tune` (exact truth)."""
+    index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M)
+    index.add(vectors)
+    _, truth = faiss.knn(tune, vectors, K)
+    index.hnsw.efSearch = 16
+    while index.hnsw.efSearch < 4096 and _recall(index.search(tune, K)[1], truth) < target:
+        index.hnsw.efSearch *= 2
+    return index
+
+
+def run(sizes: Sequence[int] = (100_000,), dim: int = 128, queries: int = 200, target_recall: float = 0.95,
+        budget_ms: float = 20.0) -> list[Section]:
+    """Build and query flat, IVF and HNSW at each N; recommend the flat → IVF threshold for `budget_ms` per query."""
+    from models.distances import create_distance
+    from models.retrieval import APPROXIMATE_THRESHOLD, RetrievalIndex
+
+    distance = create_distance("euclidean")
+    section = Section(f"Retrieval: flat vs IVF (models.retrieval) vs HNSW (faiss), {dim}-d, k = {K}",
+                      ["N", "index", "build", "per query", "vs flat", f"recall@{K}", "setting"])
+    flat_latency: dict[int, float] = {}
+    for n in sizes:
+        x, _ = clustered(n + queries, dim)
+        refs, q = x[:n], x[n:]
+        flat, t_flat_build = measure(lambda: RetrievalIndex(refs, distance, approximate_threshold=None),
+                                     repeat=1, warmup=0)
+        truth, t_flat = _per_query(lambda v: flat.neighbours(v, K), q)
+        flat_latency[n] = t_flat
+        section.add(count(n), "flat (exact)", duration(t_flat_build), duration(t_flat), "1.00×", "1.000", "—")
+        ivf, t_ivf_build = measure(lambda: RetrievalIndex(refs, distance, approximate_threshold=0,
+                                                          target_recall=target_recall), repeat=1, warmup=0)
+        found, t_ivf = _per_query(lambda v: ivf.neighbours(v, K), q)
+        section.add(count(n), "IVF-flat (ours)", duration(t_ivf_build), duration(t_ivf), ratio(t_ivf, t_flat),
+                    f"{_recall(found, truth):.3f}", f"nlist {ivf.index.nlist}, nprobe {ivf.nprobe}")
+        tune = refs[np.random.default_rng(0).choice(n, size=min(n, 256), replace=False)]
+        hnsw, t_hnsw_build = measure(lambda: _hnsw(refs, tune, target_recall), repeat=1, warmup=0)
+        found, t_hnsw = _per_query(lambda v: hnsw.search(v, K)[1], q)
+        section.add(count(n), "HNSW-flat (faiss)", duration(t_hnsw_build), duration(t_hnsw), ratio(t_hnsw, t_flat),
+                    f"{_recall(found, truth):.3f}", f"M {HNSW_M}, efSearch {hnsw.hnsw.efSearch}")
+    largest = max(sizes)
+    per_ref = flat_latency[largest] / largest  # flat search is a linear scan: latency ∝ N
+    threshold = budget_ms / 1e3 / per_ref
+    section.notes += [
+        f"N run: {', '.join(count(n) for n in sizes)}; synthetic Gaussian classes, Euclidean; {queries} held-out "
+        f"queries searched one at a time (median). Build = index construction incl. IVF training and nprobe / "
+        f"efSearch tuning to recall@{K} ≥ {target_recall} on 256 sampled references.",
+        "flat and IVF are timed through RetrievalIndex.neighbours (view + faiss); HNSW is a raw faiss call.",
+        f"Threshold: exact search costs {duration(per_ref * 1e6)} per million references per query here, so it stays "
+        f"under {budget_ms:g} ms per query up to about {count(int(round(threshold, -4)))} references; "
+        f"models.retrieval.APPROXIMATE_THRESHOLD is {count(APPROXIMATE_THRESHOLD)}.",
+    ]
+    return [section]

@@ -1,0 +1,63 @@
+"""`make bench`: run every benchmark, print each table, write bench/results/NAME.md and docs/benchmarks.md.
+
+Each table is written as soon as its benchmark finishes, so a failure late in the run keeps the earlier ones.
+docs/benchmarks.md (included by the README) is rewritten only by a complete run, never by `--only`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from bench.report import Section, duration, machine
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+# Run order: fast and independent first; projection pays `import umap` and numba compilation.
+BENCHMARKS = ("loss_step", "evaluation", "retrieval", "training", "serving", "projection")
+
+
+def document(sections: list[Section], full: bool, seconds: float) -> str:
+    """docs/benchmarks.md: how it was made, on what, then every table."""
+    command = "python -m bench.run_all --full" if full else "make bench"
+    head = [
+        "# Benchmarks", "",
+        f"Made by `{command}` in {duration(seconds)} on: {machine()}.", "",
+        "Every table compares dmlscope with a peer measured in the same process on the same inputs: a ratio is "
+        "dmlscope ÷ peer (for times, below 1× is faster; for throughput, above 1× is faster). Timings are medians "
+        "after a warm-up unless a note says a size was timed once. The machine is shared, so expect ±10–20 %.",
+        "",
+    ]
+    return "\n".join(head) + "\n".join(s.markdown() for s in sections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__)
+    parser.add_argument("--full", action="store_true", help="the larger sizes (1M points): far past 15 minutes")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
+                        help=f"run only these ({', '.join(BENCHMARKS)}); docs/benchmarks.md is left alone")
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    sections: list[Section] = []
+    for name in args.only or BENCHMARKS:
+        module = importlib.import_module(f"bench.{name}")
+        print(f"== {name} ...", flush=True)
+        t = time.perf_counter()
+        result = module.run(**(module.FULL if args.full else {}))
+        text = "\n".join(s.markdown() for s in result)
+        print(text, f"({name}: {duration(time.perf_counter() - t)})\n", sep="\n", flush=True)
+        (RESULTS / f"{name}.md").write_text(text, encoding="utf-8")
+        sections += result
+    elapsed = time.perf_counter() - start
+    if not args.only:
+        DOC.write_text(document(sections, args.full, elapsed), encoding="utf-8")
+        print(f"wrote {DOC.relative_to(ROOT)} ({duration(elapsed)} in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Serving: GET /api/runs/{id}/points as JSON vs the binary column layout (docs/api.md), over real HTTP.
+
+A real uvicorn serves the app on a loopback port in this process; an httpx client downloads the whole body.
+The run is a folder laid out as models/run.py writes it (config.json, split.json, per-split arrays and maps),
+filled with synthetic values, plus the server's own correct@1 cache, so the timing is the endpoint's work
+(read the arrays, build the columns, encode, send) and not a UMAP fit or a k-NN search.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import httpx
+import numpy as np
+
+from bench.report import Section, count, duration, nbytes, ratio
+from bench.timing import measure
+
+FULL: dict[str, Any] = {"sizes": (100_000, 1_000_000)}
+
+
+def _fill_run(run_dir: Path, config: Any, n: int, num_images: int) -> None:
+    """A finished run's folder with an n-point test split drawn (with repeats) from the data set's images."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, num_images, n)
+    (run_dir / "config.json").write_text(config.model_dump_json(), encoding="utf-8")
+    (run_dir / "split.json").write_text(json.dumps({"train": [], "test": ids.tolist()}), encoding="utf-8")
+    arrays = {
+        "embeddings_test": rng.standard_normal((n, config.embedding_dim), dtype=np.float32),
+        "lipschitz_test": rng.random(n, dtype=np.float32),
+        "projection_pca_test": rng.standard_normal((n, 2), dtype=np.float32),
+        "projection_umap_test": rng.standard_normal((n, 2), dtype=np.float32),
+        "correct_at_1_test": (rng.random(n) < 0.8).astype(np.int32),
+    }
+    for name, value in arrays.items():
+        np.save(run_dir / f"{name}.npy", value)
+
+
+def _prepare(data_dir: Path, sizes: Sequence[int]) -> dict[int, str]:
+    """A store with the small built-in `synthetic` set and one finished run per N; returns N → run id."""
+    from models.config import RunConfig
+    from server.settings import Settings
+    from server.store import Store
+
+    store = Store.open(Settings(data_dir=data_dir, builtin_datasets=[]))
+    try:
+        dataset = store.ensure_builtin("synthetic")
+        num_images = len(store.image_set(dataset.id))
+        config, runs = RunConfig(), {}
+        for n in sizes:
+            rec = store.create_run(dataset.id, config, name=f"bench {count(n)}", status="done")
+            _fill_run(store.run_dir(rec.id), config, n, num_images)
+            runs[n] = rec.id
+        return runs
+    finally:
+        store.close()
+
+
+class _LoopbackServer:
+    """uvicorn serving `app` on 127.0.0.1 (a free port) in a thread, for `with`."""
+
+    def __init__(self, app: Any):
+        import uvicorn
+
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    def __enter__(self) -> "_LoopbackServer":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the benchmark server did not start on loopback (see the log above)")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.socket.close()
+
+
+def run(sizes: Sequence[int] = (100_000,), repeat: int = 5) -> list[Section]:
+    from server.app import create_app
+    from server.settings import Settings
+
+    section = Section("Serving: GET /points, JSON vs binary columns (real HTTP on loopback)",
+                      ["N", "format", "bytes", "latency", "binary / JSON (bytes)", "binary / JSON (time)"])
+    with tempfile.TemporaryDirectory(prefix="dmlscope-bench-") as tmp:
+        data_dir = Path(tmp)
+        runs = _prepare(data_dir, sizes)
+        app = create_app(Settings(data_dir=data_dir, builtin_datasets=[]))
+        with _LoopbackServer(app) as server, httpx.Client(base_url=server.url, timeout=600) as client:
+            for n, run_id in runs.items():
+                results = {}
+                for fmt in ("json", "binary"):
+                    def get() -> httpx.Response:
+                        r = client.get(f"/api/runs/{run_id}/points", params={"split": "test", "format": fmt})
+                        r.raise_for_status()
+                        return r
+
+                    response, t = measure(get, repeat=repeat)
+                    results[fmt] = (len(response.content), t)
+                (jb, jt), (bb, bt) = results["json"], results["binary"]
+                section.add(count(n), "JSON", nbytes(jb), duration(jt), "—", "—")
+                section.add(count(n), "binary", nbytes(bb), duration(bt), ratio(bb, jb), ratio(bt, jt))
+    section.notes += [
+        f"N run: {', '.join(count(n) for n in sizes)} test points, 8 columns (image_id, label, split, x, y, logdet, "
+        f"lipschitz, correct_at_1; logdet empty as for a run without flow). Latency: request sent to last byte "
+        f"received by httpx, median of {repeat} after a warm-up; no compression (the app sends none).",
+        "The run folder has precomputed maps and correct@1 (as after the first request), so this is the endpoint's "
+        "own cost; image ids repeat over the 160-image built-in `synthetic` set, which changes no column's size.",
+    ]
+    return [section]

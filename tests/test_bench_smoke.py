@@ -1,0 +1,78 @@
+"""Every benchmark at a tiny size, so none of them rots. Nothing here is timed or compared against a time."""
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from bench import evaluation, loss_step, projection, retrieval, run_all, serving, training
+from bench.report import Section
+
+
+def cells(section: Section, column: str) -> list[str]:
+    i = section.columns.index(column)
+    return [row[i] for row in section.rows]
+
+
+def test_evaluation_agrees_with_pml_and_skips_pml_past_its_limit() -> None:
+    (section,) = evaluation.run(sizes=(300, 600), dim=8, class_size=10, repeat=2, repeat_above=400, pml_up_to=300)
+    assert cells(section, "N") == ["300", "600"]
+    assert cells(section, "ratio")[0].endswith("×") and cells(section, "PML")[1] == "not run"
+    # Same arrays, same definitions: the MAP@R both report must be equal, else the ratio compares different work.
+    assert cells(section, "MAP@R dmlscope")[0] == cells(section, "MAP@R PML")[0]
+    assert any("timed once" in note for note in section.notes)
+
+
+def test_loss_step_covers_every_loss_distance_and_regularizer() -> None:
+    from models.distances import list_distances
+    from models.losses import list_losses
+    from models.regularizers import list_regularizers
+
+    by_distance, by_regularizer = loss_step.run(batch=16, dim=4, classes=4, repeat=1)
+    assert cells(by_distance, "loss") == list_losses()
+    assert by_distance.columns[2:] == list_distances()
+    assert all(cell.endswith("×") for row in by_distance.rows for cell in row[2:])
+    assert {name for _, name, _, _ in loss_step.REGULARIZER_ROWS if name} == set(list_regularizers())
+    assert len(by_regularizer.rows) == len(loss_step.REGULARIZER_ROWS) + 1
+
+
+def test_training_runs_the_trainer_and_the_bare_loop() -> None:
+    (section,) = training.run(dataset="synthetic", dataset_params={"num_classes": 4, "per_class": 8, "size": 8},
+                              steps_per_epoch=2, repeat=1, classes_per_batch=2, samples_per_class=4)
+    (row,) = section.rows
+    assert row[1] == "2 × 8" and row[-1].endswith("×")
+
+
+def test_retrieval_flat_is_exact_and_approximate_indexes_are_close() -> None:
+    (section,) = retrieval.run(sizes=(2_000,), dim=8, queries=10)
+    assert [row[1] for row in section.rows] == ["flat (exact)", "IVF-flat (ours)", "HNSW-flat (faiss)"]
+    recalls = [float(r) for r in cells(section, "recall@10")]
+    assert recalls[0] == 1.0 and min(recalls[1:]) >= 0.8
+    assert any("Threshold" in note for note in section.notes)
+
+
+def test_serving_downloads_both_formats_over_loopback() -> None:
+    (section,) = serving.run(sizes=(300,), repeat=1)
+    assert [row[1] for row in section.rows] == ["JSON", "binary"]
+    assert float(cells(section, "binary / JSON (bytes)")[1].rstrip("×")) < 1.0  # 4 bytes a cell beats decimal text
+
+
+@pytest.mark.umap
+def test_projection_maps_keep_classes() -> None:
+    (section,) = projection.run(sizes=(200,), dim=128, class_size=20)  # classes apart in 128-d (vote 1.0)
+    assert [row[1] for row in section.rows] == ["PCA (first picture)", "UMAP (fit)"]
+    assert float(cells(section, "10-NN vote dmlscope")[1]) > 0.8
+
+
+@pytest.mark.parametrize("name", run_all.BENCHMARKS)
+def test_full_sizes_are_parameters_of_run(name: str) -> None:
+    """--full is never run in tests: at least its sizes must still be names `run` accepts."""
+    module = __import__(f"bench.{name}", fromlist=["run"])
+    assert set(module.FULL) <= set(inspect.signature(module.run).parameters)
+
+
+def test_document_names_the_machine_and_every_table() -> None:
+    sections = [Section("A table", ["x"], [["1"]]), Section("Another", ["y"], [["2"]], ["a note"])]
+    text = run_all.document(sections, full=False, seconds=3.0)
+    assert text.startswith("# Benchmarks") and "cores" in text and "`make bench`" in text
+    assert "## A table" in text and "## Another" in text and "- a note" in text
