@@ -4,6 +4,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
@@ -34,6 +35,15 @@ CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'u
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
             "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
             "frame-ancestors 'none'")
+
+
+def _warm_umap() -> None:
+    from models.projection import warm_up_umap
+
+    try:
+        warm_up_umap()
+    except Exception:  # the first real map then pays the compilation instead; nothing else depends on this
+        log.exception("UMAP warm-up failed")
 
 
 def _plotly_js() -> Path:
@@ -136,6 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         interrupted = jobs.start()
         if interrupted:
             log.warning("runs interrupted by the last shutdown (resume them): %s", ", ".join(interrupted))
+        if settings.warm_umap:  # numba compiles UMAP once per process (~20-50 s): pay it before the first map
+            threading.Thread(target=_warm_umap, name="dmlscope-umap-warmup", daemon=True).start()
         try:
             for name in settings.builtin_datasets:
                 store.ensure_builtin(name)

@@ -50,7 +50,7 @@ def png_bytes(size: int = 16) -> bytes:
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return Settings(**{"data_dir": data_dir, "builtin_datasets": [], "device": "cpu", "torch_threads": 1,
-                       **overrides})
+                       "warm_umap": False, **overrides})
 
 
 @pytest.fixture
@@ -94,3 +94,33 @@ def read_sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
             event = line[len("event: "):]
         elif line.startswith("data: "):
             data.append(line[len("data: "):])
+
+
+class Trained:
+    """One app with a dataset, a finished run `a` and its finished retrain `b` (`events`: a's SSE stream)."""
+
+    def __init__(self, client: TestClient, dataset: dict[str, Any], a: dict[str, Any], b: dict[str, Any],
+                 events: list[tuple[str, Any]], data_dir: Path):
+        self.client, self.dataset, self.a, self.b, self.events, self.data_dir = client, dataset, a, b, events, data_dir
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    """Trains two tiny runs once for every test that explores results (each run costs a spawned worker)."""
+    data_dir = tmp_path_factory.mktemp("trained") / "data"
+    with TestClient(create_app(make_settings(data_dir))) as c:
+        r = c.post("/api/datasets", files={"file": ("shapes.zip", make_zip(), "application/zip")})
+        assert r.status_code == 201, r.text
+        dataset = r.json()
+        r = c.post("/api/runs", json={"dataset_id": dataset["id"], "config": TINY_CONFIG, "name": "base"})
+        assert r.status_code == 201, r.text
+        with c.stream("GET", f"/api/runs/{r.json()['id']}/events") as stream:
+            events = list(read_sse(stream.iter_lines()))
+        a = c.get(f"/api/runs/{r.json()['id']}").json()
+        assert a["status"] == "done", a
+        patch = {"distance": {"name": "cosine"}, "flow": {"enabled": True, "depth": 1, "hidden": 8}}
+        r = c.post(f"/api/runs/{a['id']}/retrain", json={"patch": patch, "name": "cosine + flow"})
+        assert r.status_code == 201, r.text
+        b = wait_for(c, r.json()["id"], ("done", "failed"))
+        assert b["status"] == "done", b
+        yield Trained(c, dataset, a, b, events, data_dir)
