@@ -1,0 +1,92 @@
+"""EmbeddingNet: backbone → linear embedding head → optional normalizing-flow metric layer (+ dueling branch).
+
+The model takes raw pixels (uint8, or floats on the same 0..255 scale) and normalises them itself with the
+dataset's mean/std, stored as buffers: a checkpoint therefore embeds images the same way in the trainer, the
+server's query endpoint and a model import, with no preprocessing to keep in sync outside it.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from models.backbones import create_backbone
+from models.config import RunConfig
+from models.flow import FlowMetricLayer
+
+
+class EmbedOutput(NamedTuple):
+    embedding: Tensor  # (B, D) what the loss, the evaluation and retrieval see (flow branch 1 when on)
+    features: Tensor | None  # (B, D) the head output = the flow layer's input; None when the flow is off
+    logdet: Tensor | None  # (B,) log|det J| of flow branch 1; None when the flow is off
+    logdet_dueling: Tensor | None  # (B,) log|det J| of the dueling branch; None unless flow.dueling
+
+
+def _channel_buffer(values: Sequence[float] | None, channels: int, fill: float, what: str) -> Tensor:
+    if values is None:
+        values = [fill] * channels
+    values = [float(v) for v in values]
+    if len(values) == 1 and channels > 1:
+        values = values * channels
+    if len(values) != channels:
+        raise ValueError(f"{what} has {len(values)} values but the images have {channels} channels; "
+                         f"give one value per channel")
+    return torch.tensor(values, dtype=torch.float32).view(1, channels, 1, 1)
+
+
+class EmbeddingNet(nn.Module):
+    """The network a run trains. `mean`/`std` are per channel on the 0..1 scale (pixel / 255)."""
+
+    def __init__(self, config: RunConfig, in_channels: int, image_size: int,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
+        super().__init__()
+        self.in_channels = in_channels
+        self.image_size = image_size
+        self.register_buffer("pixel_mean", _channel_buffer(mean, in_channels, 0.0, "mean"))
+        self.register_buffer("pixel_std", _channel_buffer(std, in_channels, 1.0, "std"))
+        if bool((self.pixel_std <= 0).any()):
+            raise ValueError("std must be positive in every channel (a constant image set cannot be normalised)")
+        self.backbone = create_backbone(config.backbone, in_channels, image_size, weights=config.pretrained_weights)
+        self.head = nn.Linear(self.backbone.out_features, config.embedding_dim)
+        flow = config.flow
+        self.flow = self.flow_dueling = None
+        if flow.enabled:
+            self.flow = FlowMetricLayer(config.embedding_dim, flow.depth, flow.hidden, flow.coupling)
+            if flow.dueling:
+                self.flow_dueling = FlowMetricLayer(config.embedding_dim, flow.depth, flow.hidden, flow.coupling)
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """Raw 0..255 pixels (B, C, H, W) → the backbone's standardised float input."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected images of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        return (x.float() / 255.0 - self.pixel_mean) / self.pixel_std
+
+    def backbone_features(self, x: Tensor) -> Tensor:
+        """Raw 0..255 pixels → (B, F) backbone features, the embedding head's input."""
+        return self.backbone(self.normalise(x))
+
+    def from_backbone(self, f: Tensor) -> EmbedOutput:
+        """The rest of `forward` from backbone features (lets a caller keep the head's input too)."""
+        h = self.head(f)
+        if self.flow is None:
+            return EmbedOutput(h, None, None, None)
+        z, logdet = self.flow(h)
+        logdet_dueling = self.flow_dueling(h)[1] if self.flow_dueling is not None else None
+        return EmbedOutput(z, h, logdet, logdet_dueling)
+
+    def forward(self, x: Tensor) -> EmbedOutput:
+        return self.from_backbone(self.backbone_features(x))
+
+    def metric_layer(self) -> Callable[[Tensor], Tensor]:
+        """The last learned map before the embedding: the flow (on head outputs) when on, else the head (on
+        backbone features). Its local Lipschitz constant is what the determinant paper tries to control."""
+        if self.flow is None:
+            return self.head
+        flow = self.flow
+        return lambda h: flow(h)[0]
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Inference embedding (flow branch 1 when on); skips the dueling branch. No grad mode is the caller's."""
+        h = self.head(self.backbone_features(x))
+        return self.flow(h)[0] if self.flow is not None else h

@@ -1,0 +1,320 @@
+"""The training loop: device and AMP, P×K batches, loss + weighted regularizers, progress, cancel, checkpoints.
+
+Reproducibility contract: a run is a pure function of its RunConfig (seed included), its image set and its
+train indices on a given device. Every random source the loop draws from (torch, numpy, python `random`, the
+sampler's own generator) is seeded from `config.seed` and saved in the per-epoch checkpoint, so resuming
+after an interrupt continues exactly where an uninterrupted run would be (bit-identical on CPU).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from pytorch_metric_learning.distances import BaseDistance
+from torch import Tensor, nn
+
+from models.config import RunConfig
+from models.data import ImageSet, MPerClassSampler
+from models.distances import create_distance
+from models.losses import create_criterion
+from models.network import EmbeddingNet
+from models.progress import Cancelled, CancelCheck, Progress, ProgressCallback, ignore_progress, never_cancel
+from models.regularizers import RegularizerInputs, create_regularizer
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.json"
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term went NaN/inf; the run stops and keeps its last good (previous-epoch) checkpoint."""
+
+    def __init__(self, epoch: int, step: int, term: str, value: float):
+        self.epoch, self.step, self.term, self.value = epoch, step, term, value
+        super().__init__(
+            f"training diverged at epoch {epoch}, step {step}: the {term!r} term is {value}; "
+            f"lower the learning rate or that term's weight (the last good checkpoint is kept)")
+
+
+@dataclass
+class TrainResult:
+    model: EmbeddingNet  # on `device`, in eval mode
+    criterion: nn.Module
+    distance: BaseDistance  # the run's distance (learnable Mahalanobis L lives here)
+    device: torch.device
+    history: list[dict[str, Any]]  # one entry per completed epoch, resumed ones included
+    epochs_trained: int  # epochs run by this call (0 when the checkpoint was already complete)
+    seconds: float  # wall time of this call's training
+    samples_per_s: float | None = None
+    class_ids: list[int] = field(default_factory=list)  # train class ids, in the order of the criterion's labels
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` via a temp file in the same folder and os.replace: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, allow_nan=False)))
+
+
+def select_device(requested: str) -> torch.device:
+    """`auto` → CUDA when present, else CPU; asking for `cuda` on a machine without one is an error."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is visible; use device 'auto' or 'cpu'")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def resolve_image_size(config: RunConfig, image_set: ImageSet) -> int:
+    size = config.image_size or image_set.native_size
+    if size is None:
+        raise ValueError("the images have different sizes; set image_size in the run config (e.g. 64 or 224)")
+    return int(size)
+
+
+def build_model(config: RunConfig, in_channels: int, image_size: int,
+                mean: Any = None, std: Any = None) -> EmbeddingNet:
+    return EmbeddingNet(config, in_channels, image_size, mean=mean, std=std)
+
+
+def build_distance(config: RunConfig) -> BaseDistance:
+    """The run's distance; a learnable Mahalanobis L is a parameter of it (trained, checkpointed)."""
+    return create_distance(config.distance.name, normalize=config.distance.normalize, dim=config.embedding_dim,
+                           **config.distance.params)
+
+
+def _unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
+    # The distance usually sits inside the criterion too; an optimizer must see each parameter once.
+    seen: dict[int, nn.Parameter] = {}
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad:
+                seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def _optimizer(config: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    o = config.optimizer
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def _seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    # numpy's state is converted to plain types + a tensor so the checkpoint loads with weights_only=True.
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "sampler": generator.get_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["sampler"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _comparable(config: RunConfig) -> dict[str, Any]:
+    # Epochs may grow between resumes ("train longer"); the device may change; anything else must match.
+    return config.model_dump(mode="json", exclude={"epochs", "device", "amp"})
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint dict (tensors and plain python only; loaded with weights_only=True)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling error means the same thing to the caller
+        raise ValueError(f"{path} is not a readable dmlscope checkpoint ({type(exc).__name__}: {exc}); "
+                         f"export it again from dmlscope") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
+        raise ValueError(f"{path} is not a dmlscope checkpoint (format {CHECKPOINT_FORMAT}); "
+                         f"only checkpoints written by dmlscope can be loaded")
+    return ckpt
+
+
+class _Amp:
+    """Autocast + GradScaler on CUDA (bf16 where supported, else fp16 with loss scaling); a no-op on CPU."""
+
+    def __init__(self, device: torch.device, enabled: bool):
+        self.enabled = enabled and device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=self.dtype) if self.enabled else nullcontext()
+
+
+def _batch_loss(model: EmbeddingNet, criterion: nn.Module, distance: BaseDistance,
+                regularizers: dict[str, tuple[float, nn.Module]], x: Tensor, y: Tensor,
+                amp: _Amp) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
+    """Total loss, each weighted term (the loss itself under "loss") and the criterion's diagnostics."""
+    with amp.autocast():
+        out = model(x)
+    # Losses and regularizers run in fp32: SNR's variance ratio and log-determinants are fragile in half.
+    out = type(out)(*(t.float() if t is not None else None for t in out))
+    loss_out = criterion(out.embedding, y)
+    terms = {"loss": loss_out.loss}
+    if regularizers:
+        inputs = RegularizerInputs(embeddings=out.embedding, labels=y, features=out.features, logdet=out.logdet,
+                                   logdet_dueling=out.logdet_dueling, flow=model.flow, model=model,
+                                   distance=distance)
+        for name, (weight, reg) in regularizers.items():
+            terms[name] = weight * reg(inputs)
+    return sum(terms.values()), terms, dict(loss_out.diagnostics)
+
+
+def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir: Path,
+          on_progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None,
+          resume: bool = True) -> TrainResult:
+    """Train on the images `train_idx` (indices into `image_set`), checkpointing into `run_dir` each epoch.
+
+    With `resume`, a checkpoint already in `run_dir` (same config up to epochs/device) is continued. Raises
+    Cancelled when `should_cancel()` turns true (checked before each step; nothing new is saved) and
+    TrainingDiverged when a term goes non-finite.
+    """
+    on_progress = on_progress or ignore_progress
+    should_cancel = should_cancel or never_cancel
+    run_dir = Path(run_dir)
+    device = select_device(config.device)
+    amp = _Amp(device, config.amp)
+    generator = _seed_everything(config.seed)
+
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    class_ids = np.unique(image_set.labels[train_idx])
+    if len(class_ids) < 2:
+        raise ValueError(f"the train split has {len(class_ids)} class; metric learning needs at least 2")
+    size = resolve_image_size(config, image_set)
+    pixels = image_set.pixels(size)
+
+    model = build_model(config, image_set.channels, size, image_set.mean, image_set.std)
+    distance = build_distance(config)
+    criterion = create_criterion(config.loss, config.miner, distance, len(class_ids), config.embedding_dim)
+    regularizers = {r.name: (r.weight, create_regularizer(r.name, **r.params)) for r in config.regularizers}
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    for module in (model, criterion, distance, *(reg for _, reg in regularizers.values())):
+        module.to(device)
+    model.to(memory_format=memory_format)
+    optimizer = _optimizer(config, _unique_parameters(model, criterion, distance))
+
+    # Built before any RNG state is restored, so a fresh and a resumed run construct it identically.
+    steps = config.steps_per_epoch or max(1, len(train_idx) // config.batch_size)
+    sampler = MPerClassSampler(image_set.labels, train_idx, config.classes_per_batch, config.samples_per_class,
+                               steps, generator=generator)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    ckpt_path = run_dir / CHECKPOINT
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        if _comparable(RunConfig.model_validate(ckpt["config"])) != _comparable(config):
+            raise ValueError(f"{ckpt_path} was trained with a different config; "
+                             f"start a new run (or pass resume=False to overwrite it)")
+        model.load_state_dict(ckpt["model"])
+        criterion.load_state_dict(ckpt["criterion"])
+        distance.load_state_dict(ckpt["distance"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt["scaler"]:
+            amp.scaler.load_state_dict(ckpt["scaler"])
+        _restore_rng(ckpt["rng"], generator)
+        history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"])
+
+    total_steps = config.epochs * steps
+    # Criterion labels are 0..C_train-1 (proxy losses keep one proxy per train class).
+    label_of = torch.full((len(image_set.class_names),), -1, dtype=torch.int64)
+    label_of[torch.from_numpy(class_ids)] = torch.arange(len(class_ids))
+    image_labels = torch.from_numpy(image_set.labels)
+    t_call = time.perf_counter()
+    rate: float | None = None
+
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        criterion.train()
+        t_epoch = time.perf_counter()
+        sums: dict[str, float] = {}
+        for step, batch in enumerate(sampler):
+            if should_cancel():
+                raise Cancelled(f"cancelled at epoch {epoch + 1}, step {step + 1}")
+            t_step = time.perf_counter()
+            x = torch.from_numpy(pixels[batch]).to(device, non_blocking=True)
+            x = x.contiguous(memory_format=memory_format)
+            y = label_of[image_labels[batch]].to(device, non_blocking=True)
+            total, terms, diagnostics = _batch_loss(model, criterion, distance, regularizers, x, y, amp)
+            values = {name: float(t.detach()) for name, t in terms.items()}
+            for name, value in values.items():
+                if not math.isfinite(value):
+                    raise TrainingDiverged(epoch + 1, step + 1, name, value)
+            optimizer.zero_grad(set_to_none=True)
+            amp.scaler.scale(total).backward()
+            amp.scaler.step(optimizer)
+            amp.scaler.update()
+
+            for name, value in {**values, **{f"diag/{k}": v for k, v in diagnostics.items()}}.items():
+                sums[name] = sums.get(name, 0.0) + value
+            done = epoch * steps + step + 1
+            step_rate = len(batch) / max(time.perf_counter() - t_step, 1e-9)
+            rate = step_rate if rate is None else 0.9 * rate + 0.1 * step_rate
+            on_progress(Progress(
+                stage="train", fraction=done / total_steps, epoch=epoch + 1, epochs=config.epochs, step=step + 1,
+                steps=steps, loss=sum(values.values()), terms=values, diagnostics=diagnostics,
+                samples_per_s=rate, eta_s=(total_steps - done) * config.batch_size / rate))
+
+        means = {k: v / steps for k, v in sums.items()}
+        history.append({
+            "epoch": epoch + 1,
+            "loss": sum(v for k, v in means.items() if not k.startswith("diag/")),
+            "terms": {k: v for k, v in means.items() if not k.startswith("diag/")},
+            "diagnostics": {k.removeprefix("diag/"): v for k, v in means.items() if k.startswith("diag/")},
+            "seconds": time.perf_counter() - t_epoch,
+        })
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT, "config": config.model_dump(mode="json"), "epoch": epoch + 1,
+            "in_channels": image_set.channels, "image_size": size, "class_ids": class_ids.tolist(),
+            "model": model.state_dict(), "criterion": criterion.state_dict(), "distance": distance.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": amp.scaler.state_dict() if amp.scaler.is_enabled() else None,
+            "rng": _rng_state(generator), "history": history,
+        }
+        atomic_write(ckpt_path, lambda p: torch.save(checkpoint, p))
+        atomic_write_json(run_dir / HISTORY, history)
+
+    model.eval()
+    criterion.eval()
+    return TrainResult(model=model, criterion=criterion, distance=distance, device=device, history=history,
+                       epochs_trained=config.epochs - start_epoch, seconds=time.perf_counter() - t_call,
+                       samples_per_s=rate, class_ids=class_ids.tolist())
