@@ -195,6 +195,7 @@ def serve(settings: Settings) -> None:
 
     settings.check_serving()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU-feature probe at INFO
     print(f"dmlscope {__version__}: data in {settings.data_dir.resolve()}; "
           f"open http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
     # SSE streams never end on their own: give them a few seconds, then shut down regardless.

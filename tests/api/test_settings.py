@@ -41,3 +41,11 @@ def test_public_bind_requires_a_token(host: str) -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
 def test_loopback_needs_no_token(host: str) -> None:
     Settings(host=host).check_serving()
+
+
+def test_serve_refuses_to_start_unprotected_on_a_public_address(tmp_path) -> None:
+    from server.app import serve
+
+    with pytest.raises(SettingsError, match="DMLSCOPE_API_TOKEN"):
+        serve(Settings(host="0.0.0.0", data_dir=tmp_path))
+    assert not (tmp_path / "dmlscope.sqlite3").exists()  # refused before anything was created
