@@ -135,7 +135,6 @@ class RunPublic(_Out):
     finished_at: str | None
     progress: dict[str, Any] | None
     summary: dict[str, Any] | None
-    warnings: list[str] = Field(default_factory=list)
 
 
 class RunsPublic(_Out):
@@ -217,11 +216,11 @@ def dataset_public(rec: DatasetRecord, run_count: int) -> DatasetPublic:
                          run_count=run_count, **rec.info)
 
 
-def run_public(rec: RunRecord, warnings: list[str] | None = None) -> RunPublic:
+def run_public(rec: RunRecord) -> RunPublic:
     return RunPublic(id=rec.id, dataset_id=rec.dataset_id, parent_id=rec.parent_id, name=rec.name, config=rec.config,
                      status=rec.status, error=rec.error, origin=rec.origin, cancel_requested=rec.cancel_requested,
                      created_at=rec.created_at, started_at=rec.started_at, finished_at=rec.finished_at,
-                     progress=rec.progress, summary=rec.summary, warnings=warnings or [])
+                     progress=rec.progress, summary=rec.summary)
 
 
 def thumb_url(dataset_id: str, image_id: int) -> str:

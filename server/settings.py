@@ -55,7 +55,6 @@ class Settings(BaseSettings):
     builtin_datasets: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["mnist5k"], description="built-in datasets imported on first start")
     torch_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads per training worker")
-    retrieval_cache: int = Field(8, ge=1, le=1024, description="runs whose search index stays in memory")
     warm_umap: bool = Field(True, description="compile UMAP in the background at start-up so the first map is fast")
     cancel_grace_s: float = Field(
         30.0, gt=0, le=3600, description="seconds a cancelled worker gets to stop before it is killed")
