@@ -5,6 +5,7 @@ records into them so every route answers a run or a dataset the same way.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -217,10 +218,8 @@ def dataset_public(rec: DatasetRecord, run_count: int) -> DatasetPublic:
 
 
 def run_public(rec: RunRecord) -> RunPublic:
-    return RunPublic(id=rec.id, dataset_id=rec.dataset_id, parent_id=rec.parent_id, name=rec.name, config=rec.config,
-                     status=rec.status, error=rec.error, origin=rec.origin, cancel_requested=rec.cancel_requested,
-                     created_at=rec.created_at, started_at=rec.started_at, finished_at=rec.finished_at,
-                     progress=rec.progress, summary=rec.summary)
+    # The wire schema lists the record's fields on purpose (OpenAPI, typed statuses); the values come over as is.
+    return RunPublic(**asdict(rec))
 
 
 def thumb_url(dataset_id: str, image_id: int) -> str:

@@ -140,9 +140,11 @@ class _View:
         """(N, 2) map; UMAP is computed on first use, aligned to the parent run's map (models.run)."""
         from models.run import ensure_projection
 
+        parent = _parent(self.store, self.rec)
+        if parent is not None:  # the parent's map first: a child's map starts from it and is aligned to it
+            _View(self.store, parent).projection(method, split)
         path = self.art.dir / f"projection_{method}_{split}.npy"
         with _file_locks.get(str(path), threading.Lock):
-            parent = _parent(self.store, self.rec)
             return ensure_projection(self.art.dir, method, split,
                                      self.store.run_dir(parent.id) if parent is not None else None)
 

@@ -62,10 +62,11 @@ def test_points_of_all_samples_and_flow_columns(trained: Trained) -> None:
 @pytest.mark.umap
 def test_umap_is_computed_once_and_aligned_to_the_parent(trained: Trained) -> None:
     c = trained.client
-    a = c.get(f"/api/runs/{trained.a['id']}/points", params={"projection": "umap"}).json()["columns"]
+    # The child first: its parent's map must be made first, since the child's map is aligned to it.
     b = c.get(f"/api/runs/{trained.b['id']}/points", params={"projection": "umap"}).json()["columns"]
-    cached = trained.data_dir / "runs" / trained.b["id"] / "projection_umap_test.npy"
-    assert cached.is_file()
+    for run in (trained.a, trained.b):
+        assert (trained.data_dir / "runs" / run["id"] / "projection_umap_test.npy").is_file()
+    a = c.get(f"/api/runs/{trained.a['id']}/points", params={"projection": "umap"}).json()["columns"]
     assert c.get(f"/api/runs/{trained.b['id']}/points", params={"projection": "umap"}).json()["columns"]["x"] == b["x"]
     assert a["image_id"] == b["image_id"]
     xa, xb = np.c_[a["x"], a["y"]], np.c_[b["x"], b["y"]]
