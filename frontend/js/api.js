@@ -85,7 +85,7 @@ export function exportUrl(id, what, format) {
 
 /** Decode the binary points body: uint32 header length, JSON header, padding to 4, then count×4-byte columns.
  * Returns {header fields…, columns: {name: Float32Array|Int32Array}}; the arrays view the same buffer. */
-export function decodePoints(buffer) {
+function decodePoints(buffer) {
   const n = new DataView(buffer).getUint32(0, true);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, n)));
   const base = 4 + n + ((4 - ((4 + n) % 4)) % 4);

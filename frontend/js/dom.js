@@ -60,24 +60,3 @@ export function duration(seconds) {
   const m = Math.floor(s / 60);
   return m < 60 ? `${m} min ${String(s % 60).padStart(2, "0")} s` : `${Math.floor(m / 60)} h ${m % 60} min`;
 }
-
-/** Trigger a download of `text` as a file (CSV export). */
-export function downloadText(filename, text, type = "text/csv") {
-  const url = URL.createObjectURL(new Blob([text], { type }));
-  const a = el("a", { href: url, download: filename });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  URL.revokeObjectURL(url);
-}
-
-/** Rows (array of objects) → CSV text with a header from the first row's keys. */
-export function toCsv(rows) {
-  if (!rows.length) return "";
-  const keys = Object.keys(rows[0]);
-  const cell = (v) => {
-    const s = v === null || v === undefined ? "" : String(v);
-    return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
-  };
-  return [keys.join(","), ...rows.map((r) => keys.map((k) => cell(r[k])).join(","))].join("\n") + "\n";
-}

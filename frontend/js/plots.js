@@ -10,7 +10,7 @@ const Plotly = () => {
   return window.Plotly;
 };
 
-export const CONFIG = {
+const CONFIG = {
   responsive: true,
   displaylogo: false,
   modeBarButtonsToRemove: ["select2d", "lasso2d", "toggleSpikelines"],

@@ -1,5 +1,5 @@
 // The page state lives in the URL so that a view can be bookmarked and shared:
-//   /?run=<id>[&color=class|logdet|lipschitz|correct][&proj=umap|pca][&split=test|train]
+//   /?run=<id>[&color=class|logdet|lipschitz|correct|split][&proj=umap|pca][&split=test|train|all][&image=<id>]
 //   /?compare=<a>,<b>[&proj=…][&split=…]
 //   /?tab=data|train|runs        (the workbench)
 

@@ -65,7 +65,7 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
     page.wait_for_selector("#detail-h:has-text('digits6')")
     assert page.locator(".class-counts .badge").count() == CLASSES
     page.wait_for_function(f"() => document.querySelectorAll('.thumbs img').length === {CLASSES * 12}")
-    assert page.locator("details:has-text('rejected files') td:has-text('notes.txt')").count() == 1
+    assert page.locator("details:has-text('1 rejected file') td:has-text('notes.txt')").count() == 1
     page.screenshot(path=shots / "1-data.png", full_page=True)
 
     # 2. Train a tiny run from the generated form.
@@ -97,6 +97,7 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
     page.wait_for_selector(".gallery figure.query")
     neighbours = page.locator(".gallery figure.right, .gallery figure.wrong")
     assert neighbours.count() == 10
+    assert "image=" in page.url  # the selection is part of the shareable address
     page.wait_for_selector("#radius-bars .main-svg")
     page.wait_for_selector(".state.empty:has-text('Flow layer off')")
     page.screenshot(path=shots / "4-explore.png", full_page=True)
@@ -131,3 +132,30 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
     page.mouse.click(x, y)
     page.wait_for_function("() => document.querySelectorAll('.gallery figure.query').length === 2")
     page.screenshot(path=shots / "6-compare.png", full_page=True)
+
+
+def test_folder_upload_and_the_servers_error_message(page, tmp_path: Path, shots: Path,
+                                                    expected_errors: list[str]) -> None:
+    """A picked folder (webkitdirectory) imports with relative paths; a rejected upload shows the server's detail."""
+    from PIL import Image
+
+    for cls in ("circle", "square"):
+        (tmp_path / "shapes" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), (40 * i, 90 if cls == "circle" else 200, 120)).save(tmp_path / "shapes" / cls / f"{i}.png")
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    Image.new("L", (16, 16), 128).save(tmp_path / "one" / "only" / "a.png")
+
+    page.goto("/?tab=data")
+    page.wait_for_selector("text=Image sets")
+    page.set_input_files("#folder-input", str(tmp_path / "shapes"))
+    page.wait_for_selector("text=Imported “shapes”: 6 images in 2 classes")
+    page.wait_for_selector("#detail-h:has-text('shapes')")
+    page.wait_for_function("() => document.querySelectorAll('.thumbs img').length === 6")
+
+    expected_errors.append("status of 400")  # chromium logs the rejected upload's answer
+    page.set_input_files("#folder-input", str(tmp_path / "one"))
+    alert = page.locator(".state.error[role=alert]")
+    alert.wait_for()
+    assert "Upload rejected" in alert.inner_text() and "class" in alert.inner_text()
+    page.screenshot(path=shots / "0-upload-error.png", full_page=True)

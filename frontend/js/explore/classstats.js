@@ -34,7 +34,7 @@ function barsBySplit(div, rows, key, yTitle, extra = {}) {
   }));
   return react(div, [...traces, ...(extra.traces || [])], layout(null, {
     barmode: "overlay", xaxis: { categoryorder: "array", categoryarray: classes, tickangle: -45, automargin: true },
-    yaxis: { title: { text: yTitle }, zeroline: true }, margin: { l: 56, r: 16, t: 28, b: 44 },
+    yaxis: { title: { text: yTitle }, zeroline: true, range: extra.yRange }, margin: { l: 56, r: 16, t: 28, b: 44 },
     legend: { orientation: "h", y: 1, yanchor: "bottom", x: 0 },
     shapes: extra.shapes || [], annotations: extra.annotations || [],
   }));
@@ -49,19 +49,28 @@ export function classPanels(statsAnswer, run, cleanups) {
   const radius = classRows(stats, "radius_mean");
   if (!radius.length) return empty("This run has no per-class statistics.");
 
+  // δ1 (the largest intra-class distance) is a maximum over pairs and often far above every radius: a line
+  // off the bars' scale becomes an arrow at the top edge, so the bars stay readable.
   const global = stats.test?.global || {};
-  const lines = [];
+  const top = 1.15 * Math.max(...radius.map((r) => Math.max(r.radius_mean, r.radius_p95 ?? 0)), global.delta2 ?? 0);
+  const shapes = [];
   const annotations = [];
   for (const [key, label, dash] of [["delta1", "δ1 (test): largest intra-class distance", "dot"], ["delta2", "δ2 (test): smallest inter-class distance", "dash"]]) {
-    if (typeof global[key] !== "number") continue;
-    lines.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: global[key], y1: global[key], line: { dash, color: "#444", width: 1.5 } });
-    annotations.push({ xref: "paper", x: 1, xanchor: "right", y: global[key], yanchor: "bottom", showarrow: false, text: label, font: { size: 11 } });
+    const v = global[key];
+    if (typeof v !== "number") continue;
+    if (v <= top) {
+      shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: v, y1: v, line: { dash, color: "#444", width: 1.5 } });
+      annotations.push({ xref: "paper", x: 1, xanchor: "right", y: v, yanchor: "bottom", showarrow: false, text: label, font: { size: 11 } });
+    } else {
+      annotations.push({ xref: "paper", x: 1, xanchor: "right", y: top, yanchor: "top", showarrow: false, font: { size: 11 },
+        text: `↑ ${label} = ${fmt(v)}, above this scale` });
+    }
   }
   const margin = global.margin ?? (typeof global.delta2 === "number" && typeof global.delta1 === "number" ? global.delta2 - global.delta1 : null);
   const p95 = { type: "scatter", mode: "markers", name: "p95 radius", marker: { symbol: "line-ew-open", size: 14, color: "#222" },
     x: radius.map((r) => `${r.name} (${r.split})`), y: radius.map((r) => r.radius_p95), hovertemplate: "p95 %{y:.3f}<extra></extra>" };
   barsBySplit(radiusDiv, radius, "radius_mean", "radius: mean distance to the class centre",
-    { traces: radius.some((r) => typeof r.radius_p95 === "number") ? [p95] : [], shapes: lines, annotations });
+    { traces: radius.some((r) => typeof r.radius_p95 === "number") ? [p95] : [], shapes, annotations, yRange: [0, top] });
 
   const density = el("select", { id: "density-key" },
     el("option", { value: "relative_density" }, "relative density: nearest other centre ÷ spread"),

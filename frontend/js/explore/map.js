@@ -6,15 +6,15 @@ import { el, fmt } from "../dom.js";
 import { hideCard, showCard } from "../hovercard.js";
 import { classColor, drawMap, highlight, markerFor, onPoints, purge, recolor } from "../plots.js";
 
-export const COLORINGS = {
+const COLORINGS = {
   class: "class",
   logdet: "log|det J|",
   lipschitz: "local Lipschitz estimate",
   correct: "correct@1",
   split: "seen / unseen classes",
 };
-export const PROJECTIONS = { umap: "UMAP", pca: "PCA" };
-export const SPLITS = { test: "test: unseen classes", train: "train: seen classes", all: "both, one shared map" };
+const PROJECTIONS = { umap: "UMAP", pca: "PCA" };
+const SPLITS = { test: "test: unseen classes", train: "train: seen classes", all: "both, one shared map" };
 
 export const thumbUrl = (datasetId, imageId) => `api/datasets/${datasetId}/images/${imageId}/thumb`;
 
@@ -33,7 +33,7 @@ export function classColors(points) {
 }
 
 /** Marker options for colouring `points` by `key`. */
-export function coloring(points, key) {
+function coloring(points, key) {
   const c = points.columns;
   if (key === "class") {
     const { present, color } = classColors(points);

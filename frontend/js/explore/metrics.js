@@ -8,7 +8,7 @@ export const METRIC_NAMES = {
 };
 
 /** The metric names present in any of the metrics.json splits, in their usual order. */
-export function metricKeys(...splits) {
+function metricKeys(...splits) {
   return Object.keys(METRIC_NAMES).filter((k) => splits.some((s) => typeof s?.[k] === "number"));
 }
 

@@ -7,7 +7,7 @@ import { layout, purge, react } from "../plots.js";
 const REDRAW_MS = 300; // progress events can arrive many times a second; redraw the curves at most this often
 
 /** Loss curves: one line per term (the loss and each weighted regulariser) against `x`. */
-export function drawCurves(div, x, termSeries, xTitle) {
+function drawCurves(div, x, termSeries, xTitle) {
   const traces = Object.entries(termSeries).map(([term, y]) => ({
     type: "scatter", mode: x.length > 1 ? "lines" : "markers", name: term, x, y,
   }));
@@ -54,7 +54,7 @@ export function progressPanel(run, on) {
   const redraw = () => {
     timer = null;
     curves.hidden = false;
-    drawCurves(curves, x, series, "step");
+    drawCurves(curves, x, series, x[0] > 1 ? "step (since this page was opened)" : "step");
   };
   const onProgress = (p) => {
     bar.value = p.fraction || 0;

@@ -24,14 +24,16 @@ export function gallery(answer, onPick, caption = "") {
       })));
 }
 
-/** The retrieval panel of a run page. `onResult(answer)` lets the map ring the query and its neighbours. */
-export function retrievalPanel(run, classNames, onResult) {
+/** The retrieval panel of a run page. `onQuery(imageId)` is told each dataset image asked about (to keep it
+ * in the URL); `onResult(answer)` lets the map ring the query and its neighbours. */
+export function retrievalPanel(run, classNames, { onQuery, onResult }) {
   const k = el("select", { id: "knn-k" }, [5, 10, 20].map((v) => el("option", { value: v, selected: v === 10 }, v)));
   const out = el("div", { "aria-live": "polite" }, empty("Click a point on the map, or upload a query image."));
   let lastQuery = null;
 
   async function show(imageId) {
     lastQuery = imageId;
+    onQuery(imageId);
     fill(out, el("p", { class: "state loading" }, `Finding the ${k.value} nearest neighbours of #${imageId}…`));
     try {
       const answer = await api.neighbors(run.id, imageId, Number(k.value));
@@ -63,13 +65,20 @@ export function retrievalPanel(run, classNames, onResult) {
       fill(out, errorBox(err, "Query failed"));
     }
   } },
-  el("label", { for: "query-file" }, "Query image", file),
-  el("label", { for: "query-class" }, "its class", cls),
+  el("label", { for: "query-file" }, "or upload a query image", file),
+  el("label", { for: "query-class" }, "of class", cls),
   el("button", { type: "submit" }, "Search"));
+
+  // The keyboard's way to pick an image (the map itself takes a mouse).
+  const imageId = el("input", { type: "number", id: "query-id", min: 0, step: 1, placeholder: "image #" });
+  const byId = el("form", { class: "row", onsubmit: (ev) => {
+    ev.preventDefault();
+    if (imageId.value !== "") show(Number(imageId.value));
+  } }, el("label", { for: "query-id" }, "Image number", imageId), el("button", { type: "submit" }, "Show neighbours"));
 
   const node = el("section", { class: "panel", "aria-labelledby": "retrieval-h" },
     el("header", {}, el("h2", { id: "retrieval-h" }, "Nearest neighbours"),
       el("div", { class: "actions" }, el("label", { for: "knn-k" }, "k", k))),
-    upload, out);
+    el("div", { class: "query-forms" }, byId, upload), out);
   return { node, show };
 }

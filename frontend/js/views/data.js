@@ -139,11 +139,13 @@ async function droppedFiles(transfer) {
   return out;
 }
 
+const plural = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
 function importReport(dataset) {
   return el("div", { class: "state empty" },
     el("p", {}, el("strong", {}, `Imported “${dataset.name}”: `),
       `${dataset.num_images} images in ${dataset.num_classes} classes.`),
-    dataset.skipped?.length ? el("p", {}, `${dataset.skipped.length} files rejected (listed with the set).`) : null);
+    dataset.skipped?.length ? el("p", {}, `${plural(dataset.skipped.length, "file")} rejected (listed with the set).`) : null);
 }
 
 async function showDataset(box, dataset, refresh) {
@@ -181,7 +183,7 @@ async function showDataset(box, dataset, refresh) {
 function rejected(skipped) {
   if (!skipped.length) return el("p", { class: "muted small" }, "No files were rejected.");
   return el("details", { open: skipped.length <= 20 },
-    el("summary", {}, `${skipped.length} rejected files`),
+    el("summary", {}, `${plural(skipped.length, "rejected file")}`),
     el("div", { class: "table-scroll" }, el("table", {},
       el("thead", {}, el("tr", {}, el("th", {}, "File"), el("th", {}, "Reason"))),
       el("tbody", {}, skipped.map((s) => el("tr", {}, el("td", { class: "mono" }, s.path), el("td", {}, s.reason)))))));

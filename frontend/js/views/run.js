@@ -184,10 +184,13 @@ function explore(root, run, cleanups) {
   (async () => {
     await load();
     if (!view.points) return;
-    retrieval = retrievalPanel(run, view.points.class_names, (answer) => {
-      view.mark([answer.query.image_id, ...answer.neighbors.map((n) => n.image_id)].filter((id) => id !== null));
+    retrieval = retrievalPanel(run, view.points.class_names, {
+      onQuery: (imageId) => setParams({ image: imageId }),
+      onResult: (answer) => view.mark([answer.query.image_id, ...answer.neighbors.map((n) => n.image_id)]
+        .filter((id) => id !== null)),
     });
     side.append(retrieval.node);
+    if (p.get("image")) retrieval.show(Number(p.get("image")));
     logdet = logdetPanel(run, view, cleanups);
     const curves = el("div", { class: "plot short", id: "history-curves" });
     const stats = el("div", {}, loading("statistics"));

@@ -21,7 +21,6 @@ export function renderRuns(root) {
     list));
 
   let timer = null;
-  let datasets = {};
   const onPick = (id, on) => {
     if (on) picked.add(id); else picked.delete(id);
     compareButton.disabled = picked.size !== 2;
@@ -29,7 +28,7 @@ export function renderRuns(root) {
   async function refresh() {
     try {
       const [{ data: runs }, { data: sets }] = await Promise.all([api.runs(), api.datasets()]);
-      datasets = Object.fromEntries(sets.map((d) => [d.id, d.name]));
+      const datasets = Object.fromEntries(sets.map((d) => [d.id, d.name]));
       fill(list, runs.length ? runTree(runs, datasets, picked, onPick)
         : empty("No runs yet.", el("a", { href: href({ tab: "train" }), "data-nav": true }, "Train the first one")));
       timer = runs.some((r) => ACTIVE.has(r.status)) ? setTimeout(refresh, POLL_MS) : null;
