@@ -7,9 +7,11 @@ Every value is a dissimilarity (smaller = closer): for cosine, 1 − cosine simi
 - intra-class (δ1) and cross-class (gap, δ2) distances: every ordered pair, the member as anchor, as in
   retrieval with that member as the query; centroid gaps: d(μ_c, μ_c') with c's centroid as anchor.
 
-Memory stays bounded for N ≈ 100k: work is chunked (`CHUNK_ELEMENTS`), never an N × N matrix. The nearest
-other-class point of every sample is found by ranking on the retrieval view (exact, SPEC §6) with a BLAS
-product per chunk; only the chosen pair's value is recomputed with the distance itself.
+Memory stays bounded for N ≈ 100k: work is chunked (`CHUNK_ELEMENTS`), never an N × N matrix. Extremes (each
+sample's nearest other-class point, farthest class mate, each centroid's nearest other centroid) are exact:
+found by ranking on the retrieval view (SPEC §6) with a BLAS product per chunk, then only the chosen pair's
+value is recomputed with the distance itself. Means over all pairs (π_intra, π_inter) use at most
+`MEAN_SAMPLE` members (centroids) per class, a seeded sample beyond.
 """
 from __future__ import annotations
 
@@ -24,68 +26,87 @@ from torch.func import vjp, vmap
 from models.evaluate import labels_of
 from models.retrieval import CHUNK_ELEMENTS, as_tensor, device_of, dissimilarity, exact_values, view_of
 
+# Means over pairs (π_intra per class, π_inter) use at most this many members/centroids, a seeded sample beyond:
+# 512² pairs put the sampling error far below what a chart shows, and keep non-BLAS exact distances cheap.
+MEAN_SAMPLE = 512
 # Singular values below this share of the spectrum count as this share: a collapsed direction gives a large,
 # finite spectral decay instead of inf (which JSON cannot carry).
 _MIN_SPECTRUM_SHARE = 1e-12
 
 
-def _matrix(distance: BaseDistance, queries: Tensor, refs: Tensor) -> Tensor:
-    """Dissimilarity matrix (Q, R) on the CPU, queries as anchors."""
-    device = device_of(distance)
-    with torch.no_grad():
-        values = distance(queries.to(device), refs.to(device)).cpu()
-    return 1.0 - values if distance.is_inverted else values
+class _Ranking:
+    """Scores that order references for each anchor exactly as the distance does, smaller = closer (SPEC §6):
+    ‖r‖² − 2⟨a, r⟩ on an L2 retrieval view, −⟨a, r⟩ on an inner-product one — one BLAS product per block.
+    Only the chosen pairs' values are then recomputed with the distance itself."""
+
+    def __init__(self, distance: BaseDistance, x: Tensor):
+        vectors, metric = view_of(distance, x)
+        self.v = torch.from_numpy(vectors)
+        self.ref_term = (self.v * self.v).sum(dim=1) if metric == "l2" else torch.zeros(len(self.v))
+        self.scale = 2.0 if metric == "l2" else 1.0
+
+    def block(self, rows: slice, cols: slice) -> Tensor:
+        a, b = self.v[rows], self.v[cols]
+        return torch.addmm(self.ref_term[cols].expand(len(a), len(b)), a, b.T, alpha=-self.scale)
 
 
-def _intra(distance: BaseDistance, members: Tensor) -> tuple[float, float]:
-    """(largest, sum) of d(x_i, x_j) over ordered pairs i ≠ j of one class, chunked by anchor rows."""
-    n = len(members)
-    rows = max(1, CHUNK_ELEMENTS // n)
-    largest, total = 0.0, 0.0
-    for s in range(0, n, rows):
-        block = _matrix(distance, members[s:s + rows], members)
-        block[torch.arange(len(block)), torch.arange(s, s + len(block))] = 0.0
-        largest = max(largest, float(block.max()))
-        total += float(block.double().sum())
-    return largest, total
-
-
-def _centroid_gaps(distance: BaseDistance, centroids: Tensor) -> tuple[np.ndarray, float | None]:
-    """Per class the smallest d(μ_c, μ_c') over c' ≠ c (inf alone), and the mean over ordered pairs (π_inter)."""
-    c = len(centroids)
-    nearest = np.full(c, np.inf)
-    total = 0.0
-    rows = max(1, CHUNK_ELEMENTS // c)
-    for s in range(0, c, rows):
-        block = _matrix(distance, centroids[s:s + rows], centroids).double()
-        own = (torch.arange(len(block)), torch.arange(s, s + len(block)))
-        block[own] = 0.0
-        total += float(block.sum())
-        block[own] = float("inf")
-        nearest[s:s + len(block)] = block.min(dim=1).values.numpy()
-    return nearest, (total / (c * (c - 1)) if c > 1 else None)
-
-
-def _nearest_other_class(distance: BaseDistance, x: Tensor, class_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For every sample (as anchor) the id of its nearest sample of another class and that dissimilarity.
-
-    Ranks by L2 (or inner product) on the retrieval view — for a fixed anchor the same order as the distance —
-    via ‖r‖² − 2⟨q, r⟩ per chunk of anchors; needs at least two classes.
-    """
-    vectors, metric = view_of(distance, x)
-    v = torch.from_numpy(vectors)
-    ref_term = (v * v).sum(dim=1) if metric == "l2" else torch.zeros(len(v))
-    scale = 2.0 if metric == "l2" else 1.0
-    cls = torch.from_numpy(class_of)
-    n = len(v)
+def _nearest_other_class(ranking: _Ranking, starts: np.ndarray, class_of: np.ndarray) -> np.ndarray:
+    """Id of every anchor's nearest sample of another class; samples sorted by class (class c is the
+    contiguous range starts[c]:starts[c + 1]), so masking one's own class is a slice, not an N × N mask."""
+    n = len(class_of)
     rows = max(1, CHUNK_ELEMENTS // n)
     ids = np.empty(n, dtype=np.int64)
     for s in range(0, n, rows):
-        score = torch.addmm(ref_term.expand(min(rows, n - s), n), v[s:s + rows], v.T, alpha=-scale)
-        score[cls[s:s + rows, None] == cls[None, :]] = float("inf")
-        ids[s:s + rows] = score.argmin(dim=1).numpy()
-    values = exact_values(distance, x, x, ids[:, None])[:, 0]
-    return ids, dissimilarity(distance, values)
+        e = min(n, s + rows)
+        block = ranking.block(slice(s, e), slice(0, n))
+        for c in range(class_of[s], class_of[e - 1] + 1):
+            block[max(starts[c], s) - s:min(starts[c + 1], e) - s, starts[c]:starts[c + 1]] = float("inf")
+        ids[s:e] = block.argmin(dim=1).numpy()
+    return ids
+
+
+def _farthest_same_class(ranking: _Ranking, starts: np.ndarray) -> np.ndarray:
+    """Id of every anchor's farthest member of its own class (samples sorted by class as above)."""
+    ids = np.arange(starts[-1])  # in a class of one, the sample itself (distance 0)
+    for c0, c1 in zip(starts[:-1], starts[1:]):
+        if c1 - c0 < 2:
+            continue
+        rows = max(1, CHUNK_ELEMENTS // (c1 - c0))
+        for s in range(c0, c1, rows):
+            e = min(c1, s + rows)
+            ids[s:e] = c0 + ranking.block(slice(s, e), slice(c0, c1)).argmax(dim=1).numpy()
+    return ids
+
+
+def _nearest_other_centroid(ranking: _Ranking) -> np.ndarray:
+    """Id of every centroid's nearest other centroid, that centroid as anchor."""
+    c = len(ranking.v)
+    rows = max(1, CHUNK_ELEMENTS // c)
+    ids = np.empty(c, dtype=np.int64)
+    for s in range(0, c, rows):
+        block = ranking.block(slice(s, min(c, s + rows)), slice(0, c))
+        block[torch.arange(len(block)), torch.arange(s, s + len(block))] = float("inf")
+        ids[s:s + len(block)] = block.argmin(dim=1).numpy()
+    return ids
+
+
+def _mean_pair_distance(distance: BaseDistance, points: Tensor, rng: np.random.Generator) -> float | None:
+    """Mean d(a, b) over ordered pairs a ≠ b, on at most MEAN_SAMPLE points (a seeded sample beyond)."""
+    if len(points) < 2:
+        return None
+    if len(points) > MEAN_SAMPLE:
+        points = points[torch.from_numpy(np.sort(rng.choice(len(points), MEAN_SAMPLE, replace=False)))]
+    device = device_of(distance)
+    with torch.no_grad():
+        values = distance(points.to(device), points.to(device)).cpu().double()
+    values = dissimilarity(distance, values)
+    values.fill_diagonal_(0.0)
+    return float(values.sum()) / (len(points) * (len(points) - 1))
+
+
+def _pair_values(distance: BaseDistance, x: Tensor, ids: np.ndarray) -> np.ndarray:
+    """d(x_i, x_ids[i]) for every i, anchor first, as dissimilarities."""
+    return dissimilarity(distance, exact_values(distance, x, x, ids[:, None])[:, 0].astype(np.float64))
 
 
 def _spectral_decay(distance: BaseDistance, x: Tensor) -> float:
@@ -113,50 +134,58 @@ def class_stats(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, di
     (SPEC §2.2 [R]); nearest_class and gap (smallest cross-class pair distance from a member = the class's δ2);
     delta1 (largest intra-class pair distance) and margin = gap − delta1 (seed 000 eq. 1; < 0: violated).
     Global: delta1, delta2, margin; pi_intra (mean over classes of the mean intra-class pair distance),
-    pi_inter (mean centroid-pair distance), pi_ratio = pi_intra / pi_inter, spectral_decay (SPEC §2.3).
+    pi_inter (mean centroid-pair distance) — both on ≤ MEAN_SAMPLE points per set —, pi_ratio = pi_intra / pi_inter, spectral_decay (SPEC §2.3).
     """
     x = as_tensor(embeddings)
     y = labels_of(labels, len(x))
     classes, class_of, counts = np.unique(y, return_inverse=True, return_counts=True)
-    centroids = torch.stack([x[torch.from_numpy(class_of == c)].mean(dim=0) for c in range(len(classes))])
-    centroid_gap, pi_inter = _centroid_gaps(distance, centroids)
-    if len(classes) > 1:
-        other_id, other_value = _nearest_other_class(distance, x, class_of)
     order = np.argsort(class_of, kind="stable")
+    x, class_of = x[torch.from_numpy(order)], class_of[order]  # sorted by class: class c is starts[c]:starts[c+1]
     starts = np.concatenate([[0], np.cumsum(counts)])
+    centroids = torch.zeros(len(classes), x.shape[1]).index_add_(0, torch.from_numpy(class_of), x)
+    centroids /= torch.from_numpy(counts).float()[:, None]
 
-    per_class, intra_means = [], []
+    ranking = _Ranking(distance, x)
+    farthest = _pair_values(distance, x, _farthest_same_class(ranking, starts))
+    if len(classes) > 1:
+        other_ids = _nearest_other_class(ranking, starts, class_of)
+        other = _pair_values(distance, x, other_ids)
+        centroid_gap = _pair_values(distance, centroids, _nearest_other_centroid(_Ranking(distance, centroids)))
+
+    rng = np.random.default_rng(0)
     device = device_of(distance)
+    per_class, intra_means = [], []
     for c, label in enumerate(classes):
-        members_idx = order[starts[c]:starts[c + 1]]
-        members = x[torch.from_numpy(members_idx)]
+        lo, hi = starts[c], starts[c + 1]
+        members = x[lo:hi]
         with torch.no_grad():
             radii = distance.pairwise_distance(centroids[c].expand_as(members).to(device), members.to(device))
         radii = dissimilarity(distance, radii.cpu().double().numpy())
         spread = float(radii.mean()) if counts[c] > 1 else None  # one sample has no spread (not 1/rounding)
-        nearest_centroid = float(centroid_gap[c]) if np.isfinite(centroid_gap[c]) else None
         record: dict[str, Any] = {
             "label": int(label), "name": class_names[label] if class_names is not None else str(label),
             "count": int(counts[c]), "radius_mean": float(radii.mean()), "radius_max": float(radii.max()),
             "radius_p95": float(np.percentile(radii, 95)), "spread": spread, "density": _ratio(1.0, spread),
-            "nearest_centroid_distance": nearest_centroid, "relative_density": _ratio(nearest_centroid, spread),
+            "nearest_centroid_distance": None, "relative_density": None,
             "nearest_class": None, "gap": None, "delta1": None, "margin": None,
         }
         if len(classes) > 1:
-            best = members_idx[np.argmin(other_value[members_idx])]
-            record.update(nearest_class=int(y[other_id[best]]), gap=float(other_value[best]))
+            best = lo + int(np.argmin(other[lo:hi]))
+            record.update(nearest_centroid_distance=float(centroid_gap[c]),
+                          relative_density=_ratio(float(centroid_gap[c]), spread),
+                          nearest_class=int(classes[class_of[other_ids[best]]]), gap=float(other[best]))
         if counts[c] > 1:
-            largest, total = _intra(distance, members)
-            intra_means.append(total / (counts[c] * (counts[c] - 1)))
-            record["delta1"] = largest
+            record["delta1"] = float(farthest[lo:hi].max())
             if record["gap"] is not None:
-                record["margin"] = record["gap"] - largest
+                record["margin"] = record["gap"] - record["delta1"]
+            intra_means.append(_mean_pair_distance(distance, members, rng))
         per_class.append(record)
 
     delta1s = [r["delta1"] for r in per_class if r["delta1"] is not None]
     gaps = [r["gap"] for r in per_class if r["gap"] is not None]
     delta1, delta2 = (max(delta1s) if delta1s else None), (min(gaps) if gaps else None)
     pi_intra = float(np.mean(intra_means)) if intra_means else None
+    pi_inter = _mean_pair_distance(distance, centroids, rng)
     return {
         "per_class": per_class,
         "global": {

@@ -117,6 +117,17 @@ def test_one_class_has_no_separation_values() -> None:
     assert stats["global"]["pi_inter"] is None and stats["global"]["margin"] is None
 
 
+def test_pair_means_on_a_sample_of_large_classes(monkeypatch) -> None:
+    # Each class a regular simplex (scaled unit vectors): every intra pair is exactly scale·√2 apart, so any
+    # sample must give that mean. Centroids (0.1, 0.2, 0.3 on disjoint 10-d blocks) are √0.5, 1, √1.3 apart.
+    monkeypatch.setattr(models.stats, "MEAN_SAMPLE", 4)
+    eye = np.eye(30, dtype=np.float32)
+    x = np.concatenate([eye[:10], 2 * eye[10:20], 3 * eye[20:]])
+    stats = class_stats(x, np.repeat([0, 1, 2], 10), create_distance("euclidean"))
+    assert stats["global"]["pi_intra"] == pytest.approx(np.mean([1, 2, 3]) * math.sqrt(2), rel=1e-6)
+    assert stats["global"]["pi_inter"] == pytest.approx((math.sqrt(0.5) + 1 + math.sqrt(1.3)) / 3, rel=1e-6)
+
+
 def test_spectral_decay_is_roths_kl_of_uniform_to_the_spectrum() -> None:
     x = np.random.default_rng(0).standard_normal((50, 6)).astype(np.float32) * [4, 2, 1, 1, 0.5, 0.1]
     stats = class_stats(x, np.arange(50) % 5, create_distance("euclidean"))
