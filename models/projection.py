@@ -27,11 +27,6 @@ N_NEIGHBORS = 15  # umap-learn's default
 _UMAP_SCALE = 10.0  # umap-learn scales its own initialisations to this largest |coordinate|
 
 
-def _points(embeddings: np.ndarray | Tensor, distance: BaseDistance | None) -> np.ndarray:
-    x = as_tensor(embeddings)
-    return view_of(distance, x)[0] if distance is not None else x.numpy()
-
-
 def _euclidean() -> BaseDistance:
     from models.distances import create_distance
     return create_distance("euclidean")
@@ -77,11 +72,11 @@ def _sparse(ids: np.ndarray, dists: np.ndarray, n_columns: int) -> scipy.sparse.
                                    shape=(rows, n_columns))
 
 
-def _umap(points: np.ndarray, knn: tuple[np.ndarray, np.ndarray], init: np.ndarray, seed: int):
+def _umap(knn: tuple[np.ndarray, np.ndarray], init: np.ndarray, seed: int):
     import umap  # lazy: ~20 s import
 
     ids, dists = _self_first(*knn)
-    graph = _sparse(ids[:, 1:], dists[:, 1:], len(points))
+    graph = _sparse(ids[:, 1:], dists[:, 1:], len(ids))
     model = umap.UMAP(n_neighbors=ids.shape[1], metric="precomputed", precomputed_knn=(ids, dists),
                       init=_scaled(init), random_state=seed, n_jobs=1)
     with warnings.catch_warnings():
@@ -102,7 +97,8 @@ def project(embeddings: np.ndarray | Tensor, method: str = "pca", init: np.ndarr
     when all points are fitted, recomputed on the sample past `sample_threshold`. Seeded: the same input gives
     the same map.
     """
-    points = _points(embeddings, distance)
+    x = as_tensor(embeddings)
+    points = view_of(distance, x)[0] if distance is not None else x.numpy()
     n = len(points)
     if method == "pca":
         return pca_2d(points, seed)
@@ -114,14 +110,16 @@ def project(embeddings: np.ndarray | Tensor, method: str = "pca", init: np.ndarr
         return pca_2d(points, seed)
     start = np.asarray(init, dtype=np.float32) if init is not None else pca_2d(points, seed)
     distance = distance or _euclidean()
-    x = as_tensor(embeddings)
     if n <= sample_threshold:
+        if knn is not None and len(knn[0]) != n:
+            raise ValueError(f"knn must list neighbours of all {n} points (knn_graph of these embeddings), "
+                             f"got {len(knn[0])} rows")
         graph = knn if knn is not None else knn_graph(x, distance, min(n_neighbors, n))
-        return _umap(points, graph, start, seed).embedding_.astype(np.float32)
+        return _umap(graph, start, seed).embedding_.astype(np.float32)
 
     sample = np.sort(np.random.default_rng(seed).choice(n, size=sample_threshold, replace=False))
     rest = np.setdiff1d(np.arange(n), sample)
-    model = _umap(points[sample], knn_graph(x[sample], distance, min(n_neighbors, sample_threshold)), start[sample], seed)
+    model = _umap(knn_graph(x[sample], distance, min(n_neighbors, sample_threshold)), start[sample], seed)
     ids, values = RetrievalIndex(x[sample], distance).search(x[rest], model.n_neighbors)
     dists = np.maximum(dissimilarity(distance, values), 0.0).astype(np.float32)
     out = np.empty((n, 2), dtype=np.float32)

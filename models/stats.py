@@ -98,9 +98,8 @@ def _mean_pair_distance(distance: BaseDistance, points: Tensor, rng: np.random.G
         points = points[torch.from_numpy(np.sort(rng.choice(len(points), MEAN_SAMPLE, replace=False)))]
     device = device_of(distance)
     with torch.no_grad():
-        values = distance(points.to(device), points.to(device)).cpu().double()
-    values = dissimilarity(distance, values)
-    values.fill_diagonal_(0.0)
+        values = dissimilarity(distance, distance(points.to(device), points.to(device)).cpu().double().numpy())
+    np.fill_diagonal(values, 0.0)
     return float(values.sum()) / (len(points) * (len(points) - 1))
 
 
@@ -134,7 +133,8 @@ def class_stats(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, di
     (SPEC §2.2 [R]); nearest_class and gap (smallest cross-class pair distance from a member = the class's δ2);
     delta1 (largest intra-class pair distance) and margin = gap − delta1 (seed 000 eq. 1; < 0: violated).
     Global: delta1, delta2, margin; pi_intra (mean over classes of the mean intra-class pair distance),
-    pi_inter (mean centroid-pair distance) — both on ≤ MEAN_SAMPLE points per set —, pi_ratio = pi_intra / pi_inter, spectral_decay (SPEC §2.3).
+    pi_inter (mean centroid-pair distance) — both on ≤ MEAN_SAMPLE points per set —, pi_ratio =
+    pi_intra / pi_inter, spectral_decay (SPEC §2.3).
     """
     x = as_tensor(embeddings)
     y = labels_of(labels, len(x))
