@@ -6,7 +6,7 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 from models.distances import create_distance
-from models.projection import align, knn_graph, pca_2d, project
+from models.projection import align, knn_graph, pca_2d, project, warm_up_umap
 
 
 def blobs(n: int = 300, classes: int = 3, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -89,7 +89,9 @@ def test_knn_graph_counts_umap_style() -> None:
 
 @pytest.fixture(scope="module")
 def umap_maps() -> dict[str, np.ndarray]:
-    """Every UMAP path once on 300 points: fitted whole, on a sample + transform, and from a parent's map."""
+    """Every UMAP path once on 300 points: fitted whole, on a sample + transform, and from a parent's map.
+    warm_up_umap goes first: it pays the numba compilation the fits below would pay anyway."""
+    warm_up_umap()
     x, y = blobs()
     whole = project(x, "umap", seed=0)
     return {
