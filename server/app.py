@@ -1,17 +1,22 @@
 """The FastAPI application: routers, error handlers, security middleware, the static frontend, and `serve`."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,10 +36,13 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data: blob:; connect-src 'self'; worker-src 'self' blob:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-# FastAPI's /docs page loads Swagger UI from a CDN with an inline bootstrap script; it needs the internet anyway.
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; "
+# /docs: Swagger UI from the fastapi-offline package, served here (no CDN, works offline). Its one inline
+# script (the bootstrap) is allowed by its hash; it injects inline styles. (No /redoc: ReDoc fetches its logo
+# from a CDN.)
+DOCS_CSP = ("default-src 'self'; script-src 'self' {script_hash}; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
             "frame-ancestors 'none'")
+DOCS_ASSETS = "/docs-assets"
 
 
 def _warm_umap() -> None:
@@ -61,15 +69,19 @@ async def _send_error(send: Send, status: int, code: str, detail: str, headers: 
 
 
 class SecurityHeaders:
-    """Adds CSP, nosniff, frame and referrer policies to every HTTP response."""
+    """Adds CSP, nosniff, frame, referrer and cross-origin policies to every HTTP response.
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
+    `docs_csp` is the policy of the API documentation pages (their inline script's hash differs per app).
+    Cross-Origin-Resource-Policy keeps other sites from embedding the images and downloads.
+    """
+
+    def __init__(self, app: ASGIApp, docs_csp: str):
+        self.app, self.docs_csp = app, docs_csp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        csp = DOCS_CSP if scope["path"] in ("/docs", "/redoc") else CSP
+        csp = self.docs_csp if scope["path"] == "/docs" else CSP
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -77,7 +89,9 @@ class SecurityHeaders:
                                       (b"content-security-policy", csp.encode()),
                                       (b"x-content-type-options", b"nosniff"),
                                       (b"x-frame-options", b"DENY"),
-                                      (b"referrer-policy", b"no-referrer")]
+                                      (b"referrer-policy", b"no-referrer"),
+                                      (b"cross-origin-opener-policy", b"same-origin"),
+                                      (b"cross-origin-resource-policy", b"same-origin")]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -117,14 +131,42 @@ class BodyLimit:
         await self.app(scope, counting_receive, send)
 
 
+class SameOrigin:
+    """403 for a mutating request that a browser sent from another site (cross-site request forgery).
+
+    A page anywhere on the web can make the browser POST a form (a dataset upload) or a bodiless request
+    (cancel a run) to 127.0.0.1 without any CORS preflight, and a server on loopback usually has no token.
+    Browsers name the sending page's origin on every such request; it must be this server's own (the Host it
+    was addressed as) or one of DMLSCOPE_CORS_ORIGINS. Requests without an Origin (curl, scripts) pass.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: list[str]):
+        self.app, self.allowed = app, {o.rstrip("/") for o in allowed}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            headers = dict(scope["headers"])
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            host = headers.get(b"host", b"").decode("latin-1")
+            if origin and origin not in self.allowed and urlsplit(origin).netloc != host:
+                return await _send_error(send, 403, "forbidden",
+                                         f"a page at {origin} may not change data on this server (cross-site "
+                                         f"request); use the app at its own address, or list that origin in "
+                                         f"DMLSCOPE_CORS_ORIGINS")
+        await self.app(scope, receive, send)
+
+
 class BearerAuth:
-    """When a token is set, every mutating /api request must carry it (compared in constant time)."""
+    """When a token is set, every mutating request must carry it (compared in constant time).
+
+    Every method but GET/HEAD/OPTIONS, on any path: a route added later cannot slip through a path filter.
+    """
 
     def __init__(self, app: ASGIApp, token: str):
         self.app, self.expected = app, f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS and scope["path"].startswith("/api/"):
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
                 return await _send_error(send, 401, "unauthorized",
@@ -141,6 +183,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = Store.open(settings)
+        leftovers = store.remove_leftovers()
+        if leftovers:
+            log.warning("removed what the last server process left half-written: %s", ", ".join(leftovers))
         jobs = JobManager(store, settings)
         app.state.store, app.state.jobs = store, jobs
         interrupted = jobs.start()
@@ -157,22 +202,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             explore.clear_caches()
             store.close()
 
-    app = FastAPI(title="dmlscope", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="dmlscope", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Deep-metric-learning workbench API; see docs/api.md for the event stream and the "
                               "binary points layout.")
     app.state.settings = settings
     install_error_handlers(app)
     for module in (system, datasets, runs, explore, model_import):
         app.include_router(module.router)
+    docs_csp = _mount_docs(app)
     _mount_frontend(app)
     if settings.api_token is not None:
         app.add_middleware(BearerAuth, token=settings.api_token.get_secret_value())
+    app.add_middleware(SameOrigin, allowed=settings.cors_origins)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_mb << 20)
-    app.add_middleware(SecurityHeaders)  # added last: outermost, so even 401/413 answers carry the headers
+    app.add_middleware(SecurityHeaders, docs_csp=docs_csp)  # outermost, so even 401/403/413 answers carry them
     return app
+
+
+def _mount_docs(app: FastAPI) -> str:
+    """Swagger UI at /docs from local assets; returns the CSP that lets exactly its scripts run."""
+    import fastapi_offline
+
+    assets = Path(fastapi_offline.__file__).resolve().parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+    swagger = get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API", oauth2_redirect_url=None,
+                                  swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                  swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                  swagger_favicon_url="/static/favicon.svg")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return swagger
+
+    inline = re.findall(rb"<script>(.*?)</script>", swagger.body, flags=re.S)
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(code).digest()).decode()}'" for code in inline)
+    return DOCS_CSP.format(script_hash=hashes)
 
 
 def _mount_frontend(app: FastAPI) -> None:

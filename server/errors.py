@@ -5,7 +5,9 @@ and the API maps the class to its status code, so neither re-states the other's 
 """
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -48,6 +50,20 @@ class QueueFull(DmlscopeError):
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           409: "conflict", 413: "payload_too_large", 422: "validation_error", 503: "unavailable"}
+# 507 Insufficient Storage (RFC 4918), not 500: the request was fine and nothing is broken; it can be repeated
+# once space is freed, and a client or a monitor can tell "disk full" from a bug by the status alone.
+DISK_FULL_STATUS = 507
+DISK_FULL_DETAIL = ("the disk holding the data folder is full ({what}); nothing was stored. Free some space "
+                    "(or move DMLSCOPE_DATA_DIR to a larger disk) and send the request again")
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """What ran out when `exc` means the storage is full (ENOSPC, quota, SQLite's SQLITE_FULL), else None."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return exc.strerror or "no space left on device"
+    if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+        return f"database: {exc}"
+    return None
 
 
 def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -96,6 +112,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
         code = _CODES.get(exc.status_code, "error")
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+
+    async def _storage(_: Request, exc: Exception) -> JSONResponse:
+        what = disk_full(exc)
+        if what is None:
+            raise exc  # any other I/O or database fault is a bug: the 500 handler below answers and logs it
+        log.error("disk full: %s", exc)
+        return error_response(DISK_FULL_STATUS, "insufficient_storage", DISK_FULL_DETAIL.format(what=what))
+
+    app.add_exception_handler(OSError, _storage)
+    app.add_exception_handler(sqlite3.Error, _storage)
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:

@@ -27,6 +27,8 @@ log = logging.getLogger("dmlscope.jobs")
 _POLL_S = 0.2
 _SUBSCRIBER_BUFFER = 256
 PROGRESS_EVERY_S = 0.25
+PARENT_POLL_S = 0.5
+ORPHAN_EXIT_CODE = 75  # EX_TEMPFAIL: the worker stopped because its server died, not because the run failed
 
 
 def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent_dir: str | None,
@@ -37,9 +39,9 @@ def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent
     checkpoint that the import placed in its folder, without training.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it marks us interrupted
+    _exit_with_parent(os.getppid())
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    parent = os.getppid()
     try:
         import torch
 
@@ -52,10 +54,8 @@ def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent
         if torch_threads:
             torch.set_num_threads(torch_threads)
 
-        def should_cancel() -> bool:  # also stop when the server died: nobody would record the result
-            return cancel.is_set() or os.getppid() != parent
-
         image_set, report = ImageSet(dataset_dir), _Throttled(run_id, events)
+        should_cancel = cancel.is_set
         try:
             if origin == "import":
                 summary = import_model(os.path.join(run_dir, CHECKPOINT), image_set, run_dir, on_progress=report,
@@ -71,6 +71,22 @@ def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent
     except BaseException as e:  # the worker's last word: whatever went wrong, the server must hear of it
         tail = "".join(traceback.format_exception(e)[-3:]).strip()
         events.put(("failed", run_id, f"{type(e).__name__}: {e}\n{tail}"))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Exit as soon as the server that started this worker is gone, even if it was killed with SIGKILL.
+
+    Nobody would record the result, and an orphan would hold the CPU or GPU (and the run folder) until it
+    finished. A thread polls the parent id rather than the training loop, since embedding, statistics and
+    maps do not poll for cancellation. Exiting at once is safe: every artifact is written atomically, and the
+    next server start marks the run interrupted, to resume from its last saved epoch.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(ORPHAN_EXIT_CODE)
+
+    threading.Thread(target=watch, name="dmlscope-parent-watch", daemon=True).start()
 
 
 class _Throttled:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.config import RunConfig
 from server.store import ID_PATTERN, DatasetRecord, RunRecord
@@ -108,17 +108,36 @@ class ImagesPublic(_Out):
     limit: int
 
 
+# A file path on the server must never come from a request: this one would make the worker open any file.
+_NO_WEIGHTS_PATH = ("pretrained_weights: a local weights file can only be named from the command line (dmlscope "
+                    "train --pretrained-weights); over HTTP leave it out")
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset_id: str = Id
     config: RunConfig = Field(default_factory=RunConfig, description="missing fields take their defaults")
     name: str | None = Field(None, min_length=1, max_length=200)
 
+    @field_validator("config")
+    @classmethod
+    def _no_server_path(cls, config: RunConfig) -> RunConfig:
+        if config.pretrained_weights is not None:
+            raise ValueError(_NO_WEIGHTS_PATH)
+        return config
+
 
 class RunRetrain(BaseModel):
     model_config = ConfigDict(extra="forbid")
     patch: dict[str, Any] = Field(default_factory=dict, description="partial RunConfig, deep-merged into the parent's")
     name: str | None = Field(None, min_length=1, max_length=200)
+
+    @field_validator("patch")
+    @classmethod
+    def _no_server_path(cls, patch: dict[str, Any]) -> dict[str, Any]:
+        if patch.get("pretrained_weights") is not None:  # a parent trained from the CLI keeps its own file
+            raise ValueError(_NO_WEIGHTS_PATH)
+        return patch
 
 
 class RunPublic(_Out):

@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto | cpu | cuda; cpu hides GPUs from the training workers")
     max_request_mb: int = Field(512, ge=1, le=1_000_000, description="largest request body in MiB (uploads)")
+    # What one upload may cost once unpacked (models.data.UploadLimits; the archive itself is max_request_mb).
+    max_upload_files: int = Field(250_000, ge=1, le=10_000_000, description="files (zip entries) in one upload")
+    max_unpacked_mb: int = Field(16_384, ge=1, le=10_000_000,
+                                 description="uncompressed size of one upload in MiB, counted while unpacking")
+    max_zip_ratio: float = Field(200.0, ge=1.0, le=100_000.0,
+                                 description="largest unpacked/packed ratio of a zip entry before it counts as a bomb")
+    max_image_pixels: int = Field(64_000_000, ge=1, le=2_000_000_000,
+                                  description="width x height of one image, checked from its header before decoding")
+    max_file_mb: int = Field(64, ge=1, le=1_000_000, description="one uploaded file in MiB; larger files are skipped")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS (empty: CORS off)")
     builtin_datasets: Annotated[list[str], NoDecode] = Field(

@@ -222,12 +222,14 @@ class Store:
         dest = self.dataset_dir(dataset_id)
         try:
             report = build(dest)
-        except DatasetError as e:
+            rec = DatasetRecord(dataset_id, name, source, builtin, now(), _dataset_info(report))
+            self._exec("INSERT INTO datasets (id, name, source, builtin, created_at, info) VALUES (?, ?, ?, ?, ?, ?)",
+                       (rec.id, rec.name, rec.source, rec.builtin, rec.created_at, json.dumps(rec.info)))
+        except BaseException as e:  # rejected, disk full, database full: no folder may outlive a missing row
             shutil.rmtree(dest, ignore_errors=True)
-            raise BadRequest(str(e)) from e
-        rec = DatasetRecord(dataset_id, name, source, builtin, now(), _dataset_info(report))
-        self._exec("INSERT INTO datasets (id, name, source, builtin, created_at, info) VALUES (?, ?, ?, ?, ?, ?)",
-                   (rec.id, rec.name, rec.source, rec.builtin, rec.created_at, json.dumps(rec.info)))
+            if isinstance(e, DatasetError):
+                raise BadRequest(str(e)) from e
+            raise
         return rec
 
     def ensure_builtin(self, name: str) -> DatasetRecord:
@@ -265,9 +267,13 @@ class Store:
         return self._add_dataset(name, "upload", lambda dest: import_files(files, dest, self.upload_limits()))
 
     def upload_limits(self) -> Any:
+        """models.data.UploadLimits from the settings: the archive may be as large as a request body."""
         from models.data import UploadLimits
 
-        return UploadLimits()
+        s, mib = self.settings, 1 << 20
+        return UploadLimits(max_archive_bytes=s.max_request_mb * mib, max_total_bytes=s.max_unpacked_mb * mib,
+                            max_ratio=s.max_zip_ratio, max_members=s.max_upload_files,
+                            max_image_pixels=s.max_image_pixels, max_file_bytes=s.max_file_mb * mib)
 
     def image_set(self, dataset_id: str) -> "ImageSet":
         """The dataset's ImageSet, kept in a small LRU so decoded pixels are reused across requests."""
@@ -370,6 +376,29 @@ class Store:
 
     def set_summary(self, run_id: str, summary: dict[str, Any]) -> None:
         self._exec("UPDATE runs SET summary=? WHERE id=?", (json.dumps(summary), run_id))
+
+    def remove_leftovers(self) -> list[str]:
+        """At server start-up: delete what a killed process left half-done, so nothing half-written is ever listed.
+
+        That is every upload in `tmp/`, the temp folders of imports and deletions (`.<name>...`), dataset and
+        run folders without a database row (an import killed between its rename and its INSERT), and the temp
+        files of atomic writes inside the kept folders. Returns the removed paths, relative to the data folder.
+        Only the server calls this: a CLI importing into the same folder at that moment would lose its import.
+        """
+        removed = [p for p in (self.root / "tmp").iterdir()]
+        for table in ("datasets", "runs"):
+            known = {r[0] for r in self._rows(f"SELECT id FROM {table}")}
+            for p in (self.root / table).iterdir():
+                if p.name not in known:
+                    removed.append(p)  # hidden temp folders and orphans; well-formed or not, nothing refers to it
+                elif p.is_dir():
+                    removed += [f for f in p.iterdir() if f.name.startswith(".") and f.name.endswith(".tmp")]
+        for p in removed:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        return [str(p.relative_to(self.root)) for p in removed]
 
     def mark_interrupted(self) -> list[str]:
         """At start-up: runs left `running` by a previous server process were interrupted."""

@@ -10,10 +10,11 @@ from models.data.errors import DatasetError, SkippedFile
 from models.data.imageset import ImageSet, ImportReport, fit_square
 from models.data.importers import import_files, import_folder, import_zip
 from models.data.safety import ALLOWED_FORMATS, UploadLimits
-from models.data.splits import MPerClassSampler, zero_shot_split
+from models.data.splits import MPerClassSampler, check_trainable, zero_shot_split
 
 __all__ = [
     "ALLOWED_FORMATS", "BENCHMARKS", "BUILTIN_DATASETS", "DatasetError", "ImageSet", "ImportReport",
-    "MPerClassSampler", "SkippedFile", "UploadLimits", "export_zip", "fit_square", "import_benchmark",
-    "import_builtin", "import_files", "import_folder", "import_zip", "synthetic_images", "zero_shot_split",
+    "MPerClassSampler", "SkippedFile", "UploadLimits", "check_trainable", "export_zip", "fit_square",
+    "import_benchmark", "import_builtin", "import_files", "import_folder", "import_zip", "synthetic_images",
+    "zero_shot_split",
 ]

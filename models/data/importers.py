@@ -21,6 +21,9 @@ from models.data.safety import (BadImage, ByteBudget, UploadLimits, decode_image
 from models.data.writer import ImageSetWriter
 
 
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
+
+
 @dataclass(frozen=True)
 class _Source:
     parts: tuple[str, ...]
@@ -133,8 +136,11 @@ def _assign_classes(sources: list[_Source]) -> tuple[list[tuple[str, str, _Sourc
         items.append((name, path, s))
     classes = sorted(set(display.values()))
     if not classes:
+        archives = ["/".join(s.parts) for s in sources if s.parts[-1].lower().endswith(_ARCHIVE_SUFFIXES)]
+        nested = (f"; {archives[0]!r} is an archive inside the upload, and archives inside are not opened: unpack "
+                  "it and upload its folders" if archives else "")
         raise DatasetError("no class folders found: put each class's images in its own folder "
-                           "(<class>/<image>), optionally inside one top folder")
+                           f"(<class>/<image>), optionally inside one top folder{nested}")
     if len(classes) < 2:
         raise DatasetError(f"found only one class folder ({classes[0]!r}); need at least 2 classes, "
                            "each a folder with 2 or more images")

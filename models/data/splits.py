@@ -6,7 +6,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from models.config import SplitConfig
+from models.config import RunConfig, SplitConfig
 from models.data.errors import DatasetError
 from models.data.imageset import ImageSet
 
@@ -37,6 +37,22 @@ def zero_shot_split(image_set: ImageSet, split: SplitConfig) -> tuple[np.ndarray
                                f"least 2 classes on each side, so the set needs 4 or more classes "
                                f"(it has {len(image_set.class_names)})")
     return train_idx.astype(np.int64), test_idx.astype(np.int64)
+
+
+def check_trainable(image_set: ImageSet, config: RunConfig) -> None:
+    """Raise DatasetError now for what would stop training this set later: split, batch classes, image size.
+
+    The server calls it before queueing a run, so a run that cannot start is refused with a message that says
+    what to change, instead of failing in its worker minutes later.
+    """
+    train_idx, _ = zero_shot_split(image_set, config.split)
+    train_classes = len(np.unique(image_set.labels[train_idx]))
+    if config.classes_per_batch > train_classes:
+        raise DatasetError(f"classes_per_batch is {config.classes_per_batch} but the {config.split.mode} split trains "
+                           f"on {train_classes} of this set's {len(image_set.class_names)} classes; set "
+                           f"classes_per_batch to at most {train_classes}")
+    if config.image_size is None and image_set.native_size is None:
+        raise DatasetError("the images of this set have different sizes; set image_size (e.g. 64 or 224)")
 
 
 class MPerClassSampler:

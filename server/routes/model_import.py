@@ -37,7 +37,14 @@ def is_torchscript(path: Path) -> bool:
 
 
 def checkpoint_config(path: Path, store: Store, dataset_id: str) -> RunConfig:
-    """The run config a checkpoint was trained with, checked against the dataset it is imported for."""
+    """The run config a checkpoint was trained with, checked against the dataset it is imported for.
+
+    A config naming a pretrained-weights file (a path on the machine that trained it) is rewritten without
+    it: loading the checkpoint would otherwise open that path here, and the saved weights replace it anyway.
+    """
+    import torch
+
+    from models.data import DatasetError, zero_shot_split
     from models.trainer import load_checkpoint
 
     try:
@@ -45,10 +52,17 @@ def checkpoint_config(path: Path, store: Store, dataset_id: str) -> RunConfig:
         config = RunConfig.model_validate(ckpt["config"])
     except ValueError as e:  # not a dmlscope checkpoint, or a config this version rejects (ValidationError)
         raise BadRequest(str(e).replace(str(path), "the uploaded file")) from None
-    channels = store.image_set(dataset_id).channels
-    if ckpt.get("in_channels") != channels:
+    image_set = store.image_set(dataset_id)
+    if ckpt.get("in_channels") != image_set.channels:
         raise BadRequest(f"the checkpoint's model takes {ckpt.get('in_channels')}-channel images but this dataset has "
-                         f"{channels}-channel images; import it for a dataset like the one it was trained on")
+                         f"{image_set.channels}-channel images; import it for a dataset like the one it was trained on")
+    try:
+        zero_shot_split(image_set, config.split)
+    except DatasetError as e:
+        raise BadRequest(f"dataset {dataset_id} cannot be measured with this checkpoint's split: {e}") from None
+    if config.pretrained_weights is not None:
+        config = config.model_copy(update={"pretrained_weights": None})
+        torch.save({**ckpt, "config": config.model_dump(mode="json")}, path)
     return config
 
 

@@ -9,17 +9,29 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from server.errors import config_validation_error
+from models.config import RunConfig
+from server.errors import BadRequest, config_validation_error
 from server.routes.deps import JobsDep, RunId, StoreDep
 from server.schemas import RunCreate, RunPublic, RunRetrain, RunsPublic, run_public
-from server.store import ID_PATTERN, TERMINAL, RunRecord
+from server.store import ID_PATTERN, TERMINAL, RunRecord, Store
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 KEEPALIVE_S = 15.0
 
 
+def check_fits(store: Store, dataset_id: str, config: RunConfig) -> None:
+    """400 now, not a failed worker later: the dataset must split and batch the way the config asks."""
+    from models.data import DatasetError, check_trainable
+
+    try:
+        check_trainable(store.image_set(dataset_id), config)
+    except DatasetError as e:
+        raise BadRequest(f"dataset {dataset_id} cannot be trained with this config: {e}") from None
+
+
 @router.post("", status_code=201, operation_id="runs-create")
 def create_run(body: RunCreate, store: StoreDep, jobs: JobsDep) -> RunPublic:
+    check_fits(store, body.dataset_id, body.config)
     jobs.check_capacity()
     rec = store.create_run(body.dataset_id, body.config, name=body.name)
     jobs.submit(rec.id)
@@ -34,6 +46,7 @@ def retrain(run_id: RunId, body: RunRetrain, store: StoreDep, jobs: JobsDep) -> 
         config = parent.run_config().with_patch(body.patch)
     except ValidationError as e:
         return config_validation_error(e, ("body", "patch"))
+    check_fits(store, parent.dataset_id, config)
     jobs.check_capacity()
     rec = store.create_run(parent.dataset_id, config, name=body.name, parent_id=parent.id)
     jobs.submit(rec.id)
