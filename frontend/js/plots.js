@@ -91,11 +91,6 @@ export function highlight(div, indices) {
   Plotly().restyle(div, { x: [indices.map((i) => xs[i])], y: [indices.map((i) => ys[i])] }, [1]);
 }
 
-/** Recolour trace 0 without re-uploading positions. */
-export function recolor(div, marker) {
-  return Plotly().restyle(div, { marker: [marker] }, [0]);
-}
-
 export function react(div, data, lay, config = CONFIG) {
   return Plotly().react(div, data, lay, config);
 }

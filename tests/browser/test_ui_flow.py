@@ -98,6 +98,10 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
     neighbours = page.locator(".gallery figure.right, .gallery figure.wrong")
     assert neighbours.count() == 10
     assert "image=" in page.url  # the selection is part of the shareable address
+    page.select_option("#map-color", "correct")  # recolour: right/wrong nearest neighbour, kept in the URL
+    page.wait_for_function("() => document.getElementById('map').data[0].marker.colorbar.title.text === 'correct@1'")
+    assert "color=correct" in page.url
+    assert page.locator("#map-color option[value=logdet]").is_disabled()  # no flow layer, no log|det J|
     page.wait_for_selector("#radius-bars .main-svg")
     page.wait_for_selector(".state.empty:has-text('Flow layer off')")
     page.screenshot(path=shots / "4-explore.png", full_page=True)
@@ -114,6 +118,7 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
     assert child_id != parent_id
     assert _api(server, f"runs/{child_id}")["parent_id"] == parent_id
     page.wait_for_function("() => document.getElementById('logdet-map')?.data?.[0]?.x?.length > 0")
+    assert not page.locator("#map-color option[value=logdet]").is_disabled()
     page.screenshot(path=shots / "5-child-logdet.png", full_page=True)
 
     # 6. The run list shows the child under its parent.

@@ -4,7 +4,7 @@
 import { api } from "../api.js";
 import { el, fmt } from "../dom.js";
 import { hideCard, showCard } from "../hovercard.js";
-import { classColor, drawMap, highlight, markerFor, onPoints, purge, recolor } from "../plots.js";
+import { classColor, drawMap, highlight, markerFor, onPoints, purge } from "../plots.js";
 
 const COLORINGS = {
   class: "class",
@@ -48,6 +48,10 @@ function coloring(points, key) {
   if (key === "split") {
     return markerFor({ kind: "category", values: c.split, labels: ["train", "test"], colors: ["#9c755f", "#4e79a7"], title: "split" });
   }
+  if (key === "logdet" && !hasLogdet(points)) {
+    // One run of a comparison may have no flow layer: an all-NaN colour array breaks the colour bar.
+    return { size: 5, color: "#b8c0cc", opacity: 0.7, showscale: false };
+  }
   const column = key === "logdet" ? c.logdet : c.lipschitz;
   return markerFor({ kind: "continuous", values: column, title: key === "logdet" ? "log|det J|" : "Lipschitz" });
 }
@@ -61,6 +65,7 @@ export class MapView {
     this.points = null;
     this.index = new Map(); // image_id → row
     this.handlers = { hover: [], click: [], unhover: [] };
+    this.marked = []; // image ids ringed on the map; kept across redraws
   }
 
   async load(split, projection) {
@@ -78,14 +83,12 @@ export class MapView {
   async draw(colorKey) {
     const { x, y } = this.points.columns;
     const fresh = !this.div.data;
-    await drawMap(this.div, { x, y, marker: coloring(this.points, colorKey), title: this.title,
+    const note = colorKey === "logdet" && !hasLogdet(this.points) ? " (flow layer off: no log|det J|)" : "";
+    await drawMap(this.div, { x, y, marker: coloring(this.points, colorKey), title: this.title + note,
       xTitle: `${PROJECTIONS[this.points.projection] || this.points.projection} 1`,
       yTitle: `${PROJECTIONS[this.points.projection] || this.points.projection} 2` });
     if (fresh) this.listen();
-  }
-
-  recolor(colorKey) {
-    return recolor(this.div, coloring(this.points, colorKey));
+    this.mark(this.marked);
   }
 
   listen() {
@@ -115,6 +118,7 @@ export class MapView {
 
   /** Ring the images `imageIds` (those on this map); returns how many were found. */
   mark(imageIds) {
+    this.marked = imageIds;
     const rows = imageIds.map((id) => this.index.get(id)).filter((r) => r !== undefined);
     highlight(this.div, rows);
     return rows.length;

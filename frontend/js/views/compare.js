@@ -97,12 +97,11 @@ function mapsSection(root, cmp, cleanups) {
     if (state.color === "logdet" && noLogdet) state.color = "class";
     fill(controls, mapControls(state, onControl, { noLogdet, prefix: "cmp" }));
     await Promise.all(views.map((v) => v.draw(state.color)));
-    if (selected !== null) markAll([selected]);
   }
   function onControl(change) {
     Object.assign(state, change);
     setParams(change);
-    if ("color" in change) views.forEach((v) => v.recolor(state.color));
+    if ("color" in change) views.forEach((v) => v.draw(state.color));
     else load();
   }
   root.append(el("section", { class: "panel", "aria-labelledby": "maps-h" },

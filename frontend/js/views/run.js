@@ -176,7 +176,7 @@ function explore(root, run, cleanups) {
   function onControl(change) {
     Object.assign(state, change);
     setParams(change);
-    if ("color" in change) view.recolor(state.color);
+    if ("color" in change) view.draw(state.color);
     else load();
   }
   view.on("click", (imageId) => retrieval?.show(imageId));
