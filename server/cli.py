@@ -1,0 +1,516 @@
+"""`dmlscope train | eval | compare | sweep | serve`: the command line over the same store and data folder as the
+server, so a run trained here shows up in the browser and the other way round.
+
+Bad input (an unknown loss, a missing folder, a malformed flag) ends with one `dmlscope: error: ...` line and
+exit code 2; a run that fails while training exits with 1 and the run is marked `failed` in the store.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Callable, NoReturn, Sequence
+
+from pydantic import ValidationError
+
+from server.errors import DmlscopeError
+from server.settings import Settings
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+# The headline numbers printed after a run and compared by `compare`: (summary key, label).
+METRICS = [("recall_at_1", "Recall@1"), ("recall_at_2", "Recall@2"), ("recall_at_4", "Recall@4"),
+           ("recall_at_8", "Recall@8"), ("map_at_r", "MAP@R"), ("r_precision", "R-Precision"), ("nmi", "NMI"),
+           ("radius_mean", "mean radius"), ("margin", "margin δ2−δ1")]
+
+# `dmlscope sweep`: the baseline and one variant per paper idea, each a patch on the base config. `flow` is the
+# det variant's control (the same flow layer, no regularizer): det changes the architecture and the loss at once.
+_DET = {"name": "det", "weight": 0.05}  # λ quoted by a summary of the determinant paper (SPEC §3.2 [S])
+SWEEP_VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "flow": {"flow": {"enabled": True}},
+    "det": {"flow": {"enabled": True}, "regularizers": [_DET]},
+    "density": {"regularizers": [{"name": "density", "weight": 0.5}]},
+    "snr+zero_mean": {"distance": {"name": "snr"}, "regularizers": [{"name": "zero_mean", "weight": 0.005}]},
+    "relative_mahalanobis": {"distance": {"name": "relative_mahalanobis"}},
+}
+SWEEP_EXTRA: dict[str, dict[str, Any]] = {
+    "det_dueling": {"flow": {"enabled": True, "dueling": True}, "regularizers": [_DET]},
+    "det_0.001": {"flow": {"enabled": True}, "regularizers": [{**_DET, "weight": 0.001}]},
+}
+
+
+class BadInput(Exception):
+    """A CLI usage error: printed as one line, exit code 2."""
+
+
+class RunFailed(Exception):
+    """A run that started but could not finish (e.g. its loss diverged): one line, exit code 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise BadInput(f"{message} (see `{self.prog} --help`)")
+
+
+# ---- config from flags ------------------------------------------------------------------------------------
+def _key_value(text: str, flag: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise BadInput(f"{flag} expects NAME=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare word such as `affine` is a string
+
+
+def config_patch(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig patch the training flags ask for (flags left out change nothing)."""
+    patch: dict[str, Any] = {}
+
+    def put(path: str, value: Any) -> None:
+        if value is None:
+            return
+        *parents, leaf = path.split(".")
+        node = patch
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+
+    for path, value in [("loss.name", args.loss), ("distance.name", args.distance), ("miner.name", args.miner),
+                        ("distance.normalize", args.normalize), ("flow.enabled", args.flow),
+                        ("flow.depth", args.flow_depth), ("flow.dueling", args.flow_dueling),
+                        ("flow.coupling", args.coupling), ("epochs", args.epochs), ("seed", args.seed),
+                        ("backbone", args.backbone), ("embedding_dim", args.embedding_dim),
+                        ("optimizer.lr", args.lr), ("device", args.device), ("image_size", args.image_size),
+                        ("steps_per_epoch", args.steps_per_epoch), ("pretrained_weights", args.pretrained_weights)]:
+        put(path, value)
+    for item in args.set or []:
+        key, value = _key_value(item, "--set")
+        put(key, _json_value(value))
+    return patch
+
+
+def build_config(args: argparse.Namespace, settings: Settings) -> Any:
+    """RunConfig = defaults ← --config file ← flags; `--reg NAME=W` sets (or adds) one regularizer's weight."""
+    from models.config import RunConfig
+
+    base: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        try:
+            base = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BadInput(f"--config {path}: cannot read a JSON RunConfig ({exc})") from None
+    if "device" not in base and args.device is None:
+        base["device"] = settings.device  # DMLSCOPE_DEVICE=cpu keeps the CLI off the GPU like the server
+    config = RunConfig.model_validate(base)
+    patch = config_patch(args)
+    if args.reg:  # one patch with everything: --flow-dueling is only valid together with --reg det=...
+        regs = {r.name: r.model_dump() for r in config.regularizers}
+        for item in args.reg:
+            name, weight = _key_value(item, "--reg")
+            try:
+                regs.setdefault(name, {"name": name})["weight"] = float(weight)
+            except ValueError:
+                raise BadInput(f"--reg {item}: the weight must be a number, e.g. --reg {name}=0.1") from None
+        patch["regularizers"] = list(regs.values())
+    return config.with_patch(patch)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"config {where}: {msg}" if where else f"config {msg}"  # model-level messages start with the field
+
+
+# ---- store helpers ----------------------------------------------------------------------------------------
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(data_dir=Path(args.data_dir)) if getattr(args, "data_dir", None) else Settings()
+
+
+def resolve_dataset(store: Any, data: str) -> Any:
+    """A built-in name, a class-per-folder directory, a .zip, or the id of a dataset already in the store."""
+    from models.data import BUILTIN_DATASETS
+
+    if data in BUILTIN_DATASETS:
+        return store.ensure_builtin(data)
+    path = Path(data)
+    if path.exists():
+        return store.import_path(path)
+    try:
+        return store.get_dataset(data)
+    except DmlscopeError:
+        raise BadInput(f"--data {data!r} is not a built-in set ({', '.join(sorted(BUILTIN_DATASETS))}), "
+                       f"an existing folder or .zip, nor a dataset id in {store.root}") from None
+
+
+class ProgressBar:
+    """tqdm bar over the whole run (fraction of all stages), with epoch, loss, samples/s and ETA."""
+
+    def __init__(self, name: str):
+        from tqdm import tqdm
+
+        self.name = name
+        # The status goes in tqdm's `desc` at the end of the line (a postfix would get a leading comma).
+        self.bar = tqdm(total=1000, desc=name, file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+                        bar_format="{percentage:3.0f}%|{bar:20}| {desc}")
+
+    def __call__(self, p: Any) -> None:
+        parts = [self.name, p.stage]
+        if p.stage == "train":
+            parts.append(f"epoch {p.epoch}/{p.epochs}")
+            if p.loss is not None:
+                parts.append(f"loss {p.loss:.4f}")
+            if p.samples_per_s:
+                parts.append(f"{p.samples_per_s:.0f} img/s")
+            if p.eta_s is not None:
+                parts.append(f"ETA {int(p.eta_s) // 60}:{int(p.eta_s) % 60:02d}")
+        elif p.message:
+            parts.append(p.message)
+        self.bar.set_description_str(" ".join(parts), refresh=False)
+        self.bar.update(max(0, round(p.fraction * 1000) - self.bar.n))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _StopOnSigint:
+    """First Ctrl-C asks the run to stop after the current step (kept checkpoint, status `cancelled`)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = signal.getsignal(signal.SIGINT)
+
+    def __enter__(self) -> "_StopOnSigint":
+        signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_: Any) -> None:
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *_: Any) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def run_in_store(store: Any, dataset: Any, config: Any, name: str | None, parent: Any = None,
+                 work: Callable[..., dict[str, Any]] | None = None, origin: str = "train") -> tuple[Any, dict]:
+    """Record a run, execute it in-process with a progress bar, and record its outcome, as the server would."""
+    from models.progress import Cancelled
+    from models.run import execute_run
+    from models.trainer import TrainingDiverged
+
+    rec = store.create_run(dataset.id, config, name=name, parent_id=parent.id if parent else None,
+                           origin=origin, status="running")
+    run_dir = store.run_dir(rec.id)
+    parent_dir = store.run_dir(parent.id) if parent else None
+    bar = ProgressBar(f"run {rec.id}")
+    try:
+        with _StopOnSigint() as stop:
+            if work is None:
+                summary = execute_run(store.image_set(dataset.id), config, run_dir, on_progress=bar,
+                                      should_cancel=stop, parent_dir=parent_dir)
+            else:
+                summary = work(run_dir, bar, stop)
+    except (Cancelled, KeyboardInterrupt):
+        bar.close()
+        store.set_status(rec.id, "cancelled", "stopped from the command line; resume it from the browser")
+        raise
+    except TrainingDiverged as exc:
+        bar.close()
+        store.set_status(rec.id, "failed", str(exc))
+        raise RunFailed(f"run {rec.id}: {exc}") from None
+    except BaseException as exc:
+        bar.close()
+        store.set_status(rec.id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    bar.close()
+    store.set_summary(rec.id, summary)
+    return store.set_status(rec.id, "done"), summary
+
+
+# ---- printing ---------------------------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
+
+
+def metrics_table(columns: dict[str, dict[str, Any]]) -> str:
+    """Markdown table, one row per headline metric, one column per (run, split) given."""
+    lines = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for key, label in METRICS:
+        lines.append(f"| {label} | " + " | ".join(_fmt(col.get(key)) for col in columns.values()) + " |")
+    return "\n".join(lines)
+
+
+def _print_run(rec: Any, run_dir: Path, summary: dict[str, Any]) -> None:
+    print(f"run {rec.id}  {rec.name}")
+    print(f"folder {run_dir}")
+    print(metrics_table({"train classes": summary["train"], "test classes (unseen)": summary["test"]}))
+
+
+# ---- commands ---------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from server.store import Store
+
+    settings = _settings(args)
+    config = build_config(args, settings)
+    store = Store.open(settings)
+    dataset = resolve_dataset(store, args.data)
+    parent = store.get_run(args.parent) if args.parent else None
+    rec, summary = run_in_store(store, dataset, config, args.name, parent)
+    _print_run(rec, store.run_dir(rec.id), summary)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Print a stored run's metrics, or evaluate an exported checkpoint file (`--data`) as a new run."""
+    from server.store import Store
+
+    store = Store.open(_settings(args))
+    target = Path(args.run)
+    if target.suffix == ".pt" or target.is_file():
+        return _eval_checkpoint(store, target, args)
+    rec = store.get_run(args.run)
+    if rec.status != "done" or rec.summary is None:
+        raise BadInput(f"run {rec.id} is {rec.status}; only finished runs have metrics")
+    _print_run(rec, store.run_dir(rec.id), rec.summary)
+    return 0
+
+
+def _eval_checkpoint(store: Any, path: Path, args: argparse.Namespace) -> int:
+    from models.run import import_model, read_checkpoint_config
+
+    if not path.is_file():
+        raise BadInput(f"{path} does not exist; give a run id or an exported checkpoint .pt file")
+    if not args.data:
+        raise BadInput(f"evaluating the checkpoint {path} needs --data (the image set to embed and measure)")
+    dataset = resolve_dataset(store, args.data)
+    config = read_checkpoint_config(path)
+    image_set = store.image_set(dataset.id)
+    rec, summary = run_in_store(
+        store, dataset, config, args.name or f"import {path.name}", origin="import",
+        work=lambda run_dir, bar, stop: import_model(path, image_set, run_dir, on_progress=bar, should_cancel=stop))
+    _print_run(rec, store.run_dir(rec.id), summary)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Headline metrics of two finished runs side by side, then per-class compactness on the unseen classes."""
+    from models.run import load_run
+    from server.store import Store
+
+    store = Store.open(_settings(args))
+    recs = [store.get_run(r) for r in (args.run_a, args.run_b)]
+    for rec in recs:
+        if rec.status != "done" or rec.summary is None:
+            raise BadInput(f"run {rec.id} is {rec.status}; compare needs two finished runs")
+    a, b = recs
+    print(f"A = {a.id}  {a.name}\nB = {b.id}  {b.name}\n")
+    print(metrics_table({f"A {split}": a.summary[split] for split in ("train", "test")}
+                        | {f"B {split}": b.summary[split] for split in ("train", "test")}))
+    classes = [load_run(store.run_dir(rec.id)).class_compactness("test") for rec in recs]
+    shared = [name for name in classes[0] if name in classes[1]]
+    print("\nper unseen class: radius = mean distance to the class centre; relative density = nearest other "
+          "centre / radius; margin = smallest distance to another class − largest within (< 0: overlap)")
+    cols = ["radius_mean", "relative_density", "margin"]
+    print("| class | " + " | ".join(f"A {c} | B {c}" for c in cols) + " |")
+    print("|---|" + "---:|" * (2 * len(cols)))
+    for name in shared:
+        cells = " | ".join(f"{_fmt(classes[0][name].get(c))} | {_fmt(classes[1][name].get(c))}" for c in cols)
+        print(f"| {name} | {cells} |")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Baseline vs each regularizer variant over several seeds; a Markdown table of mean ± std."""
+    from models.config import RunConfig
+    from server.store import Store
+
+    variants = {**SWEEP_VARIANTS, **SWEEP_EXTRA}
+    chosen = args.variants.split(",") if args.variants else list(SWEEP_VARIANTS)
+    unknown = [v for v in chosen if v not in variants]
+    if unknown:
+        raise BadInput(f"unknown sweep variant {unknown[0]!r}; choose from: {', '.join(variants)}")
+    settings = _settings(args)
+    base = build_config(args, settings)
+    configs = {name: base.with_patch(variants[name]) for name in chosen}
+    store = Store.open(settings)
+    dataset = resolve_dataset(store, args.data)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
+    for seed in range(args.seeds):
+        for name, config in configs.items():
+            config = config.with_patch({"seed": base.seed + seed})
+            _, summary = run_in_store(store, dataset, config, f"sweep {name} seed {config.seed}")
+            results[name].append(summary)
+    print(sweep_table(results, dataset.name, base))
+    return 0
+
+
+def _radius_ratio(summary: dict[str, Any]) -> float | None:
+    train, test = summary["train"]["radius_mean"], summary["test"]["radius_mean"]
+    return test / train if train and test is not None else None
+
+
+# (header, value of one run's summary). Radii and margins are in each distance's own units; the test/train
+# radius ratio (how much looser unseen classes are than the trained ones, the determinant paper's r* vs r_i)
+# is unit-free and comparable across distances.
+SWEEP_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], float | None]]] = [
+    ("MAP@R", lambda s: s["test"]["map_at_r"]), ("Recall@1", lambda s: s["test"]["recall_at_1"]),
+    ("MAP@R train", lambda s: s["train"]["map_at_r"]), ("radius train", lambda s: s["train"]["radius_mean"]),
+    ("radius test", lambda s: s["test"]["radius_mean"]), ("radius test/train", _radius_ratio),
+    ("margin test", lambda s: s["test"]["margin"]),
+]
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "—"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {std:.3f}"
+
+
+def sweep_table(results: dict[str, list[dict[str, Any]]], dataset_name: str, base: Any) -> str:
+    seeds = max(len(v) for v in results.values())
+    lines = [f"{dataset_name}, {base.loss.name} + {base.miner.name}, {base.epochs} epochs, {seeds} seeds "
+             f"(mean ± std; test = unseen classes; radius = mean distance to the class centre, margin = δ2 − δ1, "
+             f"both in each distance's own units)", "",
+             "| variant | " + " | ".join(c[0] for c in SWEEP_COLUMNS) + " |",
+             "|---|" + "---:|" * len(SWEEP_COLUMNS)]
+    for name, summaries in results.items():
+        cells = [_mean_std([v for v in map(value, summaries) if v is not None]) for _, value in SWEEP_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.app import serve
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir))
+                 if v is not None}
+    serve(Settings(**overrides))
+    return 0
+
+
+# ---- parser -----------------------------------------------------------------------------------------------
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="data folder shared with the server (default: $DMLSCOPE_DATA_DIR or ./data)")
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run config (flags left out keep the --config file's value or the default)")
+    g.add_argument("--config", help="a RunConfig JSON file to start from")
+    g.add_argument("--loss", help="triplet, contrastive, npair, lifted_structure, multi_similarity, proxy_nca, ...")
+    g.add_argument("--distance", help="euclidean, squared_euclidean, cosine, snr, mahalanobis, relative_mahalanobis")
+    g.add_argument("--normalize", action="store_true", default=None, help="L2-normalise embeddings first")
+    g.add_argument("--miner", help="none, all, semihard, batch_hard, multi_similarity")
+    g.add_argument("--flow", action="store_true", default=None, help="add the normalizing-flow metric layer")
+    g.add_argument("--flow-depth", type=int, help="coupling blocks in the flow layer")
+    g.add_argument("--flow-dueling", action="store_true", default=None,
+                   help="a second flow branch whose log|det J| is maximised (determinant paper)")
+    g.add_argument("--coupling", choices=["affine", "additive"], help="Real-NVP (affine) or NICE (additive)")
+    g.add_argument("--reg", action="append", metavar="NAME=WEIGHT",
+                   help="add a regularizer with its weight, repeatable: det=0.05 density=0.5 zero_mean=0.005 ...")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--steps-per-epoch", type=int, help="default: one pass over the train images")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--backbone", help="small_cnn, resnet18, resnet50")
+    g.add_argument("--pretrained-weights", help="a local state_dict file for the backbone (never downloaded)")
+    g.add_argument("--embedding-dim", type=int)
+    g.add_argument("--image-size", type=int, help="default: the images' own size")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: $DMLSCOPE_DEVICE or auto")
+    g.add_argument("--set", action="append", metavar="FIELD=JSON",
+                   help="any other config field, repeatable: --set loss.params.margin=0.1 --set optimizer.name=sgd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dmlscope", description="Deep-metric-learning workbench: train, evaluate, compare, serve.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a run and register it in the store",
+                       description="Train one run in this process; it appears in the browser like any other.")
+    p.add_argument("--data", required=True, help="mnist5k | digits | synthetic | FOLDER | ZIP | dataset id")
+    p.add_argument("--name", help="run name shown in the browser")
+    p.add_argument("--parent", help="a run id this one retrains (its UMAP map is aligned to the parent's)")
+    _add_config_flags(p)
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="print a run's metrics, or evaluate an exported checkpoint",
+                       description="RUN is a run id (prefix) whose metrics are printed, or an exported checkpoint "
+                                   "(.pt) evaluated on --data as a new imported run (no training).")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--data", help="image set for a checkpoint file (as for train)")
+    p.add_argument("--name", help="name of the imported run")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="two runs side by side: metrics and per-class compactness")
+    p.add_argument("run_a", metavar="RUN_A")
+    p.add_argument("run_b", metavar="RUN_B")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("sweep", help="baseline vs each regularizer over several seeds (Markdown table)",
+                       description="Runs each variant (" + ", ".join(SWEEP_VARIANTS) + "; optional: "
+                                   + ", ".join(SWEEP_EXTRA) + ") for --seeds seeds on top of the base config "
+                                   "given by the flags, and prints mean ± std.")
+    p.add_argument("--data", default="mnist5k", help="as for train (default mnist5k)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
+    p.add_argument("--variants", help="comma-separated subset, e.g. baseline,det")
+    _add_config_flags(p)
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_sweep)
+
+    env_help = "\n".join(f"  {var:28s} {desc} (default: {default or 'unset'})"
+                         for var, default, desc in Settings.field_help())
+    p = sub.add_parser("serve", help="serve the web app and HTTP API", formatter_class=argparse.RawTextHelpFormatter,
+                       description="Serve the app. Every setting can also be given in the environment:\n" + env_help)
+    p.add_argument("--host", help="address to bind (default $DMLSCOPE_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default $DMLSCOPE_PORT or 8000)")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code."""
+    from models.progress import Cancelled
+
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except BadInput as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
+    except ValidationError as exc:
+        return _fail(_validation_message(exc), EXIT_BAD_INPUT)
+    except (DmlscopeError, ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
+    except (Cancelled, KeyboardInterrupt):
+        return _fail("stopped; the run keeps its last finished epoch", EXIT_INTERRUPTED)
+    except RunFailed as exc:
+        return _fail(str(exc), EXIT_FAILED)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"dmlscope: error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
