@@ -86,7 +86,7 @@ def validation_response(fields: list[dict[str, Any]]) -> JSONResponse:
     """422 naming the first offending field in `detail` (without the body/query prefix a reader does not need)."""
     first = fields[0] if fields else {"loc": [], "msg": "invalid request"}
     loc = [str(p) for p in first["loc"] if p not in ("body", "query", "path", "form")]
-    where = ".".join(loc)
+    where = ".".join(loc) or ".".join(str(p) for p in first["loc"])  # "body" alone: the whole body is missing
     return error_response(422, "validation_error", f"{where}: {first['msg']}" if where else first["msg"],
                           fields=fields)
 
