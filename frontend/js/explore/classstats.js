@@ -40,14 +40,18 @@ function barsBySplit(div, rows, key, yTitle, extra = {}) {
   }));
 }
 
-/** The per-class panels of a run page, from GET /api/runs/{id}/stats. */
-export function classPanels(statsAnswer, run, cleanups) {
+/** Draw the per-class panels of a run page into `box` (attached to the page: Plotly sizes a plot from its
+ * container), from GET /api/runs/{id}/stats. */
+export function classPanels(box, statsAnswer, run, cleanups) {
   const stats = statsAnswer.stats || {};
   const radiusDiv = el("div", { class: "plot", id: "radius-bars" });
   const densityDiv = el("div", { class: "plot", id: "density-bars" });
   cleanups.push(() => { purge(radiusDiv); purge(densityDiv); });
   const radius = classRows(stats, "radius_mean");
-  if (!radius.length) return empty("This run has no per-class statistics.");
+  if (!radius.length) {
+    fill(box, empty("This run has no per-class statistics."));
+    return;
+  }
 
   // δ1 (the largest intra-class distance) is a maximum over pairs and often far above every radius: a line
   // off the bars' scale becomes an arrow at the top edge, so the bars stay readable.
@@ -69,28 +73,28 @@ export function classPanels(statsAnswer, run, cleanups) {
   const margin = global.margin ?? (typeof global.delta2 === "number" && typeof global.delta1 === "number" ? global.delta2 - global.delta1 : null);
   const p95 = { type: "scatter", mode: "markers", name: "p95 radius", marker: { symbol: "line-ew-open", size: 14, color: "#222" },
     x: radius.map((r) => `${r.name} (${r.split})`), y: radius.map((r) => r.radius_p95), hovertemplate: "p95 %{y:.3f}<extra></extra>" };
-  barsBySplit(radiusDiv, radius, "radius_mean", "radius: mean distance to the class centre",
-    { traces: radius.some((r) => typeof r.radius_p95 === "number") ? [p95] : [], shapes, annotations, yRange: [0, top] });
-
   const density = el("select", { id: "density-key" },
     el("option", { value: "relative_density" }, "relative density: nearest other centre ÷ spread"),
     el("option", { value: "density" }, "density: 1 ÷ spread"));
   const drawDensity = () => barsBySplit(densityDiv, classRows(stats, density.value), density.value,
     density.value === "density" ? "density 1/s_c" : "relative density ρ̃_c");
   density.addEventListener("change", drawDensity);
-  drawDensity();
 
-  return el("div", { class: "grid-2" },
+  fill(box, el("div", { class: "grid-2" },
     chartPanel("radius", "Per-class radius", null,
       `Bars: mean distance to the class centre; ticks: 95th percentile. Unseen classes (r*) spreading wider than seen ones is the generalisation gap. Margin δ2 − δ1 = ${fmt(margin)} on the test images${margin !== null && margin < 0 ? ": negative, the discriminant criterion (eq. 1) is violated" : ""}.`,
       radiusDiv, `dmlscope-${run.id}-radius`),
     chartPanel("density", "Per-class density", approx("the density paper's exact formula was not available: our reconstruction (SPEC §2.2)"),
-      el("span", {}, el("label", { for: "density-key" }, "Show", density)), densityDiv, `dmlscope-${run.id}-density`));
+      el("span", {}, el("label", { for: "density-key" }, "Show", density)), densityDiv, `dmlscope-${run.id}-density`)));
+  barsBySplit(radiusDiv, radius, "radius_mean", "radius: mean distance to the class centre",
+    { traces: radius.some((r) => typeof r.radius_p95 === "number") ? [p95] : [], shapes, annotations, yRange: [0, top] });
+  drawDensity();
 }
 
 /** Radius and density of two runs paired by class (GET /api/compare's `classes`), drawn into `box`. */
 export function pairedBars(box, cmp, cleanups) {
   const charts = [["radius_mean", "Radius by class (mean)", null], ["density", "Density by class", approx("reconstruction (SPEC §2.2)")]];
+  const draws = [];
   fill(box, charts.map(([key, title, badge]) => {
     const rows = cmp.classes.filter((c) => typeof c.a?.[key] === "number" && typeof c.b?.[key] === "number")
       .sort((p, q) => q.a[key] - p.a[key]);
@@ -99,10 +103,11 @@ export function pairedBars(box, cmp, cleanups) {
     cleanups.push(() => purge(div));
     const trace = (which) => ({ type: "bar", name: which.toUpperCase(), x: rows.map((r) => r.class), y: rows.map((r) => r[which][key]),
       marker: { color: RUN_COLOR[which] }, hovertemplate: `${which.toUpperCase()} %{x}: %{y:.3f}<extra></extra>` });
-    react(div, [trace("a"), trace("b")], layout(null, {
+    draws.push(() => react(div, [trace("a"), trace("b")], layout(null, {
       barmode: "group", xaxis: { type: "category", title: { text: "class" } }, yaxis: { title: { text: key.replace("_", " ") } },
       margin: { l: 56, r: 16, t: 28, b: 44 }, legend: { orientation: "h", y: 1, yanchor: "bottom", x: 0 },
-    }));
+    })));
     return chartPanel(`paired-${key}`, title, badge, null, div, `dmlscope-compare-${key}`);
   }));
+  draws.forEach((draw) => draw()); // once attached: Plotly sizes a plot from its container
 }

@@ -199,7 +199,9 @@ function explore(root, run, cleanups) {
     logdet.update(view.points);
     try {
       const s = await api.stats(run.id);
-      fill(stats, metricsPanel(s), classPanels(s, run, cleanups));
+      const classes = el("div");
+      fill(stats, metricsPanel(s), classes);
+      classPanels(classes, s, run, cleanups);
       historyCurves(curves, s.history || []);
     } catch (err) {
       fill(stats, errorBox(err, "No statistics"));
