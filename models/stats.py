@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from pytorch_metric_learning.distances import BaseDistance
 from torch import Tensor, nn
-from torch.func import vjp, vmap
 
 from models.evaluate import labels_of
 from models.retrieval import CHUNK_ELEMENTS, as_tensor, device_of, dissimilarity, exact_values, view_of
@@ -216,41 +215,37 @@ def logdet_map(flow: nn.Module, features: np.ndarray | Tensor, batch_size: int =
     return torch.cat(parts).numpy()
 
 
-def _top_singular_value(f: Callable[[Tensor], Tensor], x: Tensor, v: Tensor, iters: int) -> Tensor:
-    """σ_max of ∂f/∂x at one sample by power iteration on JᵀJ, two reverse passes per step.
-
-    u ↦ Jᵀu is the VJP; v ↦ Jv is the VJP of that linear map (double backward) — measured ~20× faster here
-    than forward-mode `jvp` through convolutions, and exactly the same product.
-    """
-    out, pullback = vjp(f, x)
-    _, pushforward = vjp(pullback, torch.zeros_like(out))
-    for _ in range(iters):
-        (jv,) = pushforward((v,))
-        (v,) = pullback(jv)
-        v = v / (torch.linalg.vector_norm(v) + torch.finfo(v.dtype).tiny)
-    (jv,) = pushforward((v,))
-    return torch.linalg.vector_norm(jv)
+def _per_sample_norm(t: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(t.flatten(1), dim=1).view(-1, *([1] * (t.dim() - 1)))
 
 
-def local_lipschitz(fn: Callable[[Tensor], Tensor], x: Tensor, iters: int = 20, batch_size: int = 64,
+def local_lipschitz(fn: Callable[[Tensor], Tensor], x: Tensor, iters: int = 20, batch_size: int = 512,
                     seed: int = 0) -> np.ndarray:
     """Largest singular value of the Jacobian of `fn` at each sample (N,) — the local Lipschitz constant.
 
-    `fn` maps a batch (B, ...) to (B, D) and must treat samples independently (a model in eval mode): it is
-    vmapped one sample at a time. Power iteration from a seeded random direction approaches σ_max from
-    below; 20 iterations are plenty unless the top two singular values nearly coincide.
+    `fn` maps a batch (B, ...) to (B, D) and must treat samples independently (a model in eval mode). That
+    lets one reverse pass over the whole batch give every sample's Jᵀu at once (the gradient of Σᵢ⟨fᵢ, uᵢ⟩),
+    and its double backward every Jv: power iteration on JᵀJ costs two batched reverse passes per step —
+    ~10× faster here than vmapping the same product one sample at a time. Power iteration from a seeded
+    random direction approaches σ_max from below; 20 iterations are plenty unless the top two singular
+    values nearly coincide.
     """
-    def one(sample: Tensor) -> Tensor:
-        return fn(sample.unsqueeze(0)).squeeze(0)
-
-    estimate = vmap(lambda xi, vi: _top_singular_value(one, xi, vi, iters))
     generator = torch.Generator(device="cpu").manual_seed(seed)
     parts = []
-    with torch.no_grad():
-        for s in range(0, len(x), batch_size):
-            xb = x[s:s + batch_size]
-            v0 = torch.randn(xb.shape, generator=generator, dtype=xb.dtype).to(xb.device)
-            parts.append(estimate(xb, v0).cpu())
+    for s in range(0, len(x), batch_size):
+        xb = x[s:s + batch_size].detach().requires_grad_(True)
+        v = torch.randn(xb.shape, generator=generator, dtype=xb.dtype).to(xb.device)
+        with torch.enable_grad():
+            out = fn(xb)
+            u = torch.zeros_like(out, requires_grad=True)
+            (jt_u,) = torch.autograd.grad(out, xb, u, create_graph=True)  # Jᵀu, linear in u
+            for _ in range(iters):
+                v = v / (_per_sample_norm(v) + torch.finfo(v.dtype).tiny)
+                (jv,) = torch.autograd.grad(jt_u, u, v, retain_graph=True)  # J v
+                (v,) = torch.autograd.grad(out, xb, jv, retain_graph=True)  # Jᵀ J v
+            v = v / (_per_sample_norm(v) + torch.finfo(v.dtype).tiny)
+            (jv,) = torch.autograd.grad(jt_u, u, v)
+        parts.append(_per_sample_norm(jv).flatten().detach().cpu())
     return torch.cat(parts).numpy()
 
 
