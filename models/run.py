@@ -84,7 +84,10 @@ def load_model(source: str | Path, device: str = "auto") -> LoadedModel:
     path = Path(source)
     ckpt = load_checkpoint(path / CHECKPOINT if path.is_dir() else path)
     config = RunConfig.model_validate(ckpt["config"])
-    model = build_model(config, int(ckpt["in_channels"]), int(ckpt["image_size"]))
+    # Every weight comes from the checkpoint: never open the pretrained file its config may name (it could be
+    # any path, in a checkpoint someone uploaded).
+    skeleton = config.model_copy(update={"pretrained_weights": None})
+    model = build_model(skeleton, int(ckpt["in_channels"]), int(ckpt["image_size"]))
     model.load_state_dict(ckpt["model"])
     distance = build_distance(config)
     distance.load_state_dict(ckpt["distance"])

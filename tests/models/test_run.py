@@ -111,6 +111,10 @@ def test_import_rejects_wrong_files_and_channel_counts(flow_run, tmp_path: Path)
     digits = import_builtin("digits", tmp_path / "digits").image_set  # grey; the checkpoint wants RGB
     with pytest.raises(ValueError, match="3-channel images but this image set has 1-channel"):
         import_model(run_dir / "checkpoint.pt", digits, tmp_path / "a")
+    named = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    named["config"]["pretrained_weights"] = str(tmp_path / "no_such_weights.pt")  # never opened on load
+    torch.save(named, tmp_path / "named.pt")
+    assert load_model(tmp_path / "named.pt").config.pretrained_weights.endswith("no_such_weights.pt")
     junk = tmp_path / "model.pt"
     torch.save({"weights": torch.zeros(2)}, junk)
     with pytest.raises(ValueError, match="not a dmlscope checkpoint"):
