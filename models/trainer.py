@@ -34,6 +34,7 @@ from models.regularizers import RegularizerInputs, create_regularizer
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"
 CHECKPOINT_FORMAT = 1
+WEIGHTS = "weights"  # TrainingDiverged.term when the loss stayed finite but a step left non-finite parameters
 
 
 class TrainingDiverged(RuntimeError):
@@ -41,9 +42,9 @@ class TrainingDiverged(RuntimeError):
 
     def __init__(self, epoch: int, step: int, term: str, value: float):
         self.epoch, self.step, self.term, self.value = epoch, step, term, value
-        super().__init__(
-            f"training diverged at epoch {epoch}, step {step}: the {term!r} term is {value}; "
-            f"lower the learning rate or that term's weight (the last good checkpoint is kept)")
+        what = "the model weights are no longer finite" if term == WEIGHTS else f"the {term!r} term is {value}"
+        super().__init__(f"training diverged at epoch {epoch}, step {step}: {what}; lower the learning rate or "
+                         f"the regularizer weights (the last good checkpoint is kept)")
 
 
 @dataclass
@@ -232,7 +233,8 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     for module in (model, criterion, distance, *(reg for _, reg in regularizers.values())):
         module.to(device)
     model.to(memory_format=memory_format)
-    optimizer = _optimizer(config, _unique_parameters(model, criterion, distance))
+    optimizer_params = _unique_parameters(model, criterion, distance)
+    optimizer = _optimizer(config, optimizer_params)
 
     # Built before any RNG state is restored, so a fresh and a resumed run construct it identically.
     steps = config.steps_per_epoch or max(1, len(train_idx) // config.batch_size)
@@ -295,6 +297,8 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
                 steps=steps, loss=sum(values.values()), terms=values, diagnostics=diagnostics,
                 samples_per_s=rate, eta_s=(total_steps - done) * config.batch_size / rate))
 
+        if not all(bool(torch.isfinite(p).all()) for p in optimizer_params):  # never checkpoint a broken model
+            raise TrainingDiverged(epoch + 1, steps, WEIGHTS, float("nan"))
         means = {k: v / steps for k, v in sums.items()}
         history.append({
             "epoch": epoch + 1,

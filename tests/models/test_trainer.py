@@ -121,6 +121,24 @@ def test_divergence_names_the_term_and_keeps_the_last_good_checkpoint(shapes, tm
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+def test_non_finite_weights_are_never_checkpointed(shapes, tmp_path: Path, monkeypatch) -> None:
+    image_set, train_idx = shapes
+    real_step = torch.optim.Adam.step
+
+    def poisoning_step(self, *args, **kwargs):  # the real step, then one weight turned to inf on the 6th
+        out = real_step(self, *args, **kwargs)
+        poisoning_step.calls += 1
+        if poisoning_step.calls == 6:
+            self.param_groups[0]["params"][0].data.view(-1)[0] = float("inf")
+        return out
+
+    poisoning_step.calls = 0
+    monkeypatch.setattr(torch.optim.Adam, "step", poisoning_step)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 3: the model weights are no longer finite"):
+        train(RunConfig(**TINY), image_set, train_idx, tmp_path)
+    assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1
+
+
 def test_huge_learning_rate_diverges_with_a_clear_error(shapes, tmp_path: Path) -> None:
     image_set, train_idx = shapes
     config = RunConfig(**{**TINY, "epochs": 20, "optimizer": {"name": "sgd", "lr": 10.0, "momentum": 0.99},
