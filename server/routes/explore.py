@@ -34,13 +34,21 @@ CLASS_KEYS = ("count", "radius_mean", "radius_max", "radius_p95", "density", "re
 
 
 class _LRU:
-    """A small thread-safe LRU of values built on demand (one build per key at a time)."""
+    """A small thread-safe LRU of values built on demand (one build per key at a time).
 
-    def __init__(self, size: int):
-        self.size = size
+    At most `size` values; with `max_bytes`, also at most that many bytes of `len(value)` (response bodies).
+    """
+
+    def __init__(self, size: int, max_bytes: int | None = None):
+        self.size, self.max_bytes = size, max_bytes
         self._items: OrderedDict[Any, Any] = OrderedDict()
         self._lock = threading.Lock()
         self._building: dict[Any, threading.Lock] = {}
+
+    def _over(self) -> bool:
+        if len(self._items) > self.size:
+            return True
+        return self.max_bytes is not None and sum(len(v) for v in self._items.values()) > self.max_bytes
 
     def get(self, key: Any, build: Callable[[], Any]) -> Any:
         with self._lock:
@@ -55,7 +63,7 @@ class _LRU:
             value = build()
             with self._lock:
                 self._items[key] = value
-                while len(self._items) > self.size:
+                while len(self._items) > 1 and self._over():
                     self._items.popitem(last=False)
                 self._building.pop(key, None)
             return value
@@ -65,13 +73,17 @@ class _LRU:
             self._items.clear()
 
 
+# A done run never changes (ids are not reused; only failed, cancelled or interrupted runs resume), so what is
+# read or computed from one is kept. Every request still checks the run is done, so a deleted run is not served.
+_views = _LRU(16)  # run id → _View (parsed JSON artifacts, embeddings)
 _models = _LRU(8)  # run id → LoadedModel (model and trained distance, on the CPU)
 _indexes = _LRU(8)  # (run id, split) → RetrievalIndex
+_bodies = _LRU(64, max_bytes=256 << 20)  # (run id, what, ...) → encoded response body of points / stats
 _file_locks = _LRU(64)  # file path → Lock, so two requests never compute the same file twice
 
 
 def clear_caches() -> None:
-    for cache in (_models, _indexes, _file_locks):
+    for cache in (_views, _models, _indexes, _bodies, _file_locks):
         cache.clear()
 
 
@@ -83,7 +95,7 @@ def _finished(store: Store, run_id: str) -> RunRecord:
 
 
 class _View:
-    """A finished run's artifacts with its dataset's labels and class names, per split."""
+    """A finished run's artifacts with its dataset's labels and class names, per split (kept: see `of`)."""
 
     def __init__(self, store: Store, rec: RunRecord):
         from models.run import load_run
@@ -92,6 +104,12 @@ class _View:
         self.art = load_run(store.run_dir(rec.id))
         self.image_set = store.image_set(rec.dataset_id)
         self.class_names: list[str] = list(self.image_set.class_names)
+        self._embeddings: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, store: Store, rec: RunRecord) -> "_View":
+        """The kept view of a done run: its JSON is parsed and its arrays read once, not on every request."""
+        return _views.get(rec.id, lambda: cls(store, rec))
 
     def image_ids(self, split: Split) -> np.ndarray:
         return self.art.split[split]
@@ -100,7 +118,11 @@ class _View:
         return self.image_set.labels[self.art.split[split]]
 
     def embeddings(self, split: Split) -> np.ndarray:
-        return np.array(self.art.embeddings(split))  # a writable copy of the memory-mapped file, for torch
+        """An in-memory copy of the memory-mapped file (torch wants writable memory), made once and shared by
+        every request: read it, never write to it."""
+        if split not in self._embeddings:
+            self._embeddings[split] = np.array(self.art.embeddings(split))
+        return self._embeddings[split]
 
     def loaded(self) -> Any:
         from models.run import load_model
@@ -142,7 +164,7 @@ class _View:
 
         parent = _parent(self.store, self.rec)
         if parent is not None:  # the parent's map first: a child's map starts from it and is aligned to it
-            _View(self.store, parent).projection(method, split)
+            _View.of(self.store, parent).projection(method, split)
         path = self.art.dir / f"projection_{method}_{split}.npy"
         with _file_locks.get(str(path), threading.Lock):
             return ensure_projection(self.art.dir, method, split,
@@ -194,27 +216,38 @@ def _binary(header: dict[str, Any], columns: dict[str, np.ndarray | None], count
     return struct.pack("<I", len(text)) + text + pad + b"".join(body)
 
 
-@router.get("/runs/{run_id}/points", operation_id="explore-points",
+@router.get("/runs/{run_id}/points", operation_id="explore-points", response_model=PointsPublic,
             responses={200: {"content": {"application/octet-stream": {}},
                              "description": "JSON, or the binary layout of docs/api.md with format=binary"}})
 def points(run_id: RunId, store: StoreDep, split: Literal["train", "test", "all"] = "test",
-           projection: Literal["pca", "umap"] = "umap", format: Literal["json", "binary"] = "json") -> Any:
-    view = _View(store, _finished(store, run_id))
-    columns = _points(view, split, projection)
-    count = len(columns["image_id"])
-    header = {"run_id": run_id, "split": split, "projection": projection, "count": count,
-              "class_names": view.class_names}
-    if format == "binary":
-        return Response(_binary(header, columns, count), media_type="application/octet-stream")
-    return PointsPublic(**header, columns={k: None if v is None else v.tolist() for k, v in columns.items()})
-
-
-@router.get("/runs/{run_id}/stats", operation_id="explore-stats")
-def stats(run_id: RunId, store: StoreDep) -> StatsPublic:
+           projection: Literal["pca", "umap"] = "umap", format: Literal["json", "binary"] = "json") -> Response:
     rec = _finished(store, run_id)
-    art = _View(store, rec).art
-    return StatsPublic(run_id=rec.id, metrics=art.metrics or {}, stats=art.stats or {}, history=art.history,
-                       summary=rec.summary or {})
+
+    def encode() -> bytes:
+        view = _View.of(store, rec)
+        columns = _points(view, split, projection)
+        count = len(columns["image_id"])
+        header = {"run_id": rec.id, "split": split, "projection": projection, "count": count,
+                  "class_names": view.class_names}
+        if format == "binary":
+            return _binary(header, columns, count)
+        return PointsPublic(**header, columns={k: None if v is None else v.tolist()
+                                               for k, v in columns.items()}).model_dump_json().encode()
+
+    body = _bodies.get((rec.id, "points", split, projection, format), encode)
+    return Response(body, media_type="application/octet-stream" if format == "binary" else "application/json")
+
+
+@router.get("/runs/{run_id}/stats", operation_id="explore-stats", response_model=StatsPublic)
+def stats(run_id: RunId, store: StoreDep) -> Response:
+    rec = _finished(store, run_id)
+
+    def encode() -> bytes:
+        art = _View.of(store, rec).art
+        return StatsPublic(run_id=rec.id, metrics=art.metrics or {}, stats=art.stats or {}, history=art.history,
+                           summary=rec.summary or {}).model_dump_json().encode()
+
+    return Response(_bodies.get((rec.id, "stats"), encode), media_type="application/json")
 
 
 def _neighbour_list(view: _View, ids: np.ndarray, values: np.ndarray, split: Split,
@@ -240,7 +273,7 @@ def _locate(view: _View, image_id: int) -> tuple[Split, int]:
 @router.get("/runs/{run_id}/neighbors", operation_id="explore-neighbors")
 def neighbors(run_id: RunId, store: StoreDep, image_id: int = Query(..., ge=0), k: int = Query(10, ge=1, le=200),
               within: Literal["train", "test"] | None = None) -> NeighborsPublic:
-    view = _View(store, _finished(store, run_id))
+    view = _View.of(store, _finished(store, run_id))
     split, row = _locate(view, image_id)
     within = within or split
     self_id = np.array([row if within == split else -1])
@@ -262,7 +295,7 @@ async def query(run_id: RunId, store: StoreDep, file: UploadFile = File(...), k:
         from models.data import DatasetError
         from models.run import embed_images
 
-        view = _View(store, rec)
+        view = _View.of(store, rec)
         if class_name is not None and class_name not in view.class_names:
             raise BadRequest(f"class_name {class_name!r} is not a class of this dataset; leave it out or use one of: "
                              f"{', '.join(view.class_names[:20])}")
@@ -328,7 +361,7 @@ def _changed(va: _View, vb: _View, k: int, limit: int) -> list[ChangedImage]:
 @router.get("/compare", operation_id="explore-compare")
 def compare(store: StoreDep, a: str = Query(..., pattern=ID_PATTERN), b: str = Query(..., pattern=ID_PATTERN),
             k: int = Query(10, ge=1, le=100), limit: int = Query(20, ge=0, le=500)) -> ComparePublic:
-    va, vb = _View(store, _finished(store, a)), _View(store, _finished(store, b))
+    va, vb = _View.of(store, _finished(store, a)), _View.of(store, _finished(store, b))
     rows_a, rows_b = _class_rows(va), _class_rows(vb)
     classes = [ClassCompare(class_=name, a=rows_a[name], b=rows_b[name],
                             diff={key: _sub(rows_b[name][key], rows_a[name][key]) for key in CLASS_KEYS})
@@ -363,7 +396,7 @@ def _download(data: bytes, media_type: str, filename: str) -> Response:
 @router.get("/runs/{run_id}/export", operation_id="explore-export", response_class=Response)
 def export(run_id: RunId, store: StoreDep, what: Literal["checkpoint", "embeddings", "stats"],
            format: Literal["json", "csv"] = "json") -> Response:
-    view = _View(store, _finished(store, run_id))
+    view = _View.of(store, _finished(store, run_id))
     if what == "checkpoint":
         return FileResponse(view.art.checkpoint_path, media_type="application/octet-stream",
                             filename=f"dmlscope-{run_id}.pt")

@@ -6,7 +6,6 @@ records anything.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Iterator
 
 import pytest
@@ -178,4 +177,4 @@ def test_a_diverging_run_fails_cleanly_and_keeps_its_last_good_checkpoint(
     assert r.status_code == 422 and "pretrained_weights" in r.json()["detail"], r.text
     r = stored.client.post(f"/api/runs/{run['id']}/retrain", json={"patch": {"split": {"mode": "predefined"}}})
     assert r.status_code == 400 and "no predefined split" in r.json()["detail"], r.text
-    assert json.dumps(stored.client.get("/api/runs").json()["count"]) == "1"
+    assert stored.client.get("/api/runs").json()["count"] == 1  # nothing was recorded for the refused retrains
