@@ -82,6 +82,17 @@ def wait_for(client: TestClient, run_id: str, statuses: tuple[str, ...], timeout
     raise AssertionError(f"run {run_id} did not reach {statuses}; last: {json.dumps(run)[:800]}")
 
 
+def wait_until(predicate: Any, what: str, timeout: float = 120.0) -> Any:
+    """Poll `predicate()` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def read_sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
     """(event, data) pairs from a text/event-stream, until the stream ends."""
     event, data = None, []

@@ -5,14 +5,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from tests.api.conftest import TINY_CONFIG, Trained, make_settings, make_zip, read_sse, wait_for
+from tests.api.conftest import TINY_CONFIG, Trained, make_settings, make_zip, read_sse, wait_for, wait_until
 
 LONG_CONFIG = {**TINY_CONFIG, "epochs": 500, "steps_per_epoch": 20}
 
@@ -21,16 +20,6 @@ def _upload(client: TestClient) -> dict[str, Any]:
     r = client.post("/api/datasets", files={"file": ("shapes.zip", make_zip(), "application/zip")})
     assert r.status_code == 201, r.text
     return r.json()
-
-
-def _wait(predicate: Any, what: str, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_config_errors_name_the_field(client: TestClient, dataset: dict[str, Any]) -> None:
@@ -80,7 +69,7 @@ def test_cancel_queue_limit_worker_death_and_delete(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path / "data", max_queued=1, cancel_grace_s=60))) as c:
         ds = _upload(c)
         long = c.post("/api/runs", json={"dataset_id": ds["id"], "config": LONG_CONFIG}).json()
-        _wait(lambda: c.get(f"/api/runs/{long['id']}").json()["status"] == "running", "the first run to start")
+        wait_until(lambda: c.get(f"/api/runs/{long['id']}").json()["status"] == "running", "the first run to start")
         queued = c.post("/api/runs", json={"dataset_id": ds["id"], "config": LONG_CONFIG}).json()
         assert queued["status"] == "queued"
         r = c.post("/api/runs", json={"dataset_id": ds["id"], "config": LONG_CONFIG})
@@ -92,7 +81,7 @@ def test_cancel_queue_limit_worker_death_and_delete(tmp_path: Path) -> None:
         assert c.delete(f"/api/runs/{long['id']}").status_code == 409  # still running
         assert c.delete(f"/api/datasets/{ds['id']}?force=true").status_code == 409
 
-        _wait(lambda: c.get(f"/api/runs/{long['id']}").json()["progress"], "training progress")
+        wait_until(lambda: c.get(f"/api/runs/{long['id']}").json()["progress"], "training progress")
         r = c.post(f"/api/runs/{long['id']}/cancel").json()
         assert r["cancel_requested"] is True and r["status"] == "running"
         cancelled = wait_for(c, long["id"], ("cancelled", "failed"))
@@ -100,9 +89,9 @@ def test_cancel_queue_limit_worker_death_and_delete(tmp_path: Path) -> None:
 
         resumed = c.post(f"/api/runs/{long['id']}/resume").json()
         assert resumed["status"] == "queued" and resumed["error"] is None
-        _wait(lambda: c.get(f"/api/runs/{long['id']}").json()["status"] == "running", "the resumed run to start")
-        worker = _wait(lambda: next((p for p in multiprocessing.active_children()
-                                     if p.name == f"dmlscope-run-{long['id']}"), None), "the worker process")
+        wait_until(lambda: c.get(f"/api/runs/{long['id']}").json()["status"] == "running", "the resumed run to start")
+        worker = wait_until(lambda: next((p for p in multiprocessing.active_children()
+                                          if p.name == f"dmlscope-run-{long['id']}"), None), "the worker process")
         os.kill(worker.pid, signal.SIGKILL)
         failed = wait_for(c, long["id"], ("failed",))
         assert "died without reporting" in failed["error"] and "SIGKILL" in failed["error"]
@@ -119,7 +108,7 @@ def test_interrupted_by_a_restart_and_resumed_from_the_checkpoint(tmp_path: Path
     with TestClient(create_app(settings)) as c:
         ds = _upload(c)
         run = c.post("/api/runs", json={"dataset_id": ds["id"], "config": config}).json()
-        _wait(lambda: (settings.data_dir / "runs" / run["id"] / "checkpoint.pt").exists(), "the first checkpoint")
+        wait_until(lambda: (settings.data_dir / "runs" / run["id"] / "checkpoint.pt").exists(), "the first checkpoint")
     # The server stopped while the run was training.
     with TestClient(create_app(settings)) as c:
         stopped = c.get(f"/api/runs/{run['id']}").json()

@@ -13,7 +13,6 @@ import os
 import signal
 import sqlite3
 import threading
-import time
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,21 +27,11 @@ import server.store
 from models.data.writer import ImageSetWriter
 from server.app import create_app
 from server.store import Store, atomic_write_bytes
-from tests.api.conftest import TINY_CONFIG, make_settings, make_zip, read_sse, wait_for
+from tests.api.conftest import TINY_CONFIG, make_settings, make_zip, read_sse, wait_for, wait_until
 from tests.api.test_uvicorn import Server
 from tests.robustness.conftest import Stored, good_zip, upload
 
 LONG = {**TINY_CONFIG, "epochs": 500, "steps_per_epoch": 20}
-
-
-def _until(predicate: Any, what: str, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -94,17 +83,17 @@ def test_sigkill_mid_training_and_mid_upload_then_restart_and_resume(tmp_path: P
         with httpx.Client(base_url=server.url, timeout=60) as http:
             dataset = http.post("/api/datasets", files={"file": ("shapes.zip", make_zip(), "application/zip")}).json()
             run = http.post("/api/runs", json={"dataset_id": dataset["id"], "config": config}).json()
-            _until(lambda: (data_dir / "runs" / run["id"] / "checkpoint.pt").exists(), "the first checkpoint")
-            worker = _until(lambda: _worker_of(server.proc.pid), "the worker process")
+            wait_until(lambda: (data_dir / "runs" / run["id"] / "checkpoint.pt").exists(), "the first checkpoint")
+            worker = wait_until(lambda: _worker_of(server.proc.pid), "the worker process")
 
             big = _big_zip()
             threading.Thread(target=_post_quietly, args=(server.url, big), daemon=True).start()
-            _until(lambda: list((data_dir / "datasets").glob(".*.partial")), "the upload to be half-written")
+            wait_until(lambda: list((data_dir / "datasets").glob(".*.partial")), "the upload to be half-written")
             assert http.get(f"/api/runs/{run['id']}").json()["status"] == "running"
         server.proc.kill()  # SIGKILL: no shutdown handler runs
         server.proc.wait(timeout=10)
         assert _hidden_or_temp(data_dir), "the kill left nothing half-written: the test did not test"
-        _until(lambda: not _alive(worker), "the orphaned worker to exit", timeout=10)
+        wait_until(lambda: not _alive(worker), "the orphaned worker to exit", timeout=10)
     finally:
         server.log.close()
 
@@ -118,8 +107,8 @@ def test_sigkill_mid_training_and_mid_upload_then_restart_and_resume(tmp_path: P
             stopped = http.get(f"/api/runs/{run['id']}").json()
             assert stopped["status"] == "interrupted" and "resume" in stopped["error"], stopped
             assert http.post(f"/api/runs/{run['id']}/resume").json()["status"] == "queued"
-            done = _until(lambda: (r := http.get(f"/api/runs/{run['id']}").json())["status"] in ("done", "failed")
-                          and r, "the resumed run", timeout=300)
+            done = wait_until(lambda: (r := http.get(f"/api/runs/{run['id']}").json())["status"] in ("done", "failed")
+                              and r, "the resumed run", timeout=300)
             assert done["status"] == "done" and done["summary"]["epochs"] == 4, done
             assert http.get(f"/api/runs/{run['id']}/stats").status_code == 200
     finally:
@@ -134,8 +123,8 @@ def _post_quietly(url: str, data: bytes) -> None:
 
 
 def _worker_process(run_id: str) -> multiprocessing.Process:
-    return _until(lambda: next((p for p in multiprocessing.active_children() if p.name == f"dmlscope-run-{run_id}"),
-                               None), "the worker process")
+    return wait_until(lambda: next((p for p in multiprocessing.active_children()
+                                    if p.name == f"dmlscope-run-{run_id}"), None), "the worker process")
 
 
 def test_a_worker_that_crashes_or_hangs_is_reported_not_waited_for(tmp_path: Path) -> None:
@@ -154,7 +143,7 @@ def test_a_worker_that_crashes_or_hangs_is_reported_not_waited_for(tmp_path: Pat
         # A worker that stops responding (SIGSTOP) is killed once the cancel grace period is over.
         assert client.post(f"/api/runs/{run['id']}/resume").json()["status"] == "queued"
         worker = _worker_process(run["id"])
-        _until(lambda: client.get(f"/api/runs/{run['id']}").json()["progress"]["stage"] == "train", "training")
+        wait_until(lambda: client.get(f"/api/runs/{run['id']}").json()["progress"]["stage"] == "train", "training")
         os.kill(worker.pid, signal.SIGSTOP)
         assert client.post(f"/api/runs/{run['id']}/cancel").json()["cancel_requested"] is True
         cancelled = wait_for(client, run["id"], ("cancelled", "failed"), timeout=30)
