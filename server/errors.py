@@ -78,7 +78,11 @@ def _field_errors(errors: list[dict[str, Any]], prefix: tuple[str | int, ...] = 
     out = []
     for e in errors:
         msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
-        out.append({"loc": [*prefix, *e.get("loc", ())], "msg": msg})
+        loc = [*prefix, *e.get("loc", ())]
+        if e.get("type") == "json_invalid":  # its loc ends with the character position, not a field
+            msg = f"not valid JSON at character {loc[-1]} ({e.get('ctx', {}).get('error', msg)}); send a JSON object"
+            loc = loc[:-1]
+        out.append({"loc": loc, "msg": msg})
     return out
 
 

@@ -69,7 +69,7 @@ def test_bad_configs_are_422_naming_the_field(trainable: tuple[Stored, dict[str,
 
 # (case, raw request body, what the detail must hold): what json.dumps would never write.
 RAW_BODIES: list[tuple[str, str, str]] = [
-    ("malformed JSON", '{"dataset_id": "%s", "config": {', "JSON decode error"),
+    ("malformed JSON", '{"dataset_id": "%s", "config": {', "body: not valid JSON at character 42"),
     ("NaN learning rate", '{"dataset_id": "%s", "config": {"optimizer": {"lr": NaN}}}', "config.optimizer.lr"),
     ("infinite learning rate", '{"dataset_id": "%s", "config": {"optimizer": {"lr": Infinity}}}',
      "config.optimizer.lr"),
