@@ -2,6 +2,8 @@
 import os
 
 import pytest
+
+import models  # noqa: F401  (before torch: sets OMP_WAIT_POLICY)
 import torch
 
 os.environ.setdefault("DMLSCOPE_DEVICE", "cpu")
