@@ -52,9 +52,13 @@ class DeterminantRegularizer(nn.Module):
     x̃ = x_i + ε(x_j − x_i) between same-class pairs of flow inputs: those points are in no batch, so this is the
     one place that runs the flow again — the paper regularises "the regions between similar samples" too.
     The synthetic points are averaged together with the real ones.
+
+    `bounded=True` penalises only volume growth, [log|det J|]_+ per sample (and only contraction of the dueling
+    branch): the paper's linear form is unbounded below, and in our mnist5k sweep the flow shrank without limit
+    while the unregularised head grew to compensate. Bounded is our variant, not the paper's.
     """
 
-    def __init__(self, dueling_ratio: float = 1.0, epsilon: float = 0.0):
+    def __init__(self, dueling_ratio: float = 1.0, epsilon: float = 0.0, bounded: bool = False):
         super().__init__()
         if dueling_ratio < 0:
             raise InvalidParameterError(f"det dueling_ratio (λ2/λ1) must be ≥ 0, got {dueling_ratio}")
@@ -62,6 +66,7 @@ class DeterminantRegularizer(nn.Module):
             raise InvalidParameterError(f"det epsilon is an interpolation fraction in [0, 1], got {epsilon}")
         self.dueling_ratio = dueling_ratio
         self.epsilon = epsilon
+        self.bounded = bounded
 
     def forward(self, inputs: RegularizerInputs) -> Tensor:
         if inputs.logdet is None:
@@ -73,9 +78,11 @@ class DeterminantRegularizer(nn.Module):
             i, j = _same_class_partners(inputs.labels)
             x_tilde = inputs.features[i] + self.epsilon * (inputs.features[j] - inputs.features[i])
             logdets.append(inputs.flow(x_tilde)[1])
-        value = torch.cat(logdets).mean()
+        growth = torch.cat(logdets)
+        value = (growth.clamp(min=0) if self.bounded else growth).mean()
         if inputs.logdet_dueling is not None:
-            value = value - self.dueling_ratio * inputs.logdet_dueling.mean()
+            dueling = inputs.logdet_dueling.clamp(max=0) if self.bounded else inputs.logdet_dueling
+            value = value - self.dueling_ratio * dueling.mean()
         return value
 
 
@@ -150,10 +157,11 @@ class WeightL2(nn.Module):
 
 @REGULARIZERS.register("det", tags=("needs_flow",), help={
     "dueling_ratio": "λ2/λ1: weight of the dueling branch's mean log|det J|, subtracted (flow.dueling only)",
-    "epsilon": "also regularise at x_i + ε(x_j − x_i) between same-class samples; 0 turns it off"})
-def det(dueling_ratio: float = 1.0, epsilon: float = 0.0) -> nn.Module:
+    "epsilon": "also regularise at x_i + ε(x_j − x_i) between same-class samples; 0 turns it off",
+    "bounded": "penalise only volume growth, mean [log|det J|]_+ (our variant; the paper's form is unbounded below)"})
+def det(dueling_ratio: float = 1.0, epsilon: float = 0.0, bounded: bool = False) -> nn.Module:
     """Determinant regularisation: mean log|det J| of the flow metric layer (minus the dueling branch's)."""
-    return DeterminantRegularizer(dueling_ratio, epsilon)
+    return DeterminantRegularizer(dueling_ratio, epsilon, bounded)
 
 
 @REGULARIZERS.register("density", tags=("needs_class_pairs", "approximation"), help={

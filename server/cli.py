@@ -42,6 +42,7 @@ SWEEP_VARIANTS: dict[str, dict[str, Any]] = {
 SWEEP_EXTRA: dict[str, dict[str, Any]] = {
     "det_dueling": {"flow": {"enabled": True, "dueling": True}, "regularizers": [_DET]},
     "det_0.001": {"flow": {"enabled": True}, "regularizers": [{**_DET, "weight": 0.001}]},
+    "det_bounded": {"flow": {"enabled": True}, "regularizers": [{**_DET, "params": {"bounded": True}}]},
 }
 
 

@@ -33,6 +33,17 @@ def test_det_is_mean_logdet_minus_the_dueling_branch() -> None:
     torch.testing.assert_close(duel, logdet.mean() - 0.5 * dueling.mean())
 
 
+def test_det_bounded_penalises_only_volume_growth() -> None:
+    logdet, dueling = torch.tensor([-3.0, 2.0, -1.0, 4.0]), torch.tensor([1.0, -2.0, 3.0, -4.0])
+    labels = torch.tensor([0, 0, 1, 1])
+    reg = create_regularizer("det", dueling_ratio=0.5, bounded=True)
+    value = reg(RegularizerInputs(torch.randn(4, DIM), labels, logdet=logdet, logdet_dueling=dueling))
+    # growth terms: 0, 2, 0, 4 → mean 1.5; dueling contraction: 0, -2, 0, -4 → mean -1.5
+    torch.testing.assert_close(value, torch.tensor(1.5 - 0.5 * -1.5))
+    shrinking = reg(RegularizerInputs(torch.randn(4, DIM), labels, logdet=-logdet.abs(), logdet_dueling=dueling.abs()))
+    assert shrinking.item() == 0.0  # nothing left to gain by shrinking further
+
+
 def test_det_epsilon_adds_logdets_between_same_class_neighbours() -> None:
     flow = random_flow64(DIM, depth=2)
     features = torch.randn(8, DIM, dtype=torch.float64)
