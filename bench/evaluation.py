@@ -12,7 +12,7 @@ import torch
 
 from bench.data import clustered
 from bench.report import Section, count, duration, ratio
-from bench.timing import measure
+from bench.timing import compare, measure
 
 FULL: dict[str, Any] = {"sizes": (10_000, 100_000, 1_000_000)}
 # PML includes the metrics both compute; PML has no Recall@K for K > 1 (ours computes 1, 2, 4, 8 on top).
@@ -46,16 +46,16 @@ def run(sizes: Sequence[int] = (10_000, 100_000), dim: int = 128, class_size: in
         reps = repeat if n <= repeat_above else 1
         if reps == 1:
             single.append(count(n))
-        ours, t_ours = measure(lambda: _ours(x, y), repeat=reps, warmup=0)
         if n <= pml_up_to:
-            peer, t_peer = measure(lambda: _pml(x, y), repeat=reps, warmup=0)
+            (ours, t_ours), (peer, t_peer) = compare(lambda: _ours(x, y), lambda: _pml(x, y), repeat=reps, warmup=0)
             section.add(count(n), n // class_size, duration(t_ours), duration(t_peer), ratio(t_ours, t_peer),
                         f"{ours['map_at_r']:.4f}", f"{peer['mean_average_precision_at_r']:.4f}")
         else:
+            ours, t_ours = measure(lambda: _ours(x, y), repeat=reps, warmup=0)
             section.add(count(n), n // class_size, duration(t_ours), "not run", "—", f"{ours['map_at_r']:.4f}", "—")
     section.notes += [
         f"Synthetic Gaussian classes of {class_size} points, d = {dim}, Euclidean; N run: "
-        f"{', '.join(count(n) for n in sizes)}. Median of {repeat} runs after a warm-up"
+        f"{', '.join(count(n) for n in sizes)}. Median of {repeat} runs, interleaved with PML's, after a warm-up"
         + (f"; N = {', '.join(single)} timed once (each run takes tens of seconds)." if single else "."),
         "dmlscope computes Recall@1/2/4/8, P@1, MAP@R, R-Precision, NMI and all of them per class; PML computes "
         "P@1, R-Precision, MAP@R and NMI (it has no Recall@K for K > 1), so the ratio favours PML slightly.",

@@ -14,7 +14,7 @@ from pytorch_metric_learning.distances import LpDistance
 from torch import Tensor, nn
 
 from bench.report import Section, duration, ratio
-from bench.timing import measure
+from bench.timing import compare
 
 FULL: dict[str, Any] = {}  # the batch is the same at any scale
 FLOW_DEPTH, FLOW_HIDDEN = 4, 128  # FlowConfig's defaults
@@ -31,13 +31,22 @@ REGULARIZER_ROWS = (
 )
 
 
-def _step_time(step: Callable[[], Tensor], params: list[Tensor], repeat: int) -> float:
+BUDGET_S = 3.0  # per row and phase: a round of seconds (lifted structure at B = 256) is timed once
+
+
+def _step(loss: Callable[[], Tensor], params: list[Tensor]) -> Callable[[], None]:
     def once() -> None:
         for p in params:
             p.grad = None
-        step().backward()
+        loss().backward()
 
-    return measure(once, repeat=repeat, warmup=3)[1]
+    return once
+
+
+def _row_times(peer: Callable[[], None], *ours: Callable[[], None], repeat: int) -> tuple[float, list[float]]:
+    """(peer, [ours...]) median seconds, all steps of the row taken in turns so load on the machine hits them alike."""
+    times = [t for _, t in compare(peer, *ours, repeat=repeat, warmup=3, budget_s=BUDGET_S)]
+    return times[0], times[1:]
 
 
 def _batch(batch: int, dim: int, classes: int) -> tuple[Tensor, Tensor]:
@@ -55,20 +64,29 @@ def loss_by_distance(batch: int, dim: int, classes: int, repeat: int) -> Section
     distances = list_distances()
     section = Section(f"Loss step (forward + backward, {batch}×{dim} batch) vs the plain PML loss",
                       ["loss", "PML, Euclidean", *distances])
+    matrices = [_step(lambda d=create_distance(name, dim=dim): d(x).sum(), [x]) for name in distances]
+    t_peer, t_ours = _row_times(_step(lambda: LpDistance(normalize_embeddings=False)(x).sum(), [x]), *matrices,
+                                repeat=repeat)
+    section.add("(distance matrix only)", duration(t_peer), *(ratio(t, t_peer) for t in t_ours))
     for loss in list_losses():
         peer = LOSSES.create(loss, LpDistance(normalize_embeddings=False), classes, dim)
-        t_peer = _step_time(lambda: peer(x, y), [x, *peer.parameters()], repeat)
-        cells = []
+        steps = []
         for name in distances:
             ours = create_criterion(LossConfig(name=loss), MinerConfig(name="none"),
                                     create_distance(name, dim=dim), classes, dim)
-            cells.append(ratio(_step_time(lambda: ours(x, y).loss, [x, *ours.parameters()], repeat), t_peer))
-        section.add(loss, duration(t_peer), *cells)
+            steps.append(_step(lambda c=ours: c(x, y).loss, [x, *ours.parameters()]))
+        t_peer, t_ours = _row_times(_step(lambda: peer(x, y), [x, *peer.parameters()]), *steps, repeat=repeat)
+        section.add(loss, duration(t_peer), *(ratio(t, t_peer) for t in t_ours))
     section.notes += [
-        f"Cells: our criterion (no miner) with that distance ÷ PML's loss with Euclidean; median of {repeat} steps "
-        f"after 3 warm-up steps; {classes} classes × {batch // classes} samples; proxy losses have {classes} proxies.",
-        "The Euclidean column is the wrapper's overhead (diagnostics counter, exact cdist); the others add the "
-        "price of the distance (a learnable L for Mahalanobis, the query's energy for SNR).",
+        f"Cells: our criterion (no miner) with that distance ÷ PML's loss with Euclidean. The steps of a row are "
+        f"taken in turns; median of up to {repeat} rounds after up to 3 warm-up rounds, each phase stopping after "
+        f"{BUDGET_S:g} s (a row of seconds-long steps gets one round). {classes} classes × {batch // classes} samples; proxy losses "
+        f"have {classes} proxies. One torch thread: on a shared machine two threads wait on each other whenever a "
+        "neighbour runs, and a batch this small gains little from a second core.",
+        "The first row is the B × B distance matrix alone (forward + backward of its sum) against PML's "
+        "LpDistance: the Euclidean column of a loss row minus it is the criterion wrapper's own overhead "
+        "(miner call, diagnostics counter); the other columns add the price of each distance (a learnable L for "
+        "Mahalanobis, the query's energy for SNR).",
     ]
     return section
 
@@ -108,34 +126,42 @@ def regularizers(batch: int, dim: int, classes: int, repeat: int) -> Section:
     peer_miner = pml_miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard", distance=pml_distance)
     head = _Head(dim, flows=0)
 
-    def peer_step() -> Tensor:
+    def peer_loss_step() -> Tensor:
         h = head.linear(x)
         return peer_loss(h, y, peer_miner(h, y))
 
-    t_peer = _step_time(peer_step, [x, *head.parameters()], repeat)
-    section = Section(f"Regularizers on the default loss ({loss.name} + {miner.name} miner, Euclidean, linear head)",
-                      ["regularizer", "step", "vs PML loss + miner"])
-    section.add("PML (peer)", duration(t_peer), "1.00×")
+    labels, steps = [], []
     for label, name, params, flows in REGULARIZER_ROWS:
         distance = create_distance("euclidean")
         criterion = create_criterion(loss, miner, distance, classes, dim)
         model = _Head(dim, flows)
         reg = create_regularizer(name, **params) if name else None
 
-        def step() -> Tensor:
+        def step(model=model, criterion=criterion, reg=reg, distance=distance) -> Tensor:
             inputs = model.inputs(x, y, distance)
             total = criterion(inputs.embeddings, y).loss
             return total + 0.1 * reg(inputs) if reg is not None else total
 
-        t = _step_time(step, [x, *model.parameters()], repeat)
+        labels.append(label)
+        steps.append(_step(step, [x, *model.parameters()]))
+    t_peer, t_ours = _row_times(_step(peer_loss_step, [x, *head.parameters()]), *steps, repeat=repeat)
+    section = Section(f"Regularizers on the default loss ({loss.name} + {miner.name} miner, Euclidean, linear head)",
+                      ["regularizer", "step", "vs PML loss + miner"])
+    section.add("PML (peer)", duration(t_peer), "1.00×")
+    for label, t in zip(labels, t_ours):
         section.add(label, duration(t), ratio(t, t_peer))
     section.notes.append(
         f"Each step: linear head {dim}→{dim} (+ flow layers of depth {FLOW_DEPTH}, width {FLOW_HIDDEN} where "
-        f"named), loss with its miner, weight × regularizer, backward; median of {repeat} steps. The peer is PML's "
-        "TripletMarginLoss + semihard TripletMarginMiner on the same head.")
+        f"named), loss with its miner, weight × regularizer, backward; all rows and the peer in turns, median of up "
+        f"to {repeat} rounds. The peer is PML's TripletMarginLoss + semihard TripletMarginMiner on the same head.")
     return section
 
 
 def run(batch: int = 256, dim: int = 128, classes: int = 32, repeat: int = 20) -> list[Section]:
     torch.manual_seed(0)
-    return [loss_by_distance(batch, dim, classes, repeat), regularizers(batch, dim, classes, repeat)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [loss_by_distance(batch, dim, classes, repeat), regularizers(batch, dim, classes, repeat)]
+    finally:
+        torch.set_num_threads(threads)

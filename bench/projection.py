@@ -15,7 +15,7 @@ import numpy as np
 
 from bench.data import clustered
 from bench.report import Section, count, duration, ratio
-from bench.timing import measure
+from bench.timing import compare, measure
 
 FULL: dict[str, Any] = {"sizes": (10_000, 100_000)}
 
@@ -55,8 +55,8 @@ def run(sizes: Sequence[int] = (10_000,), dim: int = 128, class_size: int = 50) 
         x, y = clustered(n, dim, class_size)
         pca, t_pca = measure(lambda: project(x, "pca", distance=distance), repeat=3)
         section.add(count(n), "PCA (first picture)", duration(t_pca), "—", "—", f"{knn_vote(pca, y):.3f}", "—")
-        ours, t_ours = measure(lambda: project(x, "umap", distance=distance), repeat=1, warmup=0)
-        peer, t_peer = measure(lambda: _umap_learn(x), repeat=1, warmup=0)
+        (ours, t_ours), (peer, t_peer) = compare(lambda: project(x, "umap", distance=distance),
+                                                 lambda: _umap_learn(x), repeat=1, warmup=0)
         how = "fit" if n <= SAMPLE_THRESHOLD else f"fit {count(SAMPLE_THRESHOLD)} + transform"
         section.add(count(n), f"UMAP ({how})", duration(t_ours), duration(t_peer), ratio(t_ours, t_peer),
                     f"{knn_vote(ours, y):.3f}", f"{knn_vote(peer, y):.3f}")
