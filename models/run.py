@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from pytorch_metric_learning.distances import BaseDistance
 
+from models import distributed
 from models.config import RunConfig
 from models.data import ImageSet, zero_shot_split
 from models.evaluate import evaluate
@@ -26,8 +27,8 @@ from models.network import EmbeddingNet
 from models.progress import Cancelled, CancelCheck, Progress, ProgressCallback, ignore_progress, never_cancel
 from models.projection import align, project
 from models.stats import class_stats, local_lipschitz, logdet_map
-from models.trainer import (CHECKPOINT, HISTORY, atomic_write, atomic_write_json, build_distance, build_model,
-                            load_checkpoint, select_device, train)
+from models.trainer import (CHECKPOINT, HISTORY, TrainResult, atomic_write, atomic_write_json, build_distance,
+                            build_model, load_checkpoint, select_device, train)
 
 SPLITS = ("train", "test")
 PROJECTION_SPLITS = ("train", "test", "all")  # "all": train then test, in one shared map
@@ -248,13 +249,19 @@ def execute_run(image_set: ImageSet, config: RunConfig, run_dir: str | Path,
     With `resume`, a checkpoint already in `run_dir` is continued (the server's "resume"). `parent_dir` is the
     run this one retrains: its maps are aligned to the parent's. Raises Cancelled, TrainingDiverged, or
     ValueError/DatasetError for configs the data cannot satisfy.
+
+    Under torchrun this is rank 0's call: it sends the job to the other ranks (waiting in `follow_run`), trains
+    with them, then measures and writes the run folder alone.
     """
+    if not distributed.topology().is_primary:
+        raise RuntimeError("execute_run writes the run folder and runs on rank 0 only; other ranks call follow_run()")
     run_dir = Path(run_dir)
     stages = _Stages(on_progress or ignore_progress, should_cancel or never_cancel, _SPANS_TRAINED)
     t0 = time.perf_counter()
     train_idx, test_idx = zero_shot_split(image_set, config.split)
     split = {"train": train_idx, "test": test_idx}
     _write_start(run_dir, config, split)
+    distributed.broadcast((str(image_set.root), config.model_dump(mode="json"), str(run_dir), resume))
 
     stages.start("train", "training")
     result = train(config, image_set, train_idx, run_dir, stages.trainer_callback, stages.should_cancel, resume)
@@ -267,6 +274,19 @@ def execute_run(image_set: ImageSet, config: RunConfig, run_dir: str | Path,
     atomic_write_json(run_dir / "summary.json", summary)
     stages.done()
     return summary
+
+
+def follow_run() -> TrainResult:
+    """A torchrun rank other than 0: receive rank 0's job from its `execute_run` (image set folder, config, run
+    folder), train in step with it, and return; writes nothing. The image set's folder must be readable at the
+    same path here (same machine, or a data folder shared between nodes)."""
+    if distributed.topology().is_primary:
+        raise RuntimeError("follow_run is for torchrun ranks other than 0; rank 0 calls execute_run")
+    root, config_dump, run_dir, resume = distributed.broadcast(None)
+    image_set = ImageSet(root)
+    config = RunConfig.model_validate(config_dump)
+    train_idx, _ = zero_shot_split(image_set, config.split)
+    return train(config, image_set, train_idx, Path(run_dir), resume=resume)
 
 
 def import_model(checkpoint_path: str | Path, image_set: ImageSet, run_dir: str | Path,

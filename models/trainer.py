@@ -4,6 +4,11 @@ Reproducibility contract: a run is a pure function of its RunConfig (seed includ
 train indices on a given device. Every random source the loop draws from (torch, numpy, python `random`, the
 sampler's own generator) is seeded from `config.seed` and saved in the per-epoch checkpoint, so resuming
 after an interrupt continues exactly where an uninterrupted run would be (bit-identical on CPU).
+
+Under torchrun (a process group joined by `models.distributed.process_group`) the same loop runs data-parallel
+with DistributedDataParallel: each rank forwards its slice of the global P×K batch, the loss sees the gathered
+global batch, and the result equals single-process training up to float rounding (models/distributed.py says
+why). Only the primary rank reports progress and writes the checkpoint and history.
 """
 from __future__ import annotations
 
@@ -22,7 +27,9 @@ import numpy as np
 import torch
 from pytorch_metric_learning.distances import BaseDistance
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from models import distributed
 from models.config import RunConfig
 from models.data import ImageSet, MPerClassSampler
 from models.distances import create_distance
@@ -183,14 +190,18 @@ class _Amp:
         return torch.autocast("cuda", dtype=self.dtype) if self.enabled else nullcontext()
 
 
-def _batch_loss(model: EmbeddingNet, criterion: nn.Module, distance: BaseDistance,
+def _batch_loss(net: nn.Module, model: EmbeddingNet, criterion: nn.Module, distance: BaseDistance,
                 regularizers: dict[str, tuple[float, nn.Module]], x: Tensor, y: Tensor,
                 amp: _Amp) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
-    """Total loss, each weighted term (the loss itself under "loss") and the criterion's diagnostics."""
+    """Total loss, each weighted term (the loss itself under "loss") and the criterion's diagnostics.
+
+    `net` is `model` itself, or its DDP wrapper under torchrun; then `x` is this rank's slice of the batch and
+    `y` the labels of the whole global batch, whose outputs are gathered before the loss.
+    """
     with amp.autocast():
-        out = model(x)
+        out = net(x)
     # Losses and regularizers run in fp32: SNR's variance ratio and log-determinants are fragile in half.
-    out = type(out)(*(t.float() if t is not None else None for t in out))
+    out = type(out)(*(distributed.gather(t.float()) if t is not None else None for t in out))
     loss_out = criterion(out.embedding, y)
     terms = {"loss": loss_out.loss}
     if regularizers:
@@ -211,10 +222,11 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     Cancelled when `should_cancel()` turns true (checked before each step; nothing new is saved) and
     TrainingDiverged when a term goes non-finite.
     """
-    on_progress = on_progress or ignore_progress
+    top = distributed.topology()
+    on_progress = (on_progress or ignore_progress) if top.is_primary else ignore_progress
     should_cancel = should_cancel or never_cancel
     run_dir = Path(run_dir)
-    device = select_device(config.device)
+    device = distributed.training_device(select_device(config.device))
     amp = _Amp(device, config.amp)
     generator = _seed_everything(config.seed)
 
@@ -229,12 +241,20 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     distance = build_distance(config)
     criterion = create_criterion(config.loss, config.miner, distance, len(class_ids), config.embedding_dim)
     regularizers = {r.name: (r.weight, create_regularizer(r.name, **r.params)) for r in config.regularizers}
+    if top.distributed:  # BatchNorm over the global batch, as in a single process
+        distributed.sync_batchnorm(model)
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     for module in (model, criterion, distance, *(reg for _, reg in regularizers.values())):
         module.to(device)
     model.to(memory_format=memory_format)
     optimizer_params = _unique_parameters(model, criterion, distance)
     optimizer = _optimizer(config, optimizer_params)
+    # DDP averages the model's gradients; the criterion's own parameters are averaged by hand.
+    outside_params = _unique_parameters(criterion, distance)
+    net = model
+    if top.distributed:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      broadcast_buffers=False)  # synced BatchNorm keeps buffers equal
 
     # Built before any RNG state is restored, so a fresh and a resumed run construct it identically.
     steps = config.steps_per_epoch or max(1, len(train_idx) // config.batch_size)
@@ -243,8 +263,10 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     history: list[dict[str, Any]] = []
     start_epoch = 0
     ckpt_path = run_dir / CHECKPOINT
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
+    # The primary reads the checkpoint and hands it to the other ranks: one source of truth for all of them.
+    ckpt = distributed.broadcast(load_checkpoint(ckpt_path) if top.is_primary and resume and ckpt_path.exists()
+                                 else None)
+    if ckpt is not None:
         if _comparable(RunConfig.model_validate(ckpt["config"])) != _comparable(config):
             raise ValueError(f"{ckpt_path} was trained with a different config; "
                              f"start a new run (or pass resume=False to overwrite it)")
@@ -266,24 +288,25 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     rate: float | None = None
 
     for epoch in range(start_epoch, config.epochs):
-        model.train()
+        net.train()
         criterion.train()
         t_epoch = time.perf_counter()
         sums: dict[str, float] = {}
         for step, batch in enumerate(sampler):
-            if should_cancel():
+            if distributed.any_rank(should_cancel(), device):
                 raise Cancelled(f"cancelled at epoch {epoch + 1}, step {step + 1}")
             t_step = time.perf_counter()
-            x = torch.from_numpy(pixels[batch]).to(device, non_blocking=True)
+            x = torch.from_numpy(pixels[distributed.local_slice(batch)]).to(device, non_blocking=True)
             x = x.contiguous(memory_format=memory_format)
             y = label_of[image_labels[batch]].to(device, non_blocking=True)
-            total, terms, diagnostics = _batch_loss(model, criterion, distance, regularizers, x, y, amp)
+            total, terms, diagnostics = _batch_loss(net, model, criterion, distance, regularizers, x, y, amp)
             values = {name: float(t.detach()) for name, t in terms.items()}
             for name, value in values.items():
                 if not math.isfinite(value):
                     raise TrainingDiverged(epoch + 1, step + 1, name, value)
             optimizer.zero_grad(set_to_none=True)
             amp.scaler.scale(total).backward()
+            distributed.average_gradients(outside_params)
             amp.scaler.step(optimizer)
             amp.scaler.update()
 
@@ -307,15 +330,17 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
             "diagnostics": {k.removeprefix("diag/"): v for k, v in means.items() if k.startswith("diag/")},
             "seconds": time.perf_counter() - t_epoch,
         })
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT, "config": config.model_dump(mode="json"), "epoch": epoch + 1,
-            "in_channels": image_set.channels, "image_size": size, "class_ids": class_ids.tolist(),
-            "model": model.state_dict(), "criterion": criterion.state_dict(), "distance": distance.state_dict(),
-            "optimizer": optimizer.state_dict(), "scaler": amp.scaler.state_dict() if amp.scaler.is_enabled() else None,
-            "rng": _rng_state(generator), "history": history,
-        }
-        atomic_write(ckpt_path, lambda p: torch.save(checkpoint, p))
-        atomic_write_json(run_dir / HISTORY, history)
+        if top.is_primary:
+            checkpoint = {
+                "format": CHECKPOINT_FORMAT, "config": config.model_dump(mode="json"), "epoch": epoch + 1,
+                "in_channels": image_set.channels, "image_size": size, "class_ids": class_ids.tolist(),
+                "model": model.state_dict(), "criterion": criterion.state_dict(),
+                "distance": distance.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": amp.scaler.state_dict() if amp.scaler.is_enabled() else None,
+                "rng": _rng_state(generator), "history": history,
+            }
+            atomic_write(ckpt_path, lambda p: torch.save(checkpoint, p))
+            atomic_write_json(run_dir / HISTORY, history)
 
     model.eval()
     criterion.eval()
