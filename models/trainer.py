@@ -254,7 +254,7 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     net = model
     if top.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                      broadcast_buffers=False)  # synced BatchNorm keeps buffers equal
+                                      forward_sync_buffers=False)  # synced BatchNorm keeps buffers equal
 
     # Built before any RNG state is restored, so a fresh and a resumed run construct it identically.
     steps = config.steps_per_epoch or max(1, len(train_idx) // config.batch_size)
