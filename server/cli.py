@@ -266,15 +266,22 @@ def _print_run(rec: Any, run_dir: Path, summary: dict[str, Any]) -> None:
 
 # ---- commands ---------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from models import distributed
     from server.store import Store
 
     settings = _settings(args)
     config = build_config(args, settings)
-    store = Store.open(settings)
-    dataset = resolve_dataset(store, args.data)
-    parent = store.get_run(args.parent) if args.parent else None
-    rec, summary = run_in_store(store, dataset, config, args.name, parent)
-    _print_run(rec, store.run_dir(rec.id), summary)
+    with distributed.process_group(config.device) as top:  # a no-op unless launched by torchrun
+        if not top.is_primary:  # ranks > 0 train in step with rank 0's run and record nothing
+            from models.run import follow_run
+
+            follow_run()
+            return 0
+        store = Store.open(settings)
+        dataset = resolve_dataset(store, args.data)
+        parent = store.get_run(args.parent) if args.parent else None
+        rec, summary = run_in_store(store, dataset, config, args.name, parent)
+        _print_run(rec, store.run_dir(rec.id), summary)
     return 0
 
 
