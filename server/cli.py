@@ -212,10 +212,13 @@ class _StopOnSigint:
 def run_in_store(store: Any, dataset: Any, config: Any, name: str | None, parent: Any = None,
                  work: Callable[..., dict[str, Any]] | None = None, origin: str = "train") -> tuple[Any, dict]:
     """Record a run, execute it in-process with a progress bar, and record its outcome, as the server would."""
+    from models.data import check_trainable
     from models.progress import Cancelled
     from models.run import execute_run
     from models.trainer import TrainingDiverged
 
+    if work is None:  # refuse what cannot train on this set before recording a run that would only fail
+        check_trainable(store.image_set(dataset.id), config)
     rec = store.create_run(dataset.id, config, name=name, parent_id=parent.id if parent else None,
                            origin=origin, status="running")
     run_dir = store.run_dir(rec.id)

@@ -159,3 +159,10 @@ def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
                            "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("dmlscope: error: config loss.name") and "Traceback" not in proc.stderr
+
+
+def test_a_run_this_data_set_cannot_train_is_refused_before_it_is_recorded(tmp_path: Path, capsys) -> None:
+    argv = ["train", *TINY, "--set", "classes_per_batch=40", "--data-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert "set classes_per_batch to at most" in capsys.readouterr().err
+    assert Store.open(Settings(data_dir=tmp_path)).list_runs() == []
