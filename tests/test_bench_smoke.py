@@ -60,7 +60,8 @@ def test_serving_downloads_both_formats_over_loopback() -> None:
 @pytest.mark.umap
 def test_projection_maps_keep_classes() -> None:
     (section,) = projection.run(sizes=(200,), dim=128, class_size=20)  # classes apart in 128-d (vote 1.0)
-    assert [row[1] for row in section.rows] == ["PCA (first picture)", "UMAP (fit)"]
+    assert [row[1] for row in section.rows] == ["PCA (first picture)", "UMAP (fit) vs umap-learn defaults",
+                                                "UMAP (fit) vs umap-learn random_state=0"]
     assert float(cells(section, "10-NN vote dmlscope")[1]) > 0.8
 
 
