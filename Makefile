@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/dmlscope serve --host $(HOST) --port $(PORT)
+	DMLSCOPE_DEMO_RUN=$${DMLSCOPE_DEMO_RUN:-true} $(BIN)/dmlscope serve --host $(HOST) --port $(PORT)
 
 # Debian's chromium for the real-browser tests (Playwright drives it; it never downloads a browser).
 browser-deps:

@@ -21,6 +21,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from models.config import RunConfig
+from models.data import DatasetError, check_trainable
 from server import __version__
 from server.errors import error_body, install_error_handlers
 from server.jobs import JobManager
@@ -194,8 +196,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.warm_umap:  # numba compiles UMAP once per process (~20-50 s): pay it before the first map
             threading.Thread(target=_warm_umap, name="dmlscope-umap-warmup", daemon=True).start()
         try:
-            for name in settings.builtin_datasets:
-                store.ensure_builtin(name)
+            builtins = [store.ensure_builtin(name) for name in settings.builtin_datasets]
+            if settings.demo_run and builtins and not store.list_runs():
+                _queue_demo_run(store, jobs, builtins[0].id)
             yield
         finally:
             jobs.stop()
@@ -240,6 +243,17 @@ def _mount_docs(app: FastAPI) -> str:
     inline = re.findall(rb"<script>(.*?)</script>", swagger.body, flags=re.S)
     hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(code).digest()).decode()}'" for code in inline)
     return DOCS_CSP.format(script_hash=hashes)
+
+
+def _queue_demo_run(store: Store, jobs: JobManager, dataset_id: str) -> None:
+    """A first visit should find a map to explore, not an empty run list: queue the default config once."""
+    config = RunConfig()
+    try:
+        check_trainable(store.image_set(dataset_id), config)
+    except DatasetError as exc:
+        log.warning("no demo run: %s", exc)
+        return
+    jobs.submit(store.create_run(dataset_id, config, name="demo: triplet baseline").id)
 
 
 def _mount_frontend(app: FastAPI) -> None:

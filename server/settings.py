@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     builtin_datasets: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["mnist5k"], description="built-in datasets imported on first start")
     torch_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads per training worker")
+    demo_run: bool = Field(False, description="on a store with no runs, queue one default run on the first "
+                                              "built-in set so the first visit has a map to explore")
     warm_umap: bool = Field(True, description="compile UMAP in the background at start-up so the first map is fast")
     cancel_grace_s: float = Field(
         30.0, gt=0, le=3600, description="seconds a cancelled worker gets to stop before it is killed")

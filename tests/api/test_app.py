@@ -84,3 +84,13 @@ def test_openapi_operation_ids_read_well(client: TestClient) -> None:
     ops = {op["operationId"] for path in client.get("/openapi.json").json()["paths"].values() for op in path.values()}
     assert {"datasets-create", "runs-create", "runs-events", "explore-points", "explore-compare",
             "models-import", "system-health"} <= ops
+
+
+def test_demo_run_is_queued_once_on_an_empty_store(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, builtin_datasets=["digits"], demo_run=True)
+    with TestClient(create_app(settings)) as client:
+        runs = client.get("/api/runs").json()["data"]
+        assert [r["name"] for r in runs] == ["demo: triplet baseline"]
+        client.post(f"/api/runs/{runs[0]['id']}/cancel")
+    with TestClient(create_app(settings)) as client:  # a restart does not queue another
+        assert client.get("/api/runs").json()["count"] == 1
