@@ -31,7 +31,7 @@ def document(sections: list[Section], full: bool, seconds: float) -> str:
         "after a warm-up unless a note says a size was timed once. The machine is shared, so expect ±10–20 %.",
         "",
     ]
-    return "\n".join(head) + "\n".join(s.markdown() for s in sections)
+    return "\n".join(head) + "\n" + "\n".join(s.markdown() for s in sections)
 
 
 def main(argv: list[str] | None = None) -> int:
