@@ -29,10 +29,27 @@ from models.registry import Registry
 _MIN_ENERGY = 1e-12
 
 
+# Pairs closer than this share of ‖a‖² + ‖b‖² are recomputed directly: there the matrix-product form's rounding
+# (~1e-7 of ‖a‖² + ‖b‖² in float32) would be ≥ 1e-4 of the value, and identical vectors would not get exactly 0.
+_RECOMPUTE_BELOW = 1e-3
+
+
+def _sq_l2_mat(a: Tensor, b: Tensor) -> Tensor:
+    """(Q, R) ‖a_i − b_j‖² as ‖a‖² + ‖b‖² − 2ab (one BLAS product, like PML's LpDistance), clamped at 0.
+
+    The few close pairs (the diagonal of a batch against itself, duplicate images) are recomputed from a − b, so
+    identical vectors get exactly 0 and a gradient of exactly 0.
+    """
+    scale = a.pow(2).sum(dim=1)[:, None] + b.pow(2).sum(dim=1)[None, :]
+    squared = torch.addmm(scale, a, b.T, alpha=-2).clamp_min(0)
+    i, j = torch.nonzero(squared <= _RECOMPUTE_BELOW * scale, as_tuple=True)
+    return squared.index_put((i, j), (a[i] - b[j]).pow(2).sum(dim=1))
+
+
 def _l2_mat(a: Tensor, b: Tensor) -> Tensor:
-    # The matrix-product shortcut loses ~1e-3 on the diagonal in float32 (sqrt of a cancellation error);
-    # the direct form is exact, its gradient at zero distance is 0, and at batch sizes it costs nothing.
-    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+    squared = _sq_l2_mat(a, b)
+    positive = squared > 0  # sqrt's gradient at 0 is inf (NaN after the clamp): take 0 there instead
+    return torch.where(positive, torch.where(positive, squared, 1).sqrt(), 0)
 
 
 def _energy(v: Tensor) -> Tensor:
@@ -63,7 +80,7 @@ class ViewDistance(BaseDistance):
             return q @ r.T
         if self.kind == "l2":
             return _l2_mat(q, r)
-        squared = _l2_mat(q, r).pow(2)
+        squared = _sq_l2_mat(q, r)
         return squared / _energy(q).unsqueeze(1) if self.kind == "rel" else squared
 
     def pairwise_distance(self, query_emb: Tensor, ref_emb: Tensor) -> Tensor:

@@ -57,6 +57,30 @@ def npair(distance: BaseDistance, num_classes: int, embedding_dim: int) -> nn.Mo
     return pml_losses.NPairsLoss(distance=distance)
 
 
+class LiftedStructure(pml_losses.LiftedStructureLoss):
+    """PML's `LiftedStructureLoss`, same values, margins and reducer, in O(B²) instead of O(|P|·|N|).
+
+    PML masks every negative pair against every positive pair (seconds and gigabytes at B = 256). The negatives of
+    pair (i, j) are those anchored at i or at j, so J_ij = logaddexp(LSE_i, LSE_j) + d_ij with LSE_i one logsumexp
+    per anchor. Mined pairs may repeat: each copy counts, as in PML's sum over pair lists.
+    """
+
+    def pair_based_loss(self, mat: Tensor, indices_tuple: tuple[Tensor, ...]) -> dict:
+        a1, p, a2, n = indices_tuple
+        if len(a1) == 0 or len(a2) == 0:
+            return self.zero_losses()
+        copies = torch.zeros_like(mat).index_put_((a2, n), torch.ones_like(mat[a2, n]), accumulate=True)
+        floor = torch.finfo(mat.dtype).min  # PML's "−inf": finite, so anchors without negatives keep finite gradients
+        exponents = (self.distance.margin(self.neg_margin, mat) + copies.log()).masked_fill(copies == 0, floor)
+        lse = torch.logsumexp(exponents, dim=1)
+        both_ends = torch.where(a1 == p, lse[a1], torch.logaddexp(lse[a1], lse[p]))
+        has_negatives = (copies > 0).any(dim=1)
+        # A pair with no negative at either end gets PML's log-sum of nothing = 0, leaving [d_ij − m_pos]_+².
+        neg_term = torch.where(has_negatives[a1] | has_negatives[p], both_ends, 0)
+        losses = torch.relu(neg_term + self.distance.margin(mat[a1, p], self.pos_margin)) ** 2 / 2
+        return {"loss": {"losses": losses, "indices": (a1, p), "reduction_type": "pos_pair"}}
+
+
 @LOSSES.register("lifted_structure", tags=("pair",), help={
     "pos_margin": "target for positives (None: 0 for distances, 1 for similarities)",
     "neg_margin": "α, the margin negatives are pushed past (None: 1 for distances, 0 for similarities)"})
@@ -64,11 +88,11 @@ def lifted_structure(distance: BaseDistance, num_classes: int, embedding_dim: in
                      pos_margin: float | None = None, neg_margin: float | None = None) -> nn.Module:
     """Lifted structure (Song et al., SPEC §1.2): [log(Σ e^{α−d_ik} + Σ e^{α−d_jl}) + d_ij]_+², mean / 2.
 
-    PML's `LiftedStructureLoss` (each positive pair against the negatives of both its ends), not the
-    `Generalized` one, which pools per anchor and is a different formula.
+    PML's `LiftedStructureLoss` formula (each positive pair against the negatives of both its ends), not the
+    `Generalized` one, which pools per anchor and is a different formula; computed by `LiftedStructure`.
     """
     pos, neg = _targets(distance, pos_margin, neg_margin)
-    return pml_losses.LiftedStructureLoss(pos_margin=pos, neg_margin=neg, distance=distance)
+    return LiftedStructure(pos_margin=pos, neg_margin=neg, distance=distance)
 
 
 @LOSSES.register("multi_similarity", tags=("pair",), help={

@@ -95,6 +95,23 @@ def test_self_distance_gradient_is_finite(name: str) -> None:
     assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_duplicate_rows_give_exact_zeros_and_finite_gradients(name: str) -> None:
+    """Duplicate images in a batch: the matrix-product form must not leave rounding noise or NaN gradients there."""
+    d = make(name, dtype=torch.float32)
+    x = (10 * torch.randn(64, 128 if name not in ("mahalanobis", "relative_mahalanobis") else DIM)).detach()
+    x[1] = x[0]
+    x.requires_grad_()
+    mat = d(x)
+    mat.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    if not d.is_inverted:
+        assert (mat.diagonal() == 0).all()
+        # L·x may round two equal rows differently (BLAS blocks rows), so only a fixed view is bit-for-bit equal
+        pair = mat.detach()[[0, 1], [1, 0]]
+        assert (pair == 0).all() if not hasattr(d, "L") else (pair < 1e-4 * mat.detach().mean()).all()
+
+
 def test_mahalanobis_needs_dim_and_checks_width() -> None:
     with pytest.raises(ValueError, match="dim"):
         create_distance("mahalanobis")

@@ -122,6 +122,24 @@ def test_equals_pml_called_directly(loss: str, miner: str) -> None:
     torch.testing.assert_close(criterion(x, y).loss, expected)
 
 
+@pytest.mark.parametrize("distance", ["euclidean", "cosine", "snr"])
+def test_lifted_structure_equals_pml_on_awkward_mined_pairs(distance: str) -> None:
+    """Our O(B²) lifted structure against PML's pair × pair masks, on pairs a miner can hand over: repeated pairs
+    (each copy counts), a positive pair without a negative at either end, a positive pair (i, i)."""
+    criterion = build("lifted_structure", distance)
+    x, y = embeddings().requires_grad_(), torch.tensor(LABELS)
+    a1, p = torch.tensor([0, 0, 1, 4, 5, 7]), torch.tensor([1, 1, 2, 5, 5, 8])
+    a2, n = torch.tensor([0, 0, 1, 4, 2]), torch.tensor([4, 4, 7, 0, 9])  # anchors 7, 8 have no negative
+    ours = criterion.loss(x, y, (a1, p, a2, n))
+    pml = pml_losses.LiftedStructureLoss(pos_margin=criterion.loss.pos_margin, neg_margin=criterion.loss.neg_margin,
+                                         distance=criterion.distance)
+    expected = pml(x, y, (a1, p, a2, n))
+    torch.testing.assert_close(ours, expected)
+    grad, = torch.autograd.grad(ours, x)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected, x)[0])
+    assert criterion.counter.terms == len(a1)
+
+
 @pytest.mark.parametrize("loss", ["proxy_nca", "proxy_anchor"])
 def test_proxy_losses_equal_pml_with_the_same_proxies(loss: str) -> None:
     criterion = build(loss, "euclidean")
