@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from pytorch_metric_learning.distances import BaseDistance
 
 from models import distributed
@@ -34,6 +35,7 @@ SPLITS = ("train", "test")
 PROJECTION_SPLITS = ("train", "test", "all")  # "all": train then test, in one shared map
 EMBED_BATCH = 256
 LIPSCHITZ_BATCH = 1024
+TORCHSCRIPT = "model.torchscript.pt"  # an imported TorchScript embedder, kept in its run folder instead of CHECKPOINT
 HEADLINE = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r", "r_precision", "nmi")
 
 # Share of the progress bar per stage: training dominates; the rest is measured, not guessed, on mnist5k.
@@ -83,6 +85,10 @@ class LoadedModel:
 def load_model(source: str | Path, device: str = "auto") -> LoadedModel:
     """The model and distance from a run folder or a checkpoint file (weights_only=True: no code runs)."""
     path = Path(source)
+    if path.is_dir() and not (path / CHECKPOINT).exists() and (path / TORCHSCRIPT).exists():
+        raise ValueError(f"{path.name} is an imported TorchScript module: its code runs only in a worker, so it "
+                         "cannot embed new images or be exported as a checkpoint; import a dmlscope checkpoint "
+                         "for that")
     ckpt = load_checkpoint(path / CHECKPOINT if path.is_dir() else path)
     config = RunConfig.model_validate(ckpt["config"])
     # Every weight comes from the checkpoint: never open the pretrained file its config may name (it could be
@@ -94,6 +100,15 @@ def load_model(source: str | Path, device: str = "auto") -> LoadedModel:
     distance.load_state_dict(ckpt["distance"])
     target = select_device(device)
     return LoadedModel(model.to(target).eval(), distance.cpu().eval(), config, int(ckpt["image_size"]), target)
+
+
+def load_distance(run_dir: str | Path) -> BaseDistance:
+    """A run's distance on the CPU: from its checkpoint (learned parameters), else from its config (a
+    TorchScript import, whose distance is parameter-free). Loads no model code."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).exists():
+        return load_model(run_dir, device="cpu").distance
+    return build_distance(RunConfig.model_validate_json((run_dir / "config.json").read_text(encoding="utf-8"))).eval()
 
 
 def read_checkpoint_config(path: str | Path) -> RunConfig:
@@ -153,22 +168,47 @@ def _headline(metrics: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
 
 def _measure(model: EmbeddingNet, distance: BaseDistance, image_set: ImageSet, split: dict[str, np.ndarray],
              run_dir: Path, stages: _Stages, parent_dir: Path | None, seed: int) -> tuple[dict, dict[str, float]]:
-    """Embed both splits, evaluate, compute stats and PCA maps into `run_dir`; (headline per split, timings)."""
-    timings: dict[str, float] = {}
+    """Embed both splits with a dmlscope model, then `_measure_embeddings`; (headline per split, timings)."""
     pixels = image_set.pixels(model.image_size)
-    distance = distance.cpu().eval()
-
     t = time.perf_counter()
     stages.start("embed", "embedding train and test images")
     passes = {s: _embed(model, pixels, split[s], stages.should_cancel) for s in SPLITS}
+    timings = {"embed_s": time.perf_counter() - t}
+    device = next(model.parameters()).device
+
+    def per_sample(s: str) -> dict[str, np.ndarray]:
+        out = {}
+        if model.flow is not None:
+            out["logdet"] = logdet_map(model.flow, passes[s]["features"])
+        # Large batches: the vmapped power iteration's cost is mostly per batch, not per sample.
+        out["lipschitz"] = local_lipschitz(model.metric_layer(),
+                                           torch.from_numpy(passes[s]["lipschitz_input"]).to(device),
+                                           batch_size=LIPSCHITZ_BATCH, seed=seed)
+        return out
+
+    headline, measured = _measure_embeddings({s: passes[s]["embedding"] for s in SPLITS}, distance, image_set,
+                                             split, run_dir, stages, parent_dir, seed, per_sample)
+    return headline, {**timings, **measured}
+
+
+def _measure_embeddings(embeddings: dict[str, np.ndarray], distance: BaseDistance, image_set: ImageSet,
+                        split: dict[str, np.ndarray], run_dir: Path, stages: _Stages, parent_dir: Path | None,
+                        seed: int, per_sample: Callable[[str], dict[str, np.ndarray]]
+                        ) -> tuple[dict, dict[str, float]]:
+    """Save (N, D) embeddings per split, evaluate, compute stats and PCA maps into `run_dir`.
+
+    `per_sample(split)` gives the model-specific (N,) maps saved as `<name>_<split>.npy` (logdet, lipschitz):
+    what a model offers differs (a TorchScript module has no flow), the rest is measured identically.
+    Returns (headline per split, timings).
+    """
+    timings: dict[str, float] = {}
+    distance = distance.cpu().eval()
     for s in SPLITS:
-        _save_npy(run_dir / f"embeddings_{s}.npy", passes[s]["embedding"])
-    timings["embed_s"] = time.perf_counter() - t
+        _save_npy(run_dir / f"embeddings_{s}.npy", embeddings[s])
 
     t = time.perf_counter()
     stages.start("evaluate", "Recall@K, MAP@R, NMI on unseen and train classes")
-    metrics = {s: evaluate(passes[s]["embedding"], image_set.labels[split[s]], distance, nmi_seed=seed)
-               for s in SPLITS}
+    metrics = {s: evaluate(embeddings[s], image_set.labels[split[s]], distance, nmi_seed=seed) for s in SPLITS}
     atomic_write_json(run_dir / "metrics.json", metrics)
     timings["evaluate_s"] = time.perf_counter() - t
 
@@ -176,25 +216,19 @@ def _measure(model: EmbeddingNet, distance: BaseDistance, image_set: ImageSet, s
     stages.start("stats", "class radius, density, margins, log|det J|, local Lipschitz")
     stats = {}
     for s in SPLITS:
-        result = class_stats(passes[s]["embedding"], image_set.labels[split[s]], distance, image_set.class_names)
+        result = class_stats(embeddings[s], image_set.labels[split[s]], distance, image_set.class_names)
         _save_npy(run_dir / f"centroids_{s}.npy", result.pop("centroids").astype(np.float32))
         stats[s] = result
-        if model.flow is not None:
-            _save_npy(run_dir / f"logdet_{s}.npy", logdet_map(model.flow, passes[s]["features"]).astype(np.float32))
         if stages.should_cancel():
             raise Cancelled("cancelled while computing statistics")
-        device = next(model.parameters()).device
-        # Large batches: the vmapped power iteration's cost is mostly per batch, not per sample.
-        lipschitz = local_lipschitz(model.metric_layer(), torch.from_numpy(passes[s]["lipschitz_input"]).to(device),
-                                    batch_size=LIPSCHITZ_BATCH, seed=seed)
-        _save_npy(run_dir / f"lipschitz_{s}.npy", lipschitz.astype(np.float32))
+        for name, values in per_sample(s).items():
+            _save_npy(run_dir / f"{name}_{s}.npy", values.astype(np.float32))
     atomic_write_json(run_dir / "stats.json", stats)
     timings["stats_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     stages.start("project", "PCA maps")
-    embeddings = {s: passes[s]["embedding"] for s in SPLITS}
-    embeddings["all"] = np.concatenate([embeddings["train"], embeddings["test"]])
+    embeddings = {**embeddings, "all": np.concatenate([embeddings["train"], embeddings["test"]])}
     for s in PROJECTION_SPLITS:
         xy = project(embeddings[s], "pca", seed=seed, distance=distance)
         _save_npy(run_dir / f"projection_pca_{s}.npy", _aligned(xy, split, s, parent_dir, "pca"))
@@ -323,6 +357,95 @@ def import_model(checkpoint_path: str | Path, image_set: ImageSet, run_dir: str 
     return summary
 
 
+def _script_embed(module: torch.jit.ScriptModule, pixels: np.ndarray, idx: np.ndarray,
+                  should_cancel: CancelCheck = never_cancel) -> np.ndarray:
+    """float32 (N, D) embeddings of images `idx` from a TorchScript embedder, fed float (B, C, S, S) in 0..1."""
+    parts = []
+    with torch.no_grad():
+        for s in range(0, len(idx), EMBED_BATCH):
+            if should_cancel():
+                raise Cancelled("cancelled while embedding")
+            x = _script_input(pixels, idx[s:s + EMBED_BATCH])
+            try:
+                out = module(x)
+            except Exception as e:  # TorchScript raises its own types; the message is what the user needs
+                raise ValueError(f"the TorchScript module failed on a float batch of shape {tuple(x.shape)} "
+                                 f"(B, C, H, W, pixels scaled 0..1): {str(e).strip().splitlines()[-1]}") from None
+            if not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != len(x):
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(f"the TorchScript module returned {shape} for a batch of {len(x)} images; an "
+                                 f"embedder must return one tensor of shape (B, D)")
+            parts.append(out.float())
+    return torch.cat(parts).numpy()
+
+
+def _script_input(pixels: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(pixels[idx])).float().div_(255.0)
+
+
+def import_torchscript(module_path: str | Path, image_set: ImageSet, run_dir: str | Path, config: RunConfig,
+                       on_progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None,
+                       parent_dir: str | Path | None = None) -> dict[str, Any]:
+    """Measure a TorchScript embedding model on `image_set` (no training) into `run_dir`; returns the summary.
+
+    Loading a TorchScript archive runs its code: call this only for a file the user explicitly allowed, and
+    in a worker process. Input convention: float32 (B, C, S, S), raw pixels / 255 (0..1, no mean/std
+    normalisation), C the set's channel count, S `config.image_size` or else the set's native size; the
+    module must return (B, D). `config` supplies the split, distance and seed; its embedding_dim and
+    image_size are rewritten to what was measured. No flow, so no logdet maps; local Lipschitz is taken
+    with respect to the 0..1 input pixels (not a metric layer's input, as for a dmlscope model), and left
+    out with a note in the summary if the module cannot be differentiated twice.
+    """
+    run_dir = Path(run_dir)
+    stages = _Stages(on_progress or ignore_progress, should_cancel or never_cancel, _SPANS_IMPORTED)
+    t0 = time.perf_counter()
+    size = config.image_size or image_set.native_size
+    if size is None:
+        raise ValueError("the images of this set have different sizes; import the module with an image_size")
+    module = torch.jit.load(str(module_path), map_location="cpu").eval()
+    train_idx, test_idx = zero_shot_split(image_set, config.split)
+    split = {"train": train_idx, "test": test_idx}
+    pixels = image_set.pixels(size)
+
+    stages.start("embed", "embedding train and test images with the TorchScript module")
+    embeddings = {s: _script_embed(module, pixels, split[s], stages.should_cancel) for s in SPLITS}
+    timings = {"embed_s": time.perf_counter() - t0}
+    dim = embeddings["train"].shape[1]
+    try:
+        config = RunConfig.model_validate({**config.model_dump(mode="json"), "embedding_dim": dim,
+                                           "image_size": size, "flow": {"enabled": False}})
+    except ValidationError as e:
+        raise ValueError(f"the TorchScript module returns {dim}-dimensional embeddings, which a run cannot "
+                         f"record: embedding_dim {e.errors()[0]['msg']}") from None
+    _write_start(run_dir, config, split)
+    lipschitz_failure: list[str] = []
+
+    def per_sample(s: str) -> dict[str, np.ndarray]:
+        if lipschitz_failure:
+            return {}
+        idx = split[s]
+        try:  # chunk by chunk: the whole split as float pixels may not fit in memory
+            return {"lipschitz": np.concatenate([
+                local_lipschitz(module, _script_input(pixels, idx[i:i + EMBED_BATCH]), batch_size=EMBED_BATCH,
+                                seed=config.seed) for i in range(0, len(idx), EMBED_BATCH)])}
+        except RuntimeError as e:  # e.g. an op without a double backward
+            lipschitz_failure.append(str(e).strip().splitlines()[-1])
+            return {}
+
+    headline, measured = _measure_embeddings(embeddings, build_distance(config), image_set, split, run_dir,
+                                             stages, Path(parent_dir) if parent_dir else None, config.seed,
+                                             per_sample)
+    timings.update(measured, total_s=time.perf_counter() - t0)
+    summary = {**_summary("import", config, split, headline, timings, [], torch.device("cpu"), None),
+               "model_format": "torchscript",
+               "notes": [f"local Lipschitz omitted: the module cannot be differentiated twice "
+                         f"({lipschitz_failure[0]})" if lipschitz_failure else
+                         "local Lipschitz constants are with respect to the input pixels scaled 0..1"]}
+    atomic_write_json(run_dir / "summary.json", summary)
+    stages.done()
+    return summary
+
+
 # ---- reading a run back -------------------------------------------------------------------------------------
 class RunArtifacts:
     """Lazy, read-only view of a run folder; each file is read on first access (arrays memory-mapped)."""
@@ -414,7 +537,7 @@ def ensure_projection(run_dir: str | Path, method: str, split: str = "test",
     if any(p is None for p in parts):
         raise FileNotFoundError(f"{run.dir} has no embeddings yet; the run must finish before it can be mapped")
     embeddings = np.concatenate(parts)
-    distance = load_model(run.dir, device="cpu").distance
+    distance = load_distance(run.dir)
     init = None
     parent = load_run(parent_dir) if parent_dir else None
     if parent is not None:

@@ -36,7 +36,7 @@ def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent
     """Entry point of a worker process (spawned: a fresh interpreter, so CUDA and torch start clean).
 
     A trained run executes (resuming from its checkpoint if one is there); an imported one measures the
-    checkpoint that the import placed in its folder, without training.
+    checkpoint, or the TorchScript module, that the import placed in its folder, without training.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it marks us interrupted
     _exit_with_parent(os.getppid())
@@ -48,7 +48,7 @@ def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent
         from models.config import RunConfig
         from models.data import ImageSet
         from models.progress import Cancelled
-        from models.run import execute_run, import_model
+        from models.run import TORCHSCRIPT, execute_run, import_model, import_torchscript
         from models.trainer import CHECKPOINT
 
         if torch_threads:
@@ -57,7 +57,11 @@ def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent
         image_set, report = ImageSet(dataset_dir), _Throttled(run_id, events)
         should_cancel = cancel.is_set
         try:
-            if origin == "import":
+            if origin == "import" and os.path.isfile(os.path.join(run_dir, TORCHSCRIPT)):  # the user allowed its code
+                summary = import_torchscript(os.path.join(run_dir, TORCHSCRIPT), image_set, run_dir,
+                                             RunConfig.model_validate_json(config_json), on_progress=report,
+                                             should_cancel=should_cancel, parent_dir=parent_dir)
+            elif origin == "import":
                 summary = import_model(os.path.join(run_dir, CHECKPOINT), image_set, run_dir, on_progress=report,
                                        should_cancel=should_cancel, parent_dir=parent_dir)
             else:

@@ -131,9 +131,10 @@ class _View:
 
     def index(self, split: Split) -> Any:
         from models.retrieval import RetrievalIndex
+        from models.run import load_distance  # not load_model: a TorchScript import's model never loads here
 
         return _indexes.get((self.rec.id, split),
-                            lambda: RetrievalIndex(self.embeddings(split), self.loaded().distance))
+                            lambda: RetrievalIndex(self.embeddings(split), load_distance(self.art.dir)))
 
     def cached_array(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """`<run>/<name>.npy`, computed once and written atomically; later requests (and restarts) read it."""

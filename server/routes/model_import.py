@@ -1,9 +1,10 @@
-"""Import a checkpoint this app exported: a run that skips training and measures the model on a dataset.
+"""Import a model: a run that skips training and measures the model on a dataset.
 
-The file is untrusted. It is read with `torch.load(weights_only=True)` (tensors and plain data only, no code)
-and must be a dmlscope checkpoint; its config is re-validated as a RunConfig. The run then goes through the
-job queue like any other; its worker calls `models.run.import_model`, which measures the checkpoint with the
-same code as a trained run (embeddings, metrics, stats, maps).
+The file is untrusted. A checkpoint this app exported is read with `torch.load(weights_only=True)` (tensors
+and plain data only, no code) and its config is re-validated as a RunConfig. A TorchScript embedder carries
+code: it is accepted only with `allow_torchscript=true`, never loaded here (the worker loads it), and the
+response warns about it. The run then goes through the job queue like any other; its worker calls
+`models.run.import_model` or `import_torchscript`, which measure with the same code as a trained run.
 """
 from __future__ import annotations
 
@@ -24,8 +25,13 @@ router = APIRouter(prefix="/api/models", tags=["models"])
 _TORCHSCRIPT_REFUSED = ("this file is a TorchScript module, which carries code; it is refused unless you send "
                         "allow_torchscript=true. A checkpoint from GET /api/runs/{id}/export?what=checkpoint needs "
                         "no such permission")
-_TORCHSCRIPT_ALLOWED = ("TorchScript modules cannot be measured yet: runs are measured from dmlscope checkpoints "
-                        "only; export one with GET /api/runs/{id}/export?what=checkpoint")
+_TORCHSCRIPT_WARNING = ("this TorchScript module's code runs in the server's worker process; import only files "
+                        "you trust")
+
+
+class ImportedRun(RunPublic):
+    """The queued run, with what the caller should know about the file it sent."""
+    warnings: list[str] = []
 
 
 def is_torchscript(path: Path) -> bool:
@@ -66,24 +72,56 @@ def checkpoint_config(path: Path, store: Store, dataset_id: str) -> RunConfig:
     return config
 
 
+def torchscript_config(store: Store, dataset_id: str, image_size: int | None, distance: str) -> RunConfig:
+    """The config a TorchScript embedder is measured with (split, distance, input size), checked without
+    loading the module: its code runs only in the worker."""
+    from models.data import DatasetError, zero_shot_split
+    from models.distances import create_distance, list_distances
+
+    free = [n for n in list_distances() if not any(True for _ in create_distance(n, dim=2).parameters())]
+    if distance not in free:
+        raise BadRequest(f"distance {distance!r} cannot measure a TorchScript module (a learnable distance has no "
+                         f"trained parameters in it); choose one of {', '.join(free)}")
+    config = RunConfig(image_size=image_size, distance={"name": distance})
+    image_set = store.image_set(dataset_id)
+    if image_size is None and image_set.native_size is None:
+        raise BadRequest("the images of this dataset have different sizes; send image_size (the side, in pixels, "
+                         "the module takes)")
+    try:
+        zero_shot_split(image_set, config.split)
+    except DatasetError as e:
+        raise BadRequest(f"dataset {dataset_id} cannot be split for measuring: {e}") from None
+    return config
+
+
 @router.post("/import", status_code=201, operation_id="models-import")
 async def import_model(store: StoreDep, jobs: JobsDep, file: UploadFile = File(...),
                        dataset_id: str = Form(..., pattern=ID_PATTERN), name: str | None = Form(None, max_length=200),
-                       allow_torchscript: bool = Form(False)) -> RunPublic:
+                       allow_torchscript: bool = Form(False),
+                       image_size: int | None = Form(None, ge=8, le=1024, description="TorchScript: input side"),
+                       distance: str = Form("euclidean", max_length=64, description="TorchScript: distance")
+                       ) -> ImportedRun:
     store.get_dataset(dataset_id)
     tmp = store.temp_path(".pt")
+    warnings = []
     try:
         with tmp.open("wb") as out:
             while chunk := await file.read(1 << 20):
                 out.write(chunk)
         if await run_in_threadpool(is_torchscript, tmp):
-            raise BadRequest(_TORCHSCRIPT_ALLOWED if allow_torchscript else _TORCHSCRIPT_REFUSED)
-        config = await run_in_threadpool(checkpoint_config, tmp, store, dataset_id)
+            if not allow_torchscript:
+                raise BadRequest(_TORCHSCRIPT_REFUSED)
+            from models.run import TORCHSCRIPT
+
+            config = await run_in_threadpool(torchscript_config, store, dataset_id, image_size, distance)
+            target, warnings = TORCHSCRIPT, [_TORCHSCRIPT_WARNING]
+        else:
+            config, target = await run_in_threadpool(checkpoint_config, tmp, store, dataset_id), "checkpoint.pt"
         jobs.check_capacity()
         rec = store.create_run(dataset_id, config, name=name or f"imported {file.filename or 'model'}"[:200],
                                origin="import")
-        os.replace(tmp, store.run_dir(rec.id) / "checkpoint.pt")
+        os.replace(tmp, store.run_dir(rec.id) / target)
     finally:
         tmp.unlink(missing_ok=True)
     jobs.submit(rec.id)
-    return run_public(rec)
+    return ImportedRun(**run_public(rec).model_dump(), warnings=warnings)

@@ -179,8 +179,8 @@ def test_import_refuses_code_and_junk(trained: Trained) -> None:
     r = c.post("/api/models/import", files={"file": ("m.pt", scripted.getvalue(), "x")}, data={"dataset_id": ds})
     assert r.status_code == 400 and "allow_torchscript=true" in r.json()["detail"]
     r = c.post("/api/models/import", files={"file": ("m.pt", scripted.getvalue(), "x")},
-               data={"dataset_id": ds, "allow_torchscript": "true"})
-    assert r.status_code == 400 and "cannot be measured" in r.json()["detail"]
+               data={"dataset_id": ds, "allow_torchscript": "true", "distance": "mahalanobis"})
+    assert r.status_code == 400 and "learnable" in r.json()["detail"] and "euclidean" in r.json()["detail"]
     pickle_bomb = io.BytesIO()
     torch.save({"format": 1, "payload": Image.new("L", (2, 2))}, pickle_bomb)  # an arbitrary Python object
     r = c.post("/api/models/import", files={"file": ("m.pt", pickle_bomb.getvalue(), "x")}, data={"dataset_id": ds})
@@ -193,3 +193,60 @@ def test_import_refuses_code_and_junk(trained: Trained) -> None:
     r = c.post("/api/models/import", files={"file": ("m.pt", b"x", "x")}, data={"dataset_id": "../../etc"})
     assert r.status_code == 422
     assert [run["origin"] for run in c.get("/api/runs").json()["data"]].count("import") == 0
+
+
+class _Embedder(torch.nn.Module):
+    """A tiny image embedder: (B, C, H, W) float → (B, 3)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.conv(x)).mean(dim=(2, 3)))
+
+
+class _Flattener(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2)  # (B, C, H·W): not an embedding
+
+
+def _import_scripted(trained: Trained, module: torch.nn.Module) -> Any:
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(module), buf)
+    return trained.client.post("/api/models/import", files={"file": ("emb.pt", buf.getvalue(), "x")},
+                               data={"dataset_id": trained.dataset["id"], "allow_torchscript": "true"})
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_import_a_torchscript_embedder(trained: Trained) -> None:
+    c = trained.client
+    r = _import_scripted(trained, _Embedder(trained.dataset["channels"]))
+    assert r.status_code == 201, r.text
+    assert r.json()["origin"] == "import" and "trust" in r.json()["warnings"][0]
+    run = wait_for(c, r.json()["id"], ("done", "failed"))
+    assert run["status"] == "done", run
+    summary = run["summary"]
+    assert summary["model_format"] == "torchscript" and summary["embedding_dim"] == 3
+    assert summary["flow"] is False and "input pixels" in summary["notes"][0]
+    assert 0.0 <= summary["test"]["recall_at_1"] <= 1.0
+    stats = c.get(f"/api/runs/{run['id']}/stats").json()
+    assert set(stats["metrics"]) == {"train", "test"} and "map_at_r" in stats["metrics"]["test"]
+    points = c.get(f"/api/runs/{run['id']}/points", params={"split": "test", "projection": "pca"}).json()
+    assert points["count"] == summary["num_test"]
+    assert points["columns"]["lipschitz"] is not None and points["columns"]["logdet"] is None
+    c.delete(f"/api/runs/{run['id']}")
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_torchscript_that_is_not_an_embedder_fails_clearly(trained: Trained) -> None:
+    c = trained.client
+    wrong = {"channels": _Embedder(trained.dataset["channels"] + 1), "shape": _Flattener()}
+    expected = {"channels": "failed on a float batch of shape", "shape": "must return one tensor of shape (B, D)"}
+    for what, module in wrong.items():
+        r = _import_scripted(trained, module)
+        assert r.status_code == 201, r.text
+        run = wait_for(c, r.json()["id"], ("done", "failed"))
+        assert run["status"] == "failed" and expected[what] in run["error"], (what, run["error"])
+        c.delete(f"/api/runs/{run['id']}")

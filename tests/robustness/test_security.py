@@ -162,7 +162,8 @@ def test_no_code_path_unpickles_user_data() -> None:
     assert len(sources) > 20
     found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in sources for pattern in UNSAFE
              for m in re.finditer(pattern, p.read_text(encoding="utf-8"))]
-    assert found == []
+    # The one sanctioned code load: a TorchScript import the user opted into (allow_torchscript=true), in a worker.
+    assert found == ["models/run.py: torch.jit.load"]
     loads = [f"{p.relative_to(ROOT)}:{m.start()}" for p in sources
              for m in re.finditer(r"torch\.load\((?![^)]*weights_only=True)", p.read_text(encoding="utf-8"))]
     assert loads == []  # every torch.load says weights_only=True
