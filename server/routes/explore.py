@@ -11,6 +11,7 @@ import io
 import json
 import struct
 import threading
+from pathlib import Path
 from collections import OrderedDict
 from typing import Any, Callable, Literal
 
@@ -124,9 +125,17 @@ class _View:
             self._embeddings[split] = np.array(self.art.embeddings(split))
         return self._embeddings[split]
 
+    def checkpoint(self) -> Path:
+        """The run's dmlscope checkpoint; a run imported from a TorchScript module has none (409, not a 500)."""
+        if not self.art.checkpoint_path.exists():
+            raise Conflict(f"run {self.rec.id!r} has no dmlscope checkpoint (it was imported from a TorchScript "
+                           "module, which only its import worker runs): query it by image id instead")
+        return self.art.checkpoint_path
+
     def loaded(self) -> Any:
         from models.run import load_model
 
+        self.checkpoint()
         return _models.get(self.rec.id, lambda: load_model(self.art.dir, device="cpu"))
 
     def index(self, split: Split) -> Any:
@@ -399,7 +408,7 @@ def export(run_id: RunId, store: StoreDep, what: Literal["checkpoint", "embeddin
            format: Literal["json", "csv"] = "json") -> Response:
     view = _View.of(store, _finished(store, run_id))
     if what == "checkpoint":
-        return FileResponse(view.art.checkpoint_path, media_type="application/octet-stream",
+        return FileResponse(view.checkpoint(), media_type="application/octet-stream",
                             filename=f"dmlscope-{run_id}.pt")
     if what == "embeddings":
         arrays = {f"{s}{suffix}": get(s) for s in SPLITS

@@ -236,6 +236,10 @@ def test_import_a_torchscript_embedder(trained: Trained) -> None:
     points = c.get(f"/api/runs/{run['id']}/points", params={"split": "test", "projection": "pca"}).json()
     assert points["count"] == summary["num_test"]
     assert points["columns"]["lipschitz"] is not None and points["columns"]["logdet"] is None
+    # no dmlscope checkpoint: image queries and the checkpoint download say so instead of failing
+    query = c.post(f"/api/runs/{run['id']}/query", files={"file": ("q.png", png_bytes(), "image/png")})
+    assert query.status_code == 409 and "query it by image id" in query.json()["detail"]
+    assert c.get(f"/api/runs/{run['id']}/export", params={"what": "checkpoint"}).status_code == 409
     c.delete(f"/api/runs/{run['id']}")
 
 
