@@ -11,8 +11,8 @@ import io
 import json
 import struct
 import threading
-from pathlib import Path
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
