@@ -26,7 +26,7 @@ from models.evaluate import labels_of
 from models.retrieval import CHUNK_ELEMENTS, as_tensor, device_of, dissimilarity, exact_values, view_of
 
 # Means over pairs (π_intra per class, π_inter) use at most this many members/centroids, a seeded sample beyond:
-# 512² pairs put the sampling error far below what a chart shows, and keep non-BLAS exact distances cheap.
+# 512² pairs put the sampling error far below what a chart shows, and bound the cost of the B × B distance matrix.
 MEAN_SAMPLE = 512
 # Singular values below this share of the spectrum count as this share: a collapsed direction gives a large,
 # finite spectral decay instead of inf (which JSON cannot carry).
