@@ -22,9 +22,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.config import RunConfig
-from models.data import DatasetError, check_trainable
 from server import __version__
-from server.errors import error_body, install_error_handlers
+from server.errors import BadRequest, error_body, install_error_handlers
 from server.jobs import JobManager
 from server.routes import datasets, explore, model_import, runs, system
 from server.settings import Settings
@@ -249,8 +248,8 @@ def _queue_demo_run(store: Store, jobs: JobManager, dataset_id: str) -> None:
     """A first visit should find a map to explore, not an empty run list: queue the default config once."""
     config = RunConfig()
     try:
-        check_trainable(store.image_set(dataset_id), config)
-    except DatasetError as exc:
+        runs.check_fits(store, dataset_id, config)
+    except BadRequest as exc:
         log.warning("no demo run: %s", exc)
         return
     jobs.submit(store.create_run(dataset_id, config, name="demo: triplet baseline").id)
