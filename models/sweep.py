@@ -71,6 +71,11 @@ class SweepSpec:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "SweepSpec":
+        """The spec `to_json` wrote; ValueError for unknown or missing fields."""
+        names = set(cls.__dataclass_fields__)
+        if not {"base", "variants"} <= set(d) <= names:
+            raise ValueError(f"a sweep spec has the fields {', '.join(sorted(names))} (base and variants "
+                             f"required); got {', '.join(sorted(d))}")
         return cls(**{**d, "base": RunConfig.model_validate(d["base"]), "variants": tuple(d["variants"])})
 
 
@@ -267,7 +272,7 @@ class Sweep:
 
     def report(self) -> SweepReport:
         finals = {k: (self._final[k], r) for k, r in self._results.items() if k in self._final}
-        runs = {(n, k, s): (r.summary, judge_summary(r.summary, self.spec.min_steps))
+        runs = {(n, k, s): (r.summary, judge_summary(r.summary, self.spec.min_steps), r.error)
                 for (n, k, s), r in finals.values()}
         selection = [{"variant": run.variant, "split": run.split, "grid_index": run.grid_index,
                       "patch": VARIANTS[run.variant].grid[run.grid_index],

@@ -48,7 +48,7 @@ def _table(head: list[str], rows: list[list[str]], right_from: int = 1) -> list[
 def render(report: "SweepReport") -> str:
     h = report.header
     by = {(r["variant"], r["metric"]): r for r in report.rows}
-    variants = list(report.runs)
+    variants = list(report.counts)
     pct = f"{CONFIDENCE:.0%}".replace("%", " %")
     cap = (f"; selection runs capped at classes_per_batch {h['select_classes_per_batch']} (the validation split "
            f"has fewer training classes)" if h["select_classes_per_batch"] else "")
@@ -68,7 +68,7 @@ def render(report: "SweepReport") -> str:
             f"Δ vs control [{pct} CI]", "p (paired t)", "under-trained", "failed"]
     rows = []
     for name in variants:
-        r, counts = by[(name, "map_at_r")], report.runs[name]
+        r, counts = by[(name, "map_at_r")], report.counts[name]
         rows.append([name, str(r["n"]), _mean_std(r), _diff(r), _p(r["p_value"]), r["control"] or "—",
                      _diff(r, "control_") if r["control"] else "—",
                      _p(r["control_p_value"]) if r["control"] else "—",

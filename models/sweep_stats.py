@@ -115,16 +115,19 @@ class SweepReport:
     header: dict[str, Any]  # the protocol: splits, seeds, steps, base, selection cap, min_steps
     rows: list[dict[str, Any]]  # one per (variant, metric)
     selection: list[dict[str, Any]]  # one per selection run (the sensitivity table)
-    runs: dict[str, dict[str, int]]  # per variant: finished, failed, under_trained
+    counts: dict[str, dict[str, int]]  # per variant: finished, failed, under_trained
+    runs: list[dict[str, Any]]  # one per finished final run: variant, split, seed, values, under_trained, error
     chosen: dict[str, dict[str, Any]]  # per variant: {split: the patch its final runs use}
     complete: bool
     finished: int
     total: int
 
     def to_json(self) -> dict[str, Any]:
-        variants = [{**row, **self.runs[row["variant"]], "chosen": self.chosen[row["variant"]]} for row in self.rows]
-        return {"variants": variants, "selection": self.selection, "metrics": [m.to_json() for m in METRICS],
-                "header": self.header, "complete": self.complete, "finished": self.finished, "total": self.total}
+        variants = [{**row, **self.counts[row["variant"]], "chosen": self.chosen[row["variant"]]}
+                    for row in self.rows]
+        return {"variants": variants, "selection": self.selection, "runs": self.runs,
+                "metrics": [m.to_json() for m in METRICS], "header": self.header, "complete": self.complete,
+                "finished": self.finished, "total": self.total}
 
     def markdown(self) -> str:
         from models.sweep_markdown import render
@@ -132,14 +135,18 @@ class SweepReport:
         return render(self)
 
 
-def build_report(spec: "SweepSpec", runs: dict[tuple[str, int, int], tuple[dict | None, dict | None]],
+def build_report(spec: "SweepSpec", runs: dict[tuple[str, int, int], tuple[dict | None, dict | None, str | None]],
                  selection: list[dict[str, Any]], chosen: dict[str, dict[str, Any]], complete: bool,
                  finished: int, total: int) -> SweepReport:
-    """`runs`: (variant, split, seed index) -> (trimmed summary or None if failed, under-trained verdict)."""
+    """`runs`: (variant, split, seed index) -> (trimmed summary or None if failed, under-trained verdict, error)."""
     values: dict[str, dict[str, dict[Pair, float]]] = {name: {m.key: {} for m in METRICS} for name in spec.variants}
     counts = {name: {"finished": 0, "failed": 0, "under_trained": 0} for name in spec.variants}
-    for (name, split, seed), (summary, verdict) in runs.items():
+    points = []
+    for (name, split, seed), (summary, verdict, error) in runs.items():
         counts[name]["finished"] += 1
+        point = {"variant": name, "split": split, "seed": spec.base.seed + seed, "values": {}, "error": error,
+                 "under_trained": verdict}
+        points.append(point)
         if summary is None:
             counts[name]["failed"] += 1
             continue
@@ -147,7 +154,7 @@ def build_report(spec: "SweepSpec", runs: dict[tuple[str, int, int], tuple[dict 
         for m in METRICS:
             v = m.value(summary)
             if v is not None and math.isfinite(v):
-                values[name][m.key][(split, seed)] = v
+                values[name][m.key][(split, seed)] = point["values"][m.key] = v
     rows = []
     for name in spec.variants:
         control = VARIANTS[name].control if VARIANTS[name].control in spec.variants else None
@@ -170,4 +177,4 @@ def build_report(spec: "SweepSpec", runs: dict[tuple[str, int, int], tuple[dict 
               "embedding_dim": base.embedding_dim, "batch": f"{base.classes_per_batch} × {base.samples_per_class}",
               "select_classes_per_batch": spec.select_classes_per_batch, "confidence": CONFIDENCE,
               "test": "paired t-test (two-sided) over split × seed pairs; CI from the t distribution"}
-    return SweepReport(header, rows, selection, counts, chosen, complete, finished, total)
+    return SweepReport(header, rows, selection, counts, points, chosen, complete, finished, total)

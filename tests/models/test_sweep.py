@@ -76,6 +76,9 @@ def test_report_rows_are_the_paired_statistics_of_the_recorded_runs() -> None:
     assert row["control"] == "flow" and row["control_p_value"] == pytest.approx(vs_flow["p_value"])
     assert row["control_ci_low"] == pytest.approx(vs_flow["ci_low"]) and row["under_trained"] == 0
     assert row["chosen"] == {"0": VARIANTS["det"].patch, "1": VARIANTS["det"].patch}  # no selection
+    points = [p for p in report["runs"] if p["variant"] == "det"]
+    assert sorted((p["split"], p["seed"], p["values"]["map_at_r"]) for p in points) == sorted(
+        (k, BASE.seed + s, v) for (k, s), v in det.items())
     ratio = next(r for r in report["variants"] if r["variant"] == "det" and r["metric"] == "common_margin_ratio")
     assert ratio["mean"] == pytest.approx(-0.2) and ratio["diff_mean"] == pytest.approx(0.0)
     own = next(r for r in report["variants"] if r["variant"] == "det" and r["metric"] == "margin_ratio")
@@ -228,6 +231,8 @@ def test_spec_validation() -> None:
         _spec(splits=0)
     spec = _spec(("baseline", "density"), splits=3, seeds=1, select=False, min_steps=7)
     assert SweepSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    with pytest.raises(ValueError, match="base and variants required"):
+        SweepSpec.from_json({**spec.to_json(), "folds": 3})
 
 
 def test_variants_and_their_controls() -> None:
