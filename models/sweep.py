@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from models.budget import MIN_STEPS, judge, steps_per_epoch
 from models.config import RunConfig
+from models.data import zero_shot_split
 from models.progress import Cancelled
 from models.sweep_stats import SweepReport, build_report
 from models.sweep_variants import DEFAULT_VARIANTS, VARIANTS, PlannedRun, Variant
@@ -62,7 +63,7 @@ class SweepSpec:
 
     @property
     def total_steps(self) -> int:
-        return self.base.epochs * int(self.base.steps_per_epoch or 0)
+        return self.base.epochs * int(self.base.steps_per_epoch)  # type: ignore[arg-type]  (checked above)
 
     def to_json(self) -> dict[str, Any]:
         return {"base": self.base.model_dump(mode="json"), "variants": list(self.variants), "splits": self.splits,
@@ -83,8 +84,6 @@ def prepare_spec(image_set: Any, base: RunConfig, **fields: Any) -> SweepSpec:
     """A SweepSpec whose budget and batches fit `image_set`: steps_per_epoch (unless the base sets it) is one
     epoch of the base config on its own split, and the selection runs' classes_per_batch is capped at the
     training classes of the validation split (10 classes → 5 train → 3 train' / 2 validation)."""
-    from models.data import zero_shot_split
-
     if base.steps_per_epoch is None:
         train_idx, _ = zero_shot_split(image_set, base.split)
         base = base.with_patch({"steps_per_epoch": steps_per_epoch(base, len(train_idx))})
