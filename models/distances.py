@@ -152,6 +152,10 @@ class Mahalanobis(ViewDistance):
                              f"but got {x.shape[1]}-d ones; create it with dim={x.shape[1]}")
         return x @ self.L.T
 
+    def metric_matrix(self) -> Tensor:
+        """M = LᵀL, the matrix of the quadratic form."""
+        return self.L.T @ self.L
+
 
 class RelativeMahalanobis(Mahalanobis):
     """d_RM(a, b) = (a − b)ᵀM(a − b) / (aᵀMa), M = LᵀL learnable: SNR's relative error on a Mahalanobis base.
