@@ -39,7 +39,7 @@ def pair_distance(name: str, distance=None, differentiable: bool = False) -> Pai
     A float, or with `differentiable` a 0-d tensor in the graph of a and b (for reference gradients).
     """
     if name in ("mahalanobis", "relative_mahalanobis"):
-        M = distance.metric_matrix().detach()
+        M = distance.metric_matrix().detach().double()
 
     def value(a: Tensor, b: Tensor) -> Tensor:
         if name == "euclidean":

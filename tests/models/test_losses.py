@@ -24,6 +24,8 @@ def build(loss: str, distance: str, miner: str = "none", num_classes: int = 3, d
     if hasattr(d, "L"):  # a random L, so the Mahalanobis distances are not secretly Euclidean
         with torch.no_grad():
             d.L.add_(0.3 * torch.randn(DIM, DIM))
+    if hasattr(d, "refresh"):  # relative Mahalanobis' M = (Σ + εI)⁻¹ from anisotropic embeddings, for the same reason
+        d.refresh(torch.randn(50, DIM) * torch.tensor([3.0, 1.0, 0.5, 0.2, 0.1]) + torch.randn(50, 1))
     return create_criterion(LossConfig(name=loss, params=params), MinerConfig(name=miner), d, num_classes,
                             DIM).to(dtype)
 
