@@ -74,9 +74,15 @@ class ViewDistance(BaseDistance):
         """The vectors the measure is taken on (after the optional normalisation)."""
         return x
 
-    def measured(self, x: Tensor) -> Tensor:
+    def measured(self, x: Tensor, frozen: bool = False) -> Tensor:
         """The view of x after the optional normalisation, in the graph: every distance here is a function of the
-        Euclidean lengths between these vectors (divided by the query's own energy for `rel`)."""
+        Euclidean lengths between these vectors (divided by the query's own energy for `rel`).
+
+        `frozen=True` keeps the distance's own parameters (a learned L) out of the graph, so a term computed on
+        the result trains the embeddings only. Views without parameters are unaffected.
+        """
+        if frozen and any(True for _ in self.parameters()):
+            raise NotImplementedError(f"{type(self).__name__} has parameters: override measured(frozen=True)")
         return self.view(self.maybe_normalize(x))
 
     def compute_mat(self, query_emb: Tensor, ref_emb: Tensor) -> Tensor:
@@ -155,10 +161,16 @@ class _Quadratic(ViewDistance):
         raise NotImplementedError
 
     def view(self, x: Tensor) -> Tensor:
+        return self._project(x, self.factor())
+
+    def measured(self, x: Tensor, frozen: bool = False) -> Tensor:
+        factor = self.factor()
+        return self._project(self.maybe_normalize(x), factor.detach() if frozen and factor is not None else factor)
+
+    def _project(self, x: Tensor, factor: Tensor | None) -> Tensor:
         if x.shape[1] != self.dim:
             raise ValueError(f"this {type(self).__name__} distance was built for {self.dim}-d embeddings "
                              f"but got {x.shape[1]}-d ones; create it with dim={x.shape[1]}")
-        factor = self.factor()
         return x if factor is None else x @ factor.T
 
     def metric_matrix(self) -> Tensor:

@@ -182,3 +182,37 @@ def proxy_anchor(S: Tensor, labels: list[int], delta: float, alpha: float) -> Te
         neg_terms.append(torch.logsumexp(torch.stack([zero, *neg]), dim=0))
     positive = torch.stack(pos_terms).sum() / len(pos_terms) if pos_terms else zero
     return positive + torch.stack(neg_terms).sum() / S.shape[1]
+
+
+def length(name: str, distance=None) -> Callable[[Tensor, Tensor], Tensor]:
+    """The length a distance is built on, anchor a first: d itself for euclidean / mahalanobis, √d for squared
+    Euclidean, the chord between unit vectors for cosine, and for the relative distances the length of their
+    numerator: ‖(b − b̄) − (a − ā)‖ for SNR (√(d_S(a, b)) × ‖a − ā‖), √((a − b)ᵀM(a − b)) for relative
+    Mahalanobis (√(d_RM(a, b) · aᵀMa)) — the anchor's energy, common to every length from one anchor, left out."""
+    if name in ("mahalanobis", "relative_mahalanobis"):
+        M = distance.metric_matrix().detach().double()
+        return lambda a, b: ((a - b) @ M @ (a - b)).sqrt()
+    if name == "snr":
+        return lambda a, b: ((b - b.mean()) - (a - a.mean())).pow(2).sum().sqrt()
+    if name == "cosine":
+        return lambda a, b: (a / a.norm() - b / b.norm()).pow(2).sum().sqrt()
+    if name in ("euclidean", "squared_euclidean"):
+        return lambda a, b: (a - b).pow(2).sum().sqrt()
+    raise KeyError(f"no reference length for distance {name!r}; add one here")
+
+
+def density(x: Tensor, labels: list[int], tau: float, ell: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """SPEC §2.2 with the gap as a stop-gradient scale: mean over classes with ≥ 2 samples (if ≥ 2 such) of
+    [g_c / s_c − τ]_+, s_c = mean_i ℓ(μ_c, f_i), g_c = min_{c'≠c} ℓ(μ_c, μ_c') computed without gradient."""
+    classes = sorted(c for c in set(labels) if labels.count(c) >= 2)
+    if len(classes) < 2:
+        return x.sum() * 0
+    centroid = {c: torch.stack([x[i] for i, y in enumerate(labels) if y == c]).mean(0) for c in classes}
+    terms = []
+    for c in classes:
+        members = [x[i] for i, y in enumerate(labels) if y == c]
+        spread = sum(ell(centroid[c], m) for m in members) / len(members)
+        with torch.no_grad():
+            gap = min(ell(centroid[c], centroid[o]) for o in classes if o != c)
+        terms.append(torch.relu(gap / spread - tau))
+    return torch.stack(terms).mean()
