@@ -305,7 +305,7 @@ def mahalanobis(normalize: bool, dim: int | None) -> ViewDistance:
     return Mahalanobis(normalize, _need_dim("mahalanobis", dim))
 
 
-@DISTANCES.register("relative_mahalanobis", tags=("asymmetric", "learnable"), help={
+@DISTANCES.register("relative_mahalanobis", tags=("asymmetric",), help={
     "metric": "M: inverse_covariance = (Σ + εI)⁻¹ of training embeddings, refreshed each epoch (the paper's "
               "proposal) | identity = I (the control: relative squared Euclidean) | learned = LᵀL (after a linear "
               "head only a re-parametrisation of relative squared Euclidean)",

@@ -8,22 +8,14 @@ import pytest
 import torch
 
 from models.config import RunConfig
-from models.data import ImageSet, import_builtin, zero_shot_split
 from models.progress import Cancelled
 from models.refresh import refresh_distance
 from models.run import load_model
 from models.trainer import CHECKPOINT, build_distance, build_model, load_checkpoint, train
+from test_trainer import shapes  # noqa: F401 - the small synthetic image set fixture, shared
 
 TINY = {"embedding_dim": 8, "epochs": 2, "steps_per_epoch": 3, "classes_per_batch": 2, "samples_per_class": 4,
         "device": "cpu", "amp": False, "distance": {"name": "relative_mahalanobis"}}
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageSet, np.ndarray]:
-    image_set = import_builtin("synthetic", tmp_path_factory.mktemp("data") / "shapes", num_classes=4,
-                               per_class=8, size=16).image_set
-    train_idx, _ = zero_shot_split(image_set, RunConfig(**TINY).split)
-    return image_set, train_idx
 
 
 def shrunk_inverse_covariance(x: torch.Tensor, shrinkage: float) -> torch.Tensor:
