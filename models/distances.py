@@ -5,7 +5,8 @@ Each distance here is one of four measures applied to a *view* of the vectors:
     kind  value for query a, reference b             views used by
     l2    ‖v(a) − v(b)‖                              euclidean (v = id), mahalanobis (v = L·x)
     sql2  ‖v(a) − v(b)‖²                             squared_euclidean
-    rel   ‖v(a) − v(b)‖² / ‖v(a)‖²                   snr (v = x − mean(x)), relative_mahalanobis (v = L·x)
+    rel   ‖v(a) − v(b)‖² / ‖v(a)‖²                   snr (v = x − mean(x)), relative_mahalanobis (v = F·x,
+                                                     F = C⁻¹ of Σ + εI = CCᵀ, I, or a learned L)
     ip    ⟨v(a), v(b)⟩  (a similarity)               cosine (v = x / ‖x‖)
 
 so ranking references for a query by this distance is ranking them by L2 (or inner product) on the view: that is
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from pytorch_metric_learning.distances import BaseDistance
 from torch import Tensor, nn
 
-from models.registry import Registry
+from models.registry import InvalidParameterError, Registry
 
 # A query with no energy in its view (a constant vector under SNR, L·a = 0) has no "signal": its relative
 # distances are clamped to ‖·‖²/1e-12 rather than becoming inf/NaN and poisoning a training step.
@@ -73,6 +74,17 @@ class ViewDistance(BaseDistance):
         """The vectors the measure is taken on (after the optional normalisation)."""
         return x
 
+    def measured(self, x: Tensor, frozen: bool = False) -> Tensor:
+        """The view of x after the optional normalisation, in the graph: every distance here is a function of the
+        Euclidean lengths between these vectors (divided by the query's own energy for `rel`).
+
+        `frozen=True` keeps the distance's own parameters (a learned L) out of the graph, so a term computed on
+        the result trains the embeddings only. Views without parameters are unaffected.
+        """
+        if frozen and any(True for _ in self.parameters()):
+            raise NotImplementedError(f"{type(self).__name__} has parameters: override measured(frozen=True)")
+        return self.view(self.maybe_normalize(x))
+
     def compute_mat(self, query_emb: Tensor, ref_emb: Tensor) -> Tensor:
         """(Q, R) matrix; PML's hook, so inputs are already normalised — call `distance(q, r)` from outside."""
         q, r = self.view(query_emb), self.view(ref_emb)
@@ -89,7 +101,7 @@ class ViewDistance(BaseDistance):
         Unlike `compute_mat` this normalises when asked (idempotent), so it is safe on raw embeddings, e.g.
         to recompute the exact values of faiss neighbours.
         """
-        q, r = self.view(self.maybe_normalize(query_emb)), self.view(self.maybe_normalize(ref_emb))
+        q, r = self.measured(query_emb), self.measured(ref_emb)
         if self.kind == "ip":
             return (q * r).sum(dim=1)
         if self.kind == "l2":
@@ -104,7 +116,7 @@ class ViewDistance(BaseDistance):
         For `rel` distances the per-query denominator is constant, so the ranking is L2 on the view; the
         values themselves come from `pairwise_distance`. Detached: it is meant for building an index.
         """
-        return self.view(self.maybe_normalize(x)), "ip" if self.kind == "ip" else "l2"
+        return self.measured(x), "ip" if self.kind == "ip" else "l2"
 
 
 class Euclidean(ViewDistance):
@@ -137,29 +149,121 @@ class SNR(ViewDistance):
         return x - x.mean(dim=1, keepdim=True)
 
 
-class Mahalanobis(ViewDistance):
+class _Quadratic(ViewDistance):
+    """A measure on the view x ↦ F·x, i.e. under the quadratic form M = FᵀF; subclasses say what F is."""
+
+    def __init__(self, normalize: bool, dim: int):
+        super().__init__(normalize)
+        self.dim = dim
+
+    def factor(self) -> Tensor | None:
+        """F (dim × dim), or None for F = I."""
+        raise NotImplementedError
+
+    def view(self, x: Tensor) -> Tensor:
+        return self._project(x, self.factor())
+
+    def measured(self, x: Tensor, frozen: bool = False) -> Tensor:
+        factor = self.factor()
+        return self._project(self.maybe_normalize(x), factor.detach() if frozen and factor is not None else factor)
+
+    def _project(self, x: Tensor, factor: Tensor | None) -> Tensor:
+        if x.shape[1] != self.dim:
+            raise ValueError(f"this {type(self).__name__} distance was built for {self.dim}-d embeddings "
+                             f"but got {x.shape[1]}-d ones; create it with dim={x.shape[1]}")
+        return x if factor is None else x @ factor.T
+
+    def metric_matrix(self) -> Tensor:
+        """M = FᵀF, the matrix of the quadratic form."""
+        factor = self.factor()
+        return torch.eye(self.dim) if factor is None else factor.T @ factor
+
+
+class Mahalanobis(_Quadratic):
     """d_M(a, b) = √((a − b)ᵀ M (a − b)) with a learnable M = LᵀL ⪰ 0; L (dim × dim) starts as the identity."""
 
     kind = "l2"
 
     def __init__(self, normalize: bool, dim: int):
-        super().__init__(normalize)
+        super().__init__(normalize, dim)
         self.L = nn.Parameter(torch.eye(dim))
 
-    def view(self, x: Tensor) -> Tensor:
-        if x.shape[1] != self.L.shape[1]:
-            raise ValueError(f"this {type(self).__name__} distance was built for {self.L.shape[1]}-d embeddings "
-                             f"but got {x.shape[1]}-d ones; create it with dim={x.shape[1]}")
-        return x @ self.L.T
+    def factor(self) -> Tensor:
+        return self.L
 
 
-class RelativeMahalanobis(Mahalanobis):
-    """d_RM(a, b) = (a − b)ᵀM(a − b) / (aᵀMa), M = LᵀL learnable: SNR's relative error on a Mahalanobis base.
+RELATIVE_METRICS = ("inverse_covariance", "identity", "learned")
 
-    Asymmetric (the query's own Mahalanobis energy is the denominator); with M = I it is the zero-mean SNR.
+
+class RelativeMahalanobis(_Quadratic):
+    """d_RM(a, b) = (a − b)ᵀM(a − b) / (aᵀMa): SNR's relative error on a Mahalanobis base (SPEC §1.4).
+
+    Asymmetric: the query/anchor a (first argument) supplies the denominator. `metric` chooses M:
+    - "inverse_covariance" (the seed's proposal): M = (Σ + εI)⁻¹, Σ the covariance of training embeddings,
+      ε = shrinkage · tr(Σ)/D. `refresh(embeddings)` re-estimates it (the trainer calls it at the start of every
+      epoch); it is held as the buffer `whitener` W = C⁻¹ with Σ + εI = CCᵀ (Cholesky), so M = WᵀW, the view is
+      W·x and checkpoints, evaluation, retrieval and the server all use the same M. Not trained by gradients.
+      Before the first refresh W = I. d_RM is invariant to M's scale, and ε follows Σ's scale, so M's effect
+      does not depend on the embedding's overall scale.
+    - "identity": M = I, the control: the relative squared Euclidean error ‖a − b‖²/‖a‖², i.e. SNR under its
+      zero-mean assumption.
+    - "learned": M = LᵀL with L learned from the identity. After a linear head this is only a
+      re-parametrisation of relative squared Euclidean (L·(Wf + b) is another linear head): a control for
+      the optimiser, not a new metric.
     """
 
     kind = "rel"
+
+    def __init__(self, normalize: bool, dim: int, metric: str = "inverse_covariance", shrinkage: float = 0.1):
+        super().__init__(normalize, dim)
+        if metric not in RELATIVE_METRICS:
+            raise InvalidParameterError(f"relative_mahalanobis metric must be one of {', '.join(RELATIVE_METRICS)}; "
+                                        f"got {metric!r}")
+        if not shrinkage > 0 or shrinkage == float("inf"):
+            raise InvalidParameterError(f"relative_mahalanobis shrinkage must be a finite number > 0, got {shrinkage}")
+        self.shrinkage = shrinkage
+        self._use(metric)
+        self.register_load_state_dict_pre_hook(_adopt_a_learned_L)
+
+    def _use(self, metric: str) -> None:
+        for name in ("L", "whitener"):
+            if hasattr(self, name):
+                delattr(self, name)
+        if metric == "learned":
+            self.L = nn.Parameter(torch.eye(self.dim))
+        elif metric == "inverse_covariance":
+            self.register_buffer("whitener", torch.eye(self.dim))
+        self.metric = metric
+
+    def factor(self) -> Tensor | None:
+        if self.metric == "learned":
+            return self.L
+        return self.whitener if self.metric == "inverse_covariance" else None
+
+    @torch.no_grad()
+    def refresh(self, embeddings: Tensor) -> None:
+        """M = (Σ + εI)⁻¹ from these (training) embeddings, as measured (normalised first when `normalize`);
+        a no-op for the identity and learned forms. Computed in float64."""
+        if self.metric != "inverse_covariance":
+            return
+        x = self.maybe_normalize(embeddings).double()
+        if x.ndim != 2 or x.shape[1] != self.dim or len(x) < 2:
+            raise ValueError(f"refresh needs ≥ 2 embeddings of width {self.dim}, got shape {tuple(x.shape)}")
+        cov = torch.atleast_2d(torch.cov(x.T))
+        ridge = self.shrinkage * torch.trace(cov) / self.dim
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        if not ridge > 0:  # every embedding equal: no direction to prefer, and M's scale does not matter
+            whitener = eye
+        else:
+            whitener = torch.linalg.solve_triangular(torch.linalg.cholesky(cov + ridge * eye), eye, upper=False)
+        self.whitener.copy_(whitener.to(self.whitener))
+
+
+def _adopt_a_learned_L(module: RelativeMahalanobis, state: dict, prefix: str, *_) -> None:
+    """Checkpoints from before `metric` existed hold the learned L under a config without `metric`: only the
+    learned form has an L, so a state with one is that form, whatever the (defaulted) config says."""
+    if prefix + "L" in state and module.metric != "learned":
+        module._use("learned")
 
 
 DISTANCES: Registry[ViewDistance] = Registry("distance", injected=("normalize", "dim"))
@@ -201,10 +305,16 @@ def mahalanobis(normalize: bool, dim: int | None) -> ViewDistance:
     return Mahalanobis(normalize, _need_dim("mahalanobis", dim))
 
 
-@DISTANCES.register("relative_mahalanobis", tags=("asymmetric", "learnable"))
-def relative_mahalanobis(normalize: bool, dim: int | None) -> ViewDistance:
-    """Relative Mahalanobis (a − b)ᵀM(a − b) / aᵀMa, M = LᵀL learned; asymmetric, the query is first."""
-    return RelativeMahalanobis(normalize, _need_dim("relative_mahalanobis", dim))
+@DISTANCES.register("relative_mahalanobis", tags=("asymmetric",), help={
+    "metric": "M: inverse_covariance = (Σ + εI)⁻¹ of training embeddings, refreshed each epoch (the paper's "
+              "proposal) | identity = I (the control: relative squared Euclidean) | learned = LᵀL (after a linear "
+              "head only a re-parametrisation of relative squared Euclidean)",
+    "shrinkage": "inverse_covariance only: ε = shrinkage · tr(Σ)/D is added to Σ's diagonal"})
+def relative_mahalanobis(normalize: bool, dim: int | None, metric: str = "inverse_covariance",
+                         shrinkage: float = 0.1) -> ViewDistance:
+    """Relative Mahalanobis (a − b)ᵀM(a − b) / aᵀMa, asymmetric (the query is first); M = (Σ + εI)⁻¹ of training
+    embeddings by default, or I (control), or a learned LᵀL (a re-parametrisation after a linear head)."""
+    return RelativeMahalanobis(normalize, _need_dim("relative_mahalanobis", dim), metric, shrinkage)
 
 
 def create_distance(name: str, normalize: bool = False, dim: int | None = None, **params) -> ViewDistance:

@@ -111,12 +111,35 @@ def proxy_nca(distance: BaseDistance, num_classes: int, embedding_dim: int, soft
     return pml_losses.ProxyNCALoss(num_classes, embedding_dim, softmax_scale=softmax_scale, distance=distance)
 
 
-@LOSSES.register("proxy_anchor", tags=("proxy",), help={"margin": "δ", "alpha": "scale α"})
+class ProxyAnchor(pml_losses.ProxyAnchorLoss):
+    """Kim et al. 2020, eq. 4, for a similarity s (cosine) and for a distance d with s = −d (SPEC §8):
+
+        ℓ = 1/|P⁺| Σ_{p∈P⁺} log(1 + Σ_{x∈X_p⁺} e^{−α(s(x,p) − δ)}) + 1/|P| Σ_p log(1 + Σ_{x∈X_p⁻} e^{α(s(x,p) + δ)})
+
+    so under a distance positives enter as e^{α(d + δ)} (always pulled; the paper's orientation, not PML's
+    "pulled below +δ") and negatives as e^{−α(d − δ)}: pushed beyond δ. PML's class, handed a distance, keeps
+    the similarity's offsets and computes e^{α(d − δ)} and e^{−α(d + δ)} — no margin left on the negatives.
+    PML's `margin` is just the offset of its `distance.margin(·, ·)` calls, so the paper's form is PML's with
+    that offset = −δ under a distance (and = δ under a similarity, where the two agree). `delta` is δ itself.
+    The sample is the query of d(x, p) (first argument) for asymmetric distances.
+    """
+
+    def __init__(self, num_classes: int, embedding_dim: int, delta: float, alpha: float, distance: BaseDistance):
+        offset = delta if distance.is_inverted else -delta
+        super().__init__(num_classes, embedding_dim, margin=offset, alpha=alpha, distance=distance)
+        self.delta = delta
+
+
+@LOSSES.register("proxy_anchor", tags=("proxy",), help={
+    "margin": "δ: positives are pulled past similarity δ, negatives pushed below −δ (under a distance, s = −d: "
+              "negatives pushed beyond d = δ)",
+    "alpha": "scale α"})
 def proxy_anchor(distance: BaseDistance, num_classes: int, embedding_dim: int,
                  margin: float = 0.1, alpha: float = 32.0) -> nn.Module:
-    """Proxy-Anchor (Kim et al. 2020): each proxy pulls its samples and pushes the rest; the determinant paper's base."""
+    """Proxy-Anchor (Kim et al. 2020, eq. 4 with s = −d under a distance): each proxy pulls its samples and pushes the
+    rest past δ; the determinant paper's base loss."""
     _require(alpha > 0, f"proxy_anchor alpha must be > 0, got {alpha}")
-    return pml_losses.ProxyAnchorLoss(num_classes, embedding_dim, margin=margin, alpha=alpha, distance=distance)
+    return ProxyAnchor(num_classes, embedding_dim, delta=margin, alpha=alpha, distance=distance)
 
 
 @MINERS.register("none")

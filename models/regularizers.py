@@ -89,9 +89,27 @@ class DeterminantRegularizer(nn.Module):
 class DensityRegularizer(nn.Module):
     """Density adaptivity — an approximation (SPEC §2.2 [R]; the paper's exact formula was not available).
 
-    Per class c in the batch with ≥ 2 samples: spread s_c = mean ‖f_i − μ_c‖, relative density
-    ρ̃_c = min_{c'≠c} ‖μ_c − μ_c'‖ / s_c, and R = mean_c [ρ̃_c − τ]_+: only classes packed more tightly than τ
-    times their distance to the nearest other class are penalised. Euclidean, scale-free.
+    Per class c with ≥ 2 samples in the batch: centroid μ_c (mean embedding), spread s_c = mean_i ℓ(μ_c, f_i),
+    nearest gap g_c = min_{c'≠c} ℓ(μ_c, μ_c'), relative density ρ̃_c = g_c / s_c, and
+    R = mean_c [sg(g_c) / s_c − τ]_+ : only classes packed more tightly than τ times their distance to the
+    nearest other class are penalised.
+
+    ℓ is the length the run's own distance is built on: the Euclidean length between the distance's measured
+    vectors (`distance.measured`): ‖a − b‖ for euclidean, √d for squared_euclidean, √((a − b)ᵀM(a − b)) for the
+    Mahalanobis forms, the chord √(2 − 2 cos) between unit vectors for cosine, ‖b̃ − ã‖ (centred vectors) for
+    SNR; Euclidean when no distance is given. SNR and relative Mahalanobis divide that squared length by the
+    anchor's energy; with the class's own centroid as the anchor of both gap and spread it cancels, so
+    ρ̃ = √d(μ_c, μ_c') / mean_i √d(μ_c, f_i) exactly under them too. ρ̃ is a ratio of lengths: scale-free, and τ
+    means the same under every distance (it would be squared if d itself were used for the quadratic ones).
+
+    Orientation. Minimising the plain ratio also pulls the nearest centroids together (its numerator). Here the
+    gap is detached (sg): a scale, not a target, so the descent acts on the spread alone and moves an over-dense
+    class's samples apart around its own centroid. The direction each class moves in depends on that class only
+    (the other classes only rescale it), so R never pulls classes towards each other; under every distance but
+    cosine (whose normalisation is not translation-invariant) a class's gradients sum to zero and its centroid
+    stays put to first order. Leaving the anchor's energy out of ℓ matters for the same reason: with it, R could
+    also be lowered by moving a centroid towards the origin. The distance's own parameters (a learned L) are
+    frozen here, or scaling L up would lower R without changing any ratio.
     """
 
     def __init__(self, tau: float = 2.0, eps: float = 1e-8):
@@ -112,11 +130,14 @@ class DensityRegularizer(nn.Module):
         n = torch.bincount(members, minlength=len(classes)).to(x.dtype)
         centroids = torch.zeros(len(classes), x.shape[1], dtype=x.dtype, device=x.device).index_add(0, members, x)
         centroids = centroids / n.unsqueeze(1)
-        radii = torch.linalg.vector_norm(x - centroids[members], dim=1)
+        measured = (lambda t: t) if inputs.distance is None else lambda t: inputs.distance.measured(t, frozen=True)
+        v, v_centroids = measured(x), measured(centroids)
+        radii = torch.linalg.vector_norm(v - v_centroids[members], dim=1)
         spread = torch.zeros_like(n).index_add(0, members, radii) / n
-        gaps = torch.cdist(centroids, centroids, compute_mode="donot_use_mm_for_euclid_dist")
-        eye = torch.eye(len(classes), dtype=torch.bool, device=x.device)
-        nearest = gaps.masked_fill(eye, float("inf")).min(dim=1).values
+        with torch.no_grad():
+            gaps = torch.cdist(v_centroids, v_centroids, compute_mode="donot_use_mm_for_euclid_dist")
+            nearest = gaps.masked_fill(torch.eye(len(classes), dtype=torch.bool, device=x.device), float("inf"))
+            nearest = nearest.min(dim=1).values
         return torch.relu(nearest / (spread + self.eps) - self.tau).mean()
 
 
@@ -165,10 +186,12 @@ def det(dueling_ratio: float = 1.0, epsilon: float = 0.0, bounded: bool = False)
 
 
 @REGULARIZERS.register("density", tags=("needs_class_pairs", "approximation"), help={
-    "tau": "relative density (nearest centroid gap / spread) above which a class is penalised",
+    "tau": "relative density (nearest centroid gap / spread, a ratio of lengths under the run's distance) above "
+           "which a class is penalised",
     "eps": "added to the spread to avoid dividing by 0"})
 def density(tau: float = 2.0, eps: float = 1e-8) -> nn.Module:
-    """Density adaptivity (approximation): penalise classes denser than tau relative to their neighbours."""
+    """Density adaptivity (approximation): loosen classes denser than tau relative to their nearest neighbour,
+    measured under the run's own distance; never pulls classes together."""
     return DensityRegularizer(tau, eps)
 
 

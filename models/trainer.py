@@ -37,6 +37,7 @@ from models.distances import create_distance
 from models.losses import create_criterion
 from models.network import EmbeddingNet
 from models.progress import Cancelled, CancelCheck, Progress, ProgressCallback, ignore_progress, never_cancel
+from models.refresh import refresh_distance
 from models.regularizers import RegularizerInputs, create_regularizer
 
 CHECKPOINT = "checkpoint.pt"
@@ -289,6 +290,7 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     rate: float | None = None
 
     for epoch in range(start_epoch, config.epochs):
+        refresh_distance(model, distance, pixels, train_idx, config.seed, epoch, device)  # e.g. M = (Σ + εI)⁻¹
         net.train()
         criterion.train()
         t_epoch = time.perf_counter()

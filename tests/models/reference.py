@@ -33,31 +33,36 @@ def random_flow64(dim: int, depth: int, coupling: str = "affine"):
     return flow
 
 
-def pair_distance(name: str, distance=None) -> PairFn:
-    """d(a, b) for one query a and one reference b, straight from the definition."""
-    if name in ("mahalanobis", "relative_mahalanobis"):
-        M = distance.L.detach().T @ distance.L.detach()
+def pair_distance(name: str, distance=None, differentiable: bool = False) -> PairFn:
+    """d(a, b) for one query a and one reference b, straight from the definition (cosine: the similarity).
 
-    def d(a: Tensor, b: Tensor) -> float:
+    A float, or with `differentiable` a 0-d tensor in the graph of a and b (for reference gradients).
+    """
+    if name in ("mahalanobis", "relative_mahalanobis"):
+        M = distance.metric_matrix().detach().double()
+
+    def value(a: Tensor, b: Tensor) -> Tensor:
         if name == "euclidean":
-            return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b)))
+            return (a - b).pow(2).sum().sqrt()
         if name == "squared_euclidean":
-            return sum((float(x) - float(y)) ** 2 for x, y in zip(a, b))
+            return (a - b).pow(2).sum()
         if name == "cosine":
-            return float(a @ b) / (math.sqrt(float(a @ a)) * math.sqrt(float(b @ b)))
+            return (a @ b) / (a.norm() * b.norm())
         if name == "snr":
-            return float(torch.var(b - a)) / float(torch.var(a))
+            return torch.var(b - a) / torch.var(a)
         if name == "mahalanobis":
-            return math.sqrt(float((a - b) @ M @ (a - b)))
+            return ((a - b) @ M @ (a - b)).sqrt()
         if name == "relative_mahalanobis":
-            return float((a - b) @ M @ (a - b)) / float(a @ M @ a)
+            return ((a - b) @ M @ (a - b)) / (a @ M @ a)
         raise KeyError(f"no reference for distance {name!r}; add one here")
 
-    return d
+    return value if differentiable else lambda a, b: float(value(a, b))
 
 
 def distance_matrix(d: PairFn, q: Tensor, r: Tensor) -> Tensor:
-    return torch.tensor([[d(q[i], r[j]) for j in range(len(r))] for i in range(len(q))], dtype=torch.float64)
+    """(Q, R) of d(q_i, r_j); stays in the graph when `d` returns tensors."""
+    return torch.stack([torch.stack([torch.as_tensor(d(q[i], r[j]), dtype=torch.float64) for j in range(len(r))])
+                        for i in range(len(q))])
 
 
 def _margin(inverted: bool, x: float, y: float) -> float:
@@ -161,15 +166,53 @@ def proxy_nca(D: Tensor, labels: list[int], inverted: bool, scale: float) -> flo
     return total / len(labels)
 
 
-def proxy_anchor(D: Tensor, labels: list[int], inverted: bool, margin: float, alpha: float) -> float:
-    """Kim et al.: (1/|P+|) Σ_{c∈P+} log(1 + Σ_{i∈c} e^{α m(d,δ)}) + (1/C) Σ_c log(1 + Σ_{i∉c} e^{α m(−δ,d)})."""
-    C = D.shape[1]
-    pos_total, neg_total, with_pos = 0.0, 0.0, 0
-    for c in range(C):
-        pos = [_margin(inverted, float(D[i, c]), margin) for i, y in enumerate(labels) if y == c]
-        neg = [_margin(inverted, -margin, float(D[i, c])) for i, y in enumerate(labels) if y != c]
+def proxy_anchor(S: Tensor, labels: list[int], delta: float, alpha: float) -> Tensor:
+    """Kim et al. 2020 eq. 4 on a sample × proxy *similarity* S (S = −D for a distance, SPEC §8):
+    1/|P⁺| Σ_{p∈P⁺} log(1 + Σ_{x∈X_p⁺} e^{−α(s(x,p) − δ)}) + 1/|P| Σ_{p∈P} log(1 + Σ_{x∈X_p⁻} e^{α(s(x,p) + δ)}).
+
+    Term by term in torch scalars, so autograd gives the reference gradients too.
+    """
+    zero = S.new_zeros(())
+    pos_terms, neg_terms = [], []
+    for p in range(S.shape[1]):
+        pos = [-alpha * (S[x, p] - delta) for x, y in enumerate(labels) if y == p]
+        neg = [alpha * (S[x, p] + delta) for x, y in enumerate(labels) if y != p]
         if pos:
-            with_pos += 1
-            pos_total += _log1p_sumexp([alpha * x for x in pos])
-        neg_total += _log1p_sumexp([alpha * x for x in neg])
-    return pos_total / max(with_pos, 1) + neg_total / C
+            pos_terms.append(torch.logsumexp(torch.stack([zero, *pos]), dim=0))
+        neg_terms.append(torch.logsumexp(torch.stack([zero, *neg]), dim=0))
+    positive = torch.stack(pos_terms).sum() / len(pos_terms) if pos_terms else zero
+    return positive + torch.stack(neg_terms).sum() / S.shape[1]
+
+
+def length(name: str, distance=None) -> Callable[[Tensor, Tensor], Tensor]:
+    """The length a distance is built on, anchor a first: d itself for euclidean / mahalanobis, √d for squared
+    Euclidean, the chord between unit vectors for cosine, and for the relative distances the length of their
+    numerator: ‖(b − b̄) − (a − ā)‖ for SNR (√(d_S(a, b)) × ‖a − ā‖), √((a − b)ᵀM(a − b)) for relative
+    Mahalanobis (√(d_RM(a, b) · aᵀMa)) — the anchor's energy, common to every length from one anchor, left out."""
+    if name in ("mahalanobis", "relative_mahalanobis"):
+        M = distance.metric_matrix().detach().double()
+        return lambda a, b: ((a - b) @ M @ (a - b)).sqrt()
+    if name == "snr":
+        return lambda a, b: ((b - b.mean()) - (a - a.mean())).pow(2).sum().sqrt()
+    if name == "cosine":
+        return lambda a, b: (a / a.norm() - b / b.norm()).pow(2).sum().sqrt()
+    if name in ("euclidean", "squared_euclidean"):
+        return lambda a, b: (a - b).pow(2).sum().sqrt()
+    raise KeyError(f"no reference length for distance {name!r}; add one here")
+
+
+def density(x: Tensor, labels: list[int], tau: float, ell: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """SPEC §2.2 with the gap as a stop-gradient scale: mean over classes with ≥ 2 samples (if ≥ 2 such) of
+    [g_c / s_c − τ]_+, s_c = mean_i ℓ(μ_c, f_i), g_c = min_{c'≠c} ℓ(μ_c, μ_c') computed without gradient."""
+    classes = sorted(c for c in set(labels) if labels.count(c) >= 2)
+    if len(classes) < 2:
+        return x.sum() * 0
+    centroid = {c: torch.stack([x[i] for i, y in enumerate(labels) if y == c]).mean(0) for c in classes}
+    terms = []
+    for c in classes:
+        members = [x[i] for i, y in enumerate(labels) if y == c]
+        spread = sum(ell(centroid[c], m) for m in members) / len(members)
+        with torch.no_grad():
+            gap = min(ell(centroid[c], centroid[o]) for o in classes if o != c)
+        terms.append(torch.relu(gap / spread - tau))
+    return torch.stack(terms).mean()

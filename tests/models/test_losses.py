@@ -1,6 +1,8 @@
 """Every (loss × distance) against slow reference loops, against PML called directly, and at the edge cases."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
@@ -22,6 +24,8 @@ def build(loss: str, distance: str, miner: str = "none", num_classes: int = 3, d
     if hasattr(d, "L"):  # a random L, so the Mahalanobis distances are not secretly Euclidean
         with torch.no_grad():
             d.L.add_(0.3 * torch.randn(DIM, DIM))
+    if hasattr(d, "refresh"):  # relative Mahalanobis' M = (Σ + εI)⁻¹ from anisotropic embeddings, for the same reason
+        d.refresh(torch.randn(50, DIM) * torch.tensor([3.0, 1.0, 0.5, 0.2, 0.1]) + torch.randn(50, 1))
     return create_criterion(LossConfig(name=loss, params=params), MinerConfig(name=miner), d, num_classes,
                             DIM).to(dtype)
 
@@ -37,7 +41,7 @@ def reference_value(loss_name: str, criterion, distance_name: str, x: torch.Tens
         D = ref.distance_matrix(d, x, loss.proxies.detach())
         if loss_name == "proxy_nca":
             return ref.proxy_nca(D, labels, inverted, loss.softmax_scale)
-        return ref.proxy_anchor(D, labels, inverted, loss.margin, loss.alpha)
+        return float(ref.proxy_anchor(D if inverted else -D, labels, loss.delta, loss.alpha))
     if loss_name == "npair":
         return ref.npair(lambda a, p: ref.distance_matrix(d, x[a], x[p]), labels, inverted)
     D = ref.distance_matrix(d, x, x)
@@ -140,11 +144,65 @@ def test_lifted_structure_equals_pml_on_awkward_mined_pairs(distance: str) -> No
     assert criterion.counter.terms == len(a1)
 
 
-@pytest.mark.parametrize("loss", ["proxy_nca", "proxy_anchor"])
-def test_proxy_losses_equal_pml_with_the_same_proxies(loss: str) -> None:
-    criterion = build(loss, "euclidean")
-    direct = (pml_losses.ProxyNCALoss(3, DIM, softmax_scale=1.0, distance=criterion.distance) if loss == "proxy_nca"
-              else pml_losses.ProxyAnchorLoss(3, DIM, margin=0.1, alpha=32, distance=criterion.distance)).double()
+def test_proxy_nca_equals_pml_with_the_same_proxies() -> None:
+    criterion = build("proxy_nca", "euclidean")
+    direct = pml_losses.ProxyNCALoss(3, DIM, softmax_scale=1.0, distance=criterion.distance).double()
+    with torch.no_grad():
+        direct.proxies.copy_(criterion.loss.proxies)
+    x, y = embeddings(), torch.tensor(LABELS)
+    torch.testing.assert_close(criterion(x, y).loss, direct(x, y))
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_proxy_anchor_values_and_gradients_follow_the_paper(distance: str) -> None:
+    """Kim et al. eq. 4 with s = −d (s = cosine for the similarity): value, and gradients for the embeddings and
+    the proxies, against the term-by-term reference; the anchor of d(x, p) is the sample."""
+    criterion = build("proxy_anchor", distance, margin=0.3, alpha=4.0)
+    loss = criterion.loss
+    x = embeddings().requires_grad_()
+    ours = criterion(x, torch.tensor(LABELS)).loss
+    grads = torch.autograd.grad(ours, (x, loss.proxies))
+    x_ref, proxies_ref = x.detach().clone().requires_grad_(), loss.proxies.detach().clone().requires_grad_()
+    D = ref.distance_matrix(ref.pair_distance(distance, criterion.distance, differentiable=True), x_ref, proxies_ref)
+    expected = ref.proxy_anchor(D if criterion.distance.is_inverted else -D, LABELS, 0.3, 4.0)
+    torch.testing.assert_close(ours, expected)
+    for got, want in zip(grads, torch.autograd.grad(expected, (x_ref, proxies_ref))):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine", "snr", "relative_mahalanobis"])
+def test_proxy_anchor_gradcheck_in_float64(distance: str) -> None:
+    criterion = build("proxy_anchor", distance, margin=0.2, alpha=3.0)
+    x, y = embeddings().requires_grad_(), torch.tensor(LABELS)
+    # gradcheck perturbs its inputs in place: the proxies are the loss's own parameter, read by the loss itself
+    assert torch.autograd.gradcheck(lambda e, _: criterion(e, y).loss, (x, criterion.loss.proxies))
+
+
+def test_proxy_anchor_pushes_a_close_negative_beyond_delta() -> None:
+    """SPEC §8's example: one negative at d = 0.05 from its proxy, δ = 0.1, α = 32. The paper's term is
+    log(1 + e^{−α(d − δ)}) = 1.78 (the negative is inside δ, pushed out); PML's distance form gives
+    log(1 + e^{−α(d + δ)}) = 0.0082, as if it were already far enough."""
+    criterion = build("proxy_anchor", "euclidean", num_classes=2, margin=0.1, alpha=32.0)
+    with torch.no_grad():
+        criterion.loss.proxies.copy_(torch.tensor([[0.0] * DIM, [0.05] + [0.0] * (DIM - 1)], dtype=torch.float64))
+    x, y = torch.zeros(1, DIM, dtype=torch.float64), torch.tensor([0])  # at its own proxy, 0.05 from proxy 1
+    value = criterion(x, y).loss.item()
+    positive = math.log1p(math.exp(32 * 0.1))  # d = 0: e^{α(d + δ)}
+    paper_negative = math.log1p(math.exp(-32 * (0.05 - 0.1)))
+    assert paper_negative == pytest.approx(1.78, abs=0.005)
+    assert value == pytest.approx(positive + paper_negative / 2, rel=1e-12)  # 1/|P| over both proxies
+    pml = pml_losses.ProxyAnchorLoss(2, DIM, margin=0.1, alpha=32, distance=criterion.distance).double()
+    with torch.no_grad():
+        pml.proxies.copy_(criterion.loss.proxies)
+    pml_negative = math.log1p(math.exp(-32 * (0.05 + 0.1)))
+    assert pml_negative == pytest.approx(0.0082, abs=5e-5)
+    assert pml(x, y).item() == pytest.approx(math.log1p(math.exp(32 * -0.1)) + pml_negative / 2, rel=1e-12)
+
+
+def test_proxy_anchor_equals_pml_under_the_cosine_similarity() -> None:
+    """Where the paper and PML agree (a similarity), we are PML's class with the same proxies."""
+    criterion = build("proxy_anchor", "cosine")
+    direct = pml_losses.ProxyAnchorLoss(3, DIM, margin=0.1, alpha=32, distance=criterion.distance).double()
     with torch.no_grad():
         direct.proxies.copy_(criterion.loss.proxies)
     x, y = embeddings(), torch.tensor(LABELS)
