@@ -243,7 +243,7 @@ def test_variants_and_their_controls() -> None:
         assert v.description
     assert VARIANTS["det"].control == "flow" and VARIANTS["snr+zero_mean"].control == "sq_euclidean+zero_mean"
     assert VARIANTS["relmaha_cov+zero_mean"].control == "relmaha_identity+zero_mean"
-    assert len(VARIANTS["density"].grid) == 4
+    assert len(VARIANTS["density"].grid) == 3
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
