@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.config import RunConfig
 from server import __version__
 from server.errors import BadRequest, error_body, install_error_handlers
+from server.folder_lock import ServerLock
 from server.jobs import JobManager
 from server.routes import datasets, explore, model_import, runs, system
 from server.settings import Settings
@@ -132,6 +133,48 @@ class BodyLimit:
         await self.app(scope, counting_receive, send)
 
 
+def host_name(host_header: str) -> str:
+    """The name in a Host header, without its port, lower case, IPv6 without brackets ("[::1]:8000" → "::1")."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0].rstrip(".") if host.count(":") == 1 else host.rstrip(".")
+
+
+class AllowedHosts:
+    """400 for any request, reads included, addressed to a host name this server was not told it has.
+
+    DNS rebinding: a page on attacker.example re-points that name at 127.0.0.1, and the browser then treats
+    this server as attacker.example: same origin, so the Origin check passes and responses can be read. The
+    browser still sends `Host: attacker.example`, which no allow-list here contains. Entries are exact names or
+    '*.domain' (any subdomain); '*' alone turns the check off (behind a proxy that checks Host itself).
+    """
+
+    def __init__(self, app: ASGIApp, allowed: set[str]):
+        self.app = app
+        self.any = "*" in allowed
+        self.exact = {h for h in allowed if not h.startswith("*")}
+        self.suffixes = tuple(h[1:] for h in allowed if h.startswith("*."))
+
+    def allows(self, name: str) -> bool:
+        return self.any or name in self.exact or (bool(name) and name.endswith(self.suffixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = host_name(raw)
+            if not self.allows(name):
+                if scope["type"] == "websocket":
+                    return await send({"type": "websocket.close", "code": 1008})
+                shown = f"host {name!r}" if name else "a request without a Host header"
+                return await _send_error(
+                    send, 400, "host_not_allowed",
+                    f"this server does not answer to {shown} (a web page on another name that resolves to this "
+                    f"machine is how DNS-rebinding attacks reach a local server); to serve it under that name, add "
+                    f"it to DMLSCOPE_ALLOWED_HOSTS (dmlscope serve --allowed-hosts NAME)")
+        await self.app(scope, receive, send)
+
+
 class SameOrigin:
     """403 for a mutating request that a browser sent from another site (cross-site request forgery).
 
@@ -177,19 +220,25 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app for `settings`; the store opens and the job workers start with the app's lifespan."""
+def create_app(settings: Settings | None = None, server_lock: ServerLock | None = None) -> FastAPI:
+    """The app for `settings`; the store opens and the job workers start with the app's lifespan, which takes
+    the data folder's server lock unless the caller (`serve`) already holds it."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_lock = None if server_lock else ServerLock(settings.data_dir)  # before anything touches the folder
         store = Store.open(settings)
-        leftovers = store.remove_leftovers()
-        if leftovers:
-            log.warning("removed what the last server process left half-written: %s", ", ".join(leftovers))
         jobs = JobManager(store, settings)
         app.state.store, app.state.jobs = store, jobs
-        interrupted = jobs.start()
+        with store.folder.alone() as alone:
+            if not alone:
+                log.warning("a dmlscope command is writing to %s: the start-up cleanup (half-written uploads, "
+                            "runs left running) is skipped until the next start", settings.data_dir.resolve())
+            leftovers = store.remove_leftovers()
+            interrupted = jobs.start()
+        if leftovers:
+            log.warning("removed what the last server process left half-written: %s", ", ".join(leftovers))
         if interrupted:
             log.warning("runs interrupted by the last shutdown (resume them): %s", ", ".join(interrupted))
         if settings.warm_umap:  # numba compiles UMAP once per process (~20-50 s): pay it before the first map
@@ -203,6 +252,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             jobs.stop()
             explore.clear_caches()
             store.close()
+            if own_lock:
+                own_lock.release()
 
     app = FastAPI(title="dmlscope", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Deep-metric-learning workbench API; see docs/api.md for the event stream and the "
@@ -220,6 +271,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_mb << 20)
+    app.add_middleware(AllowedHosts, allowed=settings.allowed_host_names())
     app.add_middleware(SecurityHeaders, docs_csp=docs_csp)  # outermost, so even 401/403/413 answers carry them
     return app
 
@@ -274,10 +326,14 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     settings.check_serving()
+    server_lock = ServerLock(settings.data_dir)  # refuses, touching nothing, while another server has the folder
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU-feature probe at INFO
     print(f"dmlscope {__version__}: data in {settings.data_dir.resolve()}; "
           f"open http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
     # SSE streams never end on their own: give them a few seconds, then shut down regardless.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, timeout_graceful_shutdown=3,
-                log_level="info")
+    try:
+        uvicorn.run(create_app(settings, server_lock), host=settings.host, port=settings.port,
+                    timeout_graceful_shutdown=3, log_level="info")
+    finally:
+        server_lock.release()
