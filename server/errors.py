@@ -86,13 +86,22 @@ def _field_errors(errors: list[dict[str, Any]], prefix: tuple[str | int, ...] = 
     return out
 
 
-def validation_response(fields: list[dict[str, Any]]) -> JSONResponse:
-    """422 naming the first offending field in `detail` (without the body/query prefix a reader does not need)."""
+def _first_field(fields: list[dict[str, Any]]) -> str:
+    """"loc.of.field: message" of the first error, without the body/query prefix a reader does not need."""
     first = fields[0] if fields else {"loc": [], "msg": "invalid request"}
     loc = [str(p) for p in first["loc"] if p not in ("body", "query", "path", "form")]
     where = ".".join(loc) or ".".join(str(p) for p in first["loc"])  # "body" alone: the whole body is missing
-    return error_response(422, "validation_error", f"{where}: {first['msg']}" if where else first["msg"],
-                          fields=fields)
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+def validation_summary(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """The first field a ValidationError is about and what is wrong with it (no pydantic URLs or input dumps)."""
+    return _first_field(_field_errors(exc.errors(include_url=False), prefix))
+
+
+def validation_response(fields: list[dict[str, Any]]) -> JSONResponse:
+    """422 naming the first offending field in `detail`."""
+    return error_response(422, "validation_error", _first_field(fields), fields=fields)
 
 
 def config_validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> JSONResponse:
