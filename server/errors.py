@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("dmlscope")
 
@@ -49,7 +51,7 @@ class QueueFull(DmlscopeError):
 
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-          409: "conflict", 413: "payload_too_large", 422: "validation_error", 503: "unavailable"}
+          408: "request_timeout", 409: "conflict", 413: "payload_too_large", 422: "validation_error", 503: "unavailable"}
 # 507 Insufficient Storage (RFC 4918), not 500: the request was fine and nothing is broken; it can be repeated
 # once space is freed, and a client or a monitor can tell "disk full" from a bug by the status alone.
 DISK_FULL_STATUS = 507
@@ -108,6 +110,21 @@ def config_validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> JS
     return validation_response(_field_errors(exc.errors(include_url=False), prefix))
 
 
+def _body_error(exc: HTTPException) -> str:
+    """FastAPI's "There was an error parsing the body", with what went wrong and what to send instead."""
+    cause = exc.__cause__
+    if isinstance(exc.__context__, MultiPartException):  # Starlette's form parser: "Invalid multipart data."
+        return (f"the multipart/form-data body is malformed ({exc.detail.rstrip('.')}); send the file as a form "
+                f"field and let the client write the boundary (curl -F file=@data.zip)")
+    if isinstance(cause, RecursionError):
+        return ("the JSON body is nested too deeply to read (hundreds of levels); send the flat objects "
+                "docs/api.md describes")
+    if cause is not None and exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        return (f"the request body could not be read ({type(cause).__name__}: {str(cause)[:200]}); send JSON with "
+                f"Content-Type: application/json, or multipart/form-data for file uploads")
+    return str(exc.detail)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DmlscopeError)
     async def _app_error(_: Request, exc: DmlscopeError) -> JSONResponse:
@@ -122,9 +139,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return validation_response(_field_errors(exc.errors(include_url=False)))
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI wraps it while parsing a form or JSON body
+            return await _gone(request, exc.__cause__)
         code = _CODES.get(exc.status_code, "error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+        return JSONResponse(error_body(code, _body_error(exc)), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # The client hung up mid-request (a closed tab, a cancelled upload): nothing is wrong here, and nobody
+        # will read this answer. Whatever the request had written is removed by its route's own clean-up.
+        log.info("the client disconnected before sending all of %s %s", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "the client disconnected before the request was complete")
 
     async def _storage(_: Request, exc: Exception) -> JSONResponse:
         what = disk_full(exc)

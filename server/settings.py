@@ -66,6 +66,8 @@ class Settings(BaseSettings):
                                  description="largest unpacked/packed ratio of a zip entry before it counts as a bomb")
     max_image_pixels: int = Field(64_000_000, ge=1, le=2_000_000_000,
                                   description="width x height of one image, checked from its header before decoding")
+    body_timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds a request body may stop arriving "
+                                                                     "before the request is dropped with 408")
     max_file_mb: int = Field(64, ge=1, le=1_000_000, description="one uploaded file in MiB; larger files are skipped")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS (empty: CORS off)")

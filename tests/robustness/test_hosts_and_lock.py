@@ -1,4 +1,5 @@
-"""DNS rebinding (the Host allow-list), blank tokens, and the data-folder lock, against real server processes.
+"""DNS rebinding (the Host allow-list), blank tokens, the data-folder lock, and request bodies that stall or
+are cut off, against real server processes.
 
 A rebinding page reaches 127.0.0.1 under its own name with a matching Origin, so only the Host tells it apart;
 a second server (or a command-line run) on the same folder must not clean up under the one already there.
@@ -6,6 +7,7 @@ a second server (or a command-line run) on the same folder must not clean up und
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,7 +23,7 @@ from models.config import RunConfig
 from server.folder_lock import FolderInUse
 from server.settings import Settings, SettingsError
 from server.store import Store
-from tests.api.conftest import TINY_CONFIG, make_settings
+from tests.api.conftest import TINY_CONFIG, make_settings, wait_until
 from tests.api.test_uvicorn import Server, _free_port, server_env
 from tests.robustness.conftest import good_zip
 
@@ -30,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, Any]]]:
-    """A real loopback server without a token (the default), holding one dataset."""
-    server = Server(tmp_path_factory.mktemp("live") / "data")
+    """A real loopback server without a token (the default), holding one dataset; a body may pause 3 s."""
+    server = Server(tmp_path_factory.mktemp("live") / "data", body_timeout_s="3")
     try:
         r = httpx.post(f"{server.url}/api/datasets", files={"file": ("a.zip", good_zip(), "application/zip")})
         assert r.status_code == 201, r.text
@@ -178,3 +180,38 @@ def test_two_apps_on_one_folder_in_one_process_conflict_too(tmp_path: Path) -> N
                 pass
     with TestClient(create_app(settings)) as client:  # released with the first app's lifespan
         assert client.get("/api/health").status_code == 200
+
+
+def _partial_upload(server: Server, path: str) -> socket.socket:
+    """A socket that has sent the headers and the start of a 100 kB multipart upload to `path`, then nothing."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Length: 100000\r\n"
+            "Content-Type: multipart/form-data; boundary=xyz\r\n\r\n")
+    part = '--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.zip"\r\n\r\nPK\x03\x04'
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=120)
+    sock.sendall(head.encode() + part.encode() + good_zip()[:500])
+    return sock
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["/api/datasets", "/api/models/import"])
+def test_a_stalled_request_body_times_out(live: tuple[Server, dict[str, Any]], path: str) -> None:
+    server, _ = live
+    with _partial_upload(server, path) as sock:
+        answer = b""
+        while b"}" not in answer and (chunk := sock.recv(65536)):
+            answer += chunk
+    status, _, body = answer.partition(b"\r\n")[0], None, answer.partition(b"\r\n\r\n")[2]
+    assert status.startswith(b"HTTP/1.1 408"), answer
+    assert b'"error":"request_timeout"' in body and b"DMLSCOPE_BODY_TIMEOUT_S" in body, body
+    assert list((server.data_dir / "tmp").iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["/api/datasets", "/api/models/import"])
+def test_a_client_that_hangs_up_mid_upload_is_not_an_error(live: tuple[Server, dict[str, Any]], path: str) -> None:
+    server, _ = live
+    _partial_upload(server, path).close()
+    line = f"the client disconnected before sending all of POST {path}"
+    wait_until(lambda: line in server.output(), f"the server to log {line!r}")
+    assert "unhandled error" not in server.output() and "Traceback" not in server.output(), server.output()
+    assert httpx.get(f"{server.url}/api/health").status_code == 200
