@@ -23,7 +23,7 @@ from server.folder_lock import ServerLock
 from server.jobs import JobManager
 from server.middleware import AllowedHosts, BearerAuth, BodyLimit, SameOrigin, SecurityHeaders
 from server.routes import datasets, explore, model_import, runs, system
-from server.settings import Settings
+from server.settings import Settings, is_loopback
 from server.store import Store
 
 log = logging.getLogger("dmlscope")
@@ -163,6 +163,9 @@ def serve(settings: Settings) -> None:
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU-feature probe at INFO
     print(f"dmlscope {__version__}: data in {settings.data_dir.resolve()}; "
           f"open http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
+    if not is_loopback(settings.host):
+        print(f"answering to host names {', '.join(sorted(settings.allowed_host_names()))} only; add the names "
+              f"clients use to reach it with --allowed-hosts (DMLSCOPE_ALLOWED_HOSTS)", flush=True)
     # SSE streams never end on their own: give them a few seconds, then shut down regardless.
     try:
         uvicorn.run(create_app(settings, server_lock), host=settings.host, port=settings.port,
