@@ -6,7 +6,7 @@ import hashlib
 import logging
 import re
 import threading
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -59,33 +59,33 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        own_lock = None if server_lock else ServerLock(settings.data_dir)  # before anything touches the folder
-        store = Store.open(settings)
-        jobs = JobManager(store, settings)
-        app.state.store, app.state.jobs = store, jobs
-        with store.folder.alone() as alone:
-            if not alone:
-                log.warning("a dmlscope command is writing to %s: the start-up cleanup (half-written uploads, "
-                            "runs left running) is skipped until the next start", settings.data_dir.resolve())
-            leftovers = store.remove_leftovers()
-            interrupted = jobs.start()
-        if leftovers:
-            log.warning("removed what the last server process left half-written: %s", ", ".join(leftovers))
-        if interrupted:
-            log.warning("runs interrupted by the last shutdown (resume them): %s", ", ".join(interrupted))
-        if settings.warm_umap:  # numba compiles UMAP once per process (~20-50 s): pay it before the first map
-            threading.Thread(target=_warm_umap, name="dmlscope-umap-warmup", daemon=True).start()
-        try:
-            builtins = [store.ensure_builtin(name) for name in settings.builtin_datasets]
-            if settings.demo_run and builtins and not store.list_runs():
-                _queue_demo_run(store, jobs, builtins[0].id)
-            yield
-        finally:
-            jobs.stop()
-            explore.clear_caches()
-            store.close()
-            if own_lock:
-                own_lock.release()
+        with ExitStack() as held:  # undone in reverse, also when start-up fails half-way: store, then lock
+            if server_lock is None:
+                held.callback(ServerLock(settings.data_dir).release)  # before anything touches the folder
+            store = Store.open(settings)
+            held.callback(store.close)
+            jobs = JobManager(store, settings)
+            app.state.store, app.state.jobs = store, jobs
+            with store.folder.alone() as alone:
+                if not alone:
+                    log.warning("a dmlscope command is writing to %s: the start-up cleanup (half-written uploads, "
+                                "runs left running) is skipped until the next start", settings.data_dir.resolve())
+                leftovers = store.remove_leftovers()
+                interrupted = jobs.start()
+            if leftovers:
+                log.warning("removed what the last server process left half-written: %s", ", ".join(leftovers))
+            if interrupted:
+                log.warning("runs interrupted by the last shutdown (resume them): %s", ", ".join(interrupted))
+            if settings.warm_umap:  # numba compiles UMAP once per process (~20-50 s): pay it before the first map
+                threading.Thread(target=_warm_umap, name="dmlscope-umap-warmup", daemon=True).start()
+            try:
+                builtins = [store.ensure_builtin(name) for name in settings.builtin_datasets]
+                if settings.demo_run and builtins and not store.list_runs():
+                    _queue_demo_run(store, jobs, builtins[0].id)
+                yield
+            finally:
+                jobs.stop()
+                explore.clear_caches()
 
     app = FastAPI(title="dmlscope", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Deep-metric-learning workbench API; see docs/api.md for the event stream and the "

@@ -215,3 +215,17 @@ def test_a_client_that_hangs_up_mid_upload_is_not_an_error(live: tuple[Server, d
     wait_until(lambda: line in server.output(), f"the server to log {line!r}")
     assert "unhandled error" not in server.output() and "Traceback" not in server.output(), server.output()
     assert httpx.get(f"{server.url}/api/health").status_code == 200
+
+
+def test_a_start_up_that_fails_releases_the_folder(tmp_path: Path) -> None:
+    import sqlite3
+
+    newer = tmp_path / "newer.sqlite3"
+    with sqlite3.connect(newer) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    data_dir = tmp_path / "data"
+    with pytest.raises(RuntimeError, match="newer than this dmlscope"):
+        with TestClient(create_app(make_settings(data_dir, database_url=f"sqlite:///{newer}"))):
+            pass
+    with TestClient(create_app(make_settings(data_dir))) as client:  # neither lock outlived the failed start
+        assert client.get("/api/health").status_code == 200
