@@ -6,7 +6,7 @@ field and lists what is allowed.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,28 +19,30 @@ class _Strict(BaseModel):
 
 NAME_MAX = 64  # component names are registry keys; a longer one can only be a mistake (or a huge echo)
 SEED_MAX = 2**31 - 1
+PARAMS_MAX = 32  # parameters of one component; every registered component takes far fewer
+ParamName = Annotated[str, Field(max_length=NAME_MAX)]
 
 
 class DistanceConfig(_Strict):
     name: str = Field("euclidean", max_length=NAME_MAX)  # euclidean | squared_euclidean | cosine | snr | mahalanobis | relative_mahalanobis
     normalize: bool = False  # L2-normalise embeddings before measuring; explicit, never implied
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[ParamName, Any] = Field(default_factory=dict, max_length=PARAMS_MAX)
 
 
 class LossConfig(_Strict):
     name: str = Field("triplet", max_length=NAME_MAX)
-    params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"margin": 0.2}
+    params: dict[ParamName, Any] = Field(default_factory=dict, max_length=PARAMS_MAX)  # e.g. {"margin": 0.2}
 
 
 class MinerConfig(_Strict):
     name: str = Field("semihard", max_length=NAME_MAX)  # none | all | semihard | batch_hard | multi_similarity
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[ParamName, Any] = Field(default_factory=dict, max_length=PARAMS_MAX)
 
 
 class RegularizerConfig(_Strict):
     name: str = Field(max_length=NAME_MAX)  # det | density | zero_mean | l2_embedding | l2_weights
     weight: float = Field(0.1, ge=0.0, le=1e3)  # λ; the term added to the loss is weight × value
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[ParamName, Any] = Field(default_factory=dict, max_length=PARAMS_MAX)
 
 
 class FlowConfig(_Strict):

@@ -76,11 +76,15 @@ def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONRes
     return JSONResponse(error_body(code, detail, **extra), status_code=status)
 
 
+def _short(part: str | int, limit: int = 64) -> str | int:
+    return part[:limit - 1] + "…" if isinstance(part, str) and len(part) > limit else part
+
+
 def _field_errors(errors: list[dict[str, Any]], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
     out = []
     for e in errors:
         msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
-        loc = [*prefix, *e.get("loc", ())]
+        loc = [_short(p) for p in (*prefix, *e.get("loc", ()))]  # a key can be the client's 100 000 characters
         if e.get("type") == "json_invalid":  # its loc ends with the character position, not a field
             msg = f"not valid JSON at character {loc[-1]} ({e.get('ctx', {}).get('error', msg)}); send a JSON object"
             loc = loc[:-1]

@@ -58,6 +58,12 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
     ("a name as long as a book", {"loss": {"name": "x" * 100_000}}, "config.loss.name: String should have at most 64"),
     ("too many regularizers", {"regularizers": [{"name": f"r{i}"} for i in range(100)]},
      "config.regularizers: List should have at most 16 items"),
+    ("a hundred loss parameters", {"loss": {"name": "triplet", "params": {f"p{i}": 1 for i in range(100)}}},
+     "config.loss.params: Dictionary should have at most 32 items"),
+    ("a parameter name as long as a book", {"miner": {"name": "all", "params": {"m" * 100_000: 1}}},
+     "m….[key]: String should have at most 64 characters"),
+    ("a parameter value as long as a book", {"loss": {"name": "triplet", "params": {"margin": list(range(10 ** 5))}}},
+     "config: loss.params.margin: expected a finite float, got [0, 1, 2"),
     ("server path for weights", {"pretrained_weights": "/etc/passwd"},
      "config: pretrained_weights: a local weights file can only be named from the command line"),
 ]
@@ -70,6 +76,7 @@ def test_bad_configs_are_422_naming_the_field(trainable: tuple[Stored, dict[str,
     r = stored.client.post("/api/runs", json=_run_body(shapes["id"], **config))
     assert r.status_code == 422, (case, r.text)
     assert r.json()["error"] == "validation_error" and message in r.json()["detail"], (case, r.json()["detail"])
+    assert len(r.text) < 2000, (case, len(r.text))  # a huge value is named, not echoed back
     assert stored.client.get("/api/runs").json()["count"] == 0
 
 
