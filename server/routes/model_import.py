@@ -1,7 +1,10 @@
 """Import a model: a run that skips training and measures the model on a dataset.
 
 The file is untrusted. A checkpoint this app exported is read with `torch.load(weights_only=True)` (tensors
-and plain data only, no code) and its config is re-validated as a RunConfig. A TorchScript embedder carries
+and plain data only, no code); every field of it is held to a run config's limits (its config re-validated as
+a RunConfig, its image size and channel count as strict integers in range: they decide what the worker
+allocates) and its weights are loaded into the model it describes, all before the answer, so a bad file is a
+400 naming the field and leaves nothing behind. A TorchScript embedder carries
 code: it is accepted only with `allow_torchscript=true`, never loaded here (the worker loads it), and the
 response warns about it. The run then goes through the job queue like any other; its worker calls
 `models.run.import_model` or `import_torchscript`, which measure with the same code as a trained run.
