@@ -134,7 +134,7 @@ class AllowedHosts:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             raw = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-            name = host_name(raw)
+            name = host_name(raw)[:253]  # the longest DNS name: a client's megabyte Host is not echoed back
             if not self.allows(name):
                 if scope["type"] == "websocket":
                     return await send({"type": "websocket.close", "code": 1008})
