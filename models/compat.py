@@ -64,7 +64,7 @@ def _check_component(registry: Registry, field: str, name: str, params: dict[str
         if param.name in params and not _fits(params[param.name], param):
             raise ValueError(f"{field}.params.{param.name}: expected a {'finite ' if param.kind == 'float' else ''}"
                              f"{param.kind}{' or null' if param.default is None else ''}, "
-                             f"got {params[param.name]!r}")
+                             f"got {params[param.name]!r:.80}")
 
 
 def _fits(value: Any, param: Param) -> bool:

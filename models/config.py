@@ -6,36 +6,43 @@ field and lists what is allowed.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
-    # Unknown fields are errors: a typo in a config must not silently train the default.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Unknown fields are errors: a typo in a config must not silently train the default. NaN and ±inf are
+    # refused as "not a finite number" before any range check could call them "greater than" a bound.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+NAME_MAX = 64  # component names are registry keys; a longer one can only be a mistake (or a huge echo)
+SEED_MAX = 2**31 - 1
+PARAMS_MAX = 32  # parameters of one component; every registered component takes far fewer
+ParamName = Annotated[str, Field(max_length=NAME_MAX)]
 
 
 class DistanceConfig(_Strict):
-    name: str = "euclidean"  # euclidean | squared_euclidean | cosine | snr | mahalanobis | relative_mahalanobis
+    name: str = Field("euclidean", max_length=NAME_MAX)  # euclidean | squared_euclidean | cosine | snr | mahalanobis | relative_mahalanobis
     normalize: bool = False  # L2-normalise embeddings before measuring; explicit, never implied
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[ParamName, Any] = Field(default_factory=dict, max_length=PARAMS_MAX)
 
 
 class LossConfig(_Strict):
-    name: str = "triplet"
-    params: dict[str, Any] = Field(default_factory=dict)  # e.g. {"margin": 0.2}
+    name: str = Field("triplet", max_length=NAME_MAX)
+    params: dict[ParamName, Any] = Field(default_factory=dict, max_length=PARAMS_MAX)  # e.g. {"margin": 0.2}
 
 
 class MinerConfig(_Strict):
-    name: str = "semihard"  # none | all | semihard | batch_hard | multi_similarity
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("semihard", max_length=NAME_MAX)  # none | all | semihard | batch_hard | multi_similarity
+    params: dict[ParamName, Any] = Field(default_factory=dict, max_length=PARAMS_MAX)
 
 
 class RegularizerConfig(_Strict):
-    name: str  # det | density | zero_mean | l2_embedding | l2_weights
+    name: str = Field(max_length=NAME_MAX)  # det | density | zero_mean | l2_embedding | l2_weights
     weight: float = Field(0.1, ge=0.0, le=1e3)  # λ; the term added to the loss is weight × value
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[ParamName, Any] = Field(default_factory=dict, max_length=PARAMS_MAX)
 
 
 class FlowConfig(_Strict):
@@ -56,7 +63,7 @@ class OptimizerConfig(_Strict):
 class SplitConfig(_Strict):
     # The zero-shot DML protocol: train on some classes, evaluate on the unseen rest.
     mode: Literal["first_half", "random_half", "predefined"] = "first_half"
-    seed: int = 0  # for random_half, and for the validation split below
+    seed: int = Field(0, ge=0, le=SEED_MAX)  # for random_half, and for the validation split below
     # "predefined" uses the split a benchmark layout ships with (CUB, Cars, SOP)
     # True: train on ⌈T/2⌉ of this split's T training classes (drawn with `seed`) and evaluate on the other ⌊T/2⌋,
     # never on the test classes: the class-disjoint validation split that hyper-parameters are chosen on.
@@ -64,22 +71,22 @@ class SplitConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    backbone: str = "small_cnn"  # small_cnn | resnet18 | resnet50
-    pretrained_weights: str | None = None  # a local state_dict file (never downloaded); CLI only, not the API
+    backbone: str = Field("small_cnn", max_length=NAME_MAX)  # small_cnn | resnet18 | resnet50
+    pretrained_weights: str | None = Field(None, min_length=1, max_length=4096)  # a local state_dict file (never downloaded); CLI only, not the API
     image_size: int | None = Field(None, ge=8, le=1024)  # None: follow the dataset
     embedding_dim: int = Field(64, ge=2, le=4096)
     flow: FlowConfig = Field(default_factory=FlowConfig)
     distance: DistanceConfig = Field(default_factory=DistanceConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     miner: MinerConfig = Field(default_factory=MinerConfig)
-    regularizers: list[RegularizerConfig] = Field(default_factory=list)
+    regularizers: list[RegularizerConfig] = Field(default_factory=list, max_length=16)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     epochs: int = Field(6, ge=1, le=10_000)
     steps_per_epoch: int | None = Field(None, ge=1, le=1_000_000)  # None: one pass over the train images
     classes_per_batch: int = Field(5, ge=2, le=4096)  # P in the P×K batch
     samples_per_class: int = Field(16, ge=2, le=1024)  # K; density needs K ≥ 2 (4+ recommended)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # mixed precision, used only on CUDA
 

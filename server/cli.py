@@ -376,8 +376,8 @@ def _write_report(report: Any, path: str | None, partial: bool = False) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from server.app import serve
 
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir))
-                 if v is not None}
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port), ("data_dir", args.data_dir),
+                                   ("allowed_hosts", args.allowed_hosts)) if v is not None}
     serve(Settings(**overrides))
     return 0
 
@@ -471,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve the app. Every setting can also be given in the environment:\n" + env_help)
     p.add_argument("--host", help="address to bind (default $DMLSCOPE_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default $DMLSCOPE_PORT or 8000)")
+    p.add_argument("--allowed-hosts", help="comma-separated host names this server is reached by, besides loopback "
+                                           "(default $DMLSCOPE_ALLOWED_HOSTS)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_serve)
     return parser

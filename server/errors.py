@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("dmlscope")
 
@@ -49,7 +51,7 @@ class QueueFull(DmlscopeError):
 
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-          409: "conflict", 413: "payload_too_large", 422: "validation_error", 503: "unavailable"}
+          408: "request_timeout", 409: "conflict", 413: "payload_too_large", 422: "validation_error", 503: "unavailable"}
 # 507 Insufficient Storage (RFC 4918), not 500: the request was fine and nothing is broken; it can be repeated
 # once space is freed, and a client or a monitor can tell "disk full" from a bug by the status alone.
 DISK_FULL_STATUS = 507
@@ -74,11 +76,15 @@ def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONRes
     return JSONResponse(error_body(code, detail, **extra), status_code=status)
 
 
+def _short(part: str | int, limit: int = 64) -> str | int:
+    return part[:limit - 1] + "…" if isinstance(part, str) and len(part) > limit else part
+
+
 def _field_errors(errors: list[dict[str, Any]], prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
     out = []
     for e in errors:
         msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
-        loc = [*prefix, *e.get("loc", ())]
+        loc = [_short(p) for p in (*prefix, *e.get("loc", ()))]  # a key can be the client's 100 000 characters
         if e.get("type") == "json_invalid":  # its loc ends with the character position, not a field
             msg = f"not valid JSON at character {loc[-1]} ({e.get('ctx', {}).get('error', msg)}); send a JSON object"
             loc = loc[:-1]
@@ -86,17 +92,41 @@ def _field_errors(errors: list[dict[str, Any]], prefix: tuple[str | int, ...] = 
     return out
 
 
-def validation_response(fields: list[dict[str, Any]]) -> JSONResponse:
-    """422 naming the first offending field in `detail` (without the body/query prefix a reader does not need)."""
+def _first_field(fields: list[dict[str, Any]]) -> str:
+    """"loc.of.field: message" of the first error, without the body/query prefix a reader does not need."""
     first = fields[0] if fields else {"loc": [], "msg": "invalid request"}
     loc = [str(p) for p in first["loc"] if p not in ("body", "query", "path", "form")]
     where = ".".join(loc) or ".".join(str(p) for p in first["loc"])  # "body" alone: the whole body is missing
-    return error_response(422, "validation_error", f"{where}: {first['msg']}" if where else first["msg"],
-                          fields=fields)
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+def validation_summary(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """The first field a ValidationError is about and what is wrong with it (no pydantic URLs or input dumps)."""
+    return _first_field(_field_errors(exc.errors(include_url=False), prefix))
+
+
+def validation_response(fields: list[dict[str, Any]]) -> JSONResponse:
+    """422 naming the first offending field in `detail`."""
+    return error_response(422, "validation_error", _first_field(fields), fields=fields)
 
 
 def config_validation_error(exc: ValidationError, prefix: tuple[str, ...]) -> JSONResponse:
     return validation_response(_field_errors(exc.errors(include_url=False), prefix))
+
+
+def _body_error(exc: HTTPException) -> str:
+    """FastAPI's "There was an error parsing the body", with what went wrong and what to send instead."""
+    cause = exc.__cause__
+    if isinstance(exc.__context__, MultiPartException):  # Starlette's form parser: "Invalid multipart data."
+        return (f"the multipart/form-data body is malformed ({exc.detail.rstrip('.')}); send the file as a form "
+                f"field and let the client write the boundary (curl -F file=@data.zip)")
+    if isinstance(cause, RecursionError):
+        return ("the JSON body is nested too deeply to read (hundreds of levels); send the flat objects "
+                "docs/api.md describes")
+    if cause is not None and exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        return (f"the request body could not be read ({type(cause).__name__}: {str(cause)[:200]}); send JSON with "
+                f"Content-Type: application/json, or multipart/form-data for file uploads")
+    return str(exc.detail)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -113,9 +143,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return validation_response(_field_errors(exc.errors(include_url=False)))
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI wraps it while parsing a form or JSON body
+            return await _gone(request, exc.__cause__)
         code = _CODES.get(exc.status_code, "error")
-        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
+        return JSONResponse(error_body(code, _body_error(exc)), exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> JSONResponse:
+        # The client hung up mid-request (a closed tab, a cancelled upload): nothing is wrong here, and nobody
+        # will read this answer. Whatever the request had written is removed by its route's own clean-up.
+        log.info("the client disconnected before sending all of %s %s", request.method, request.url.path)
+        return error_response(400, "client_disconnected", "the client disconnected before the request was complete")
 
     async def _storage(_: Request, exc: Exception) -> JSONResponse:
         what = disk_full(exc)

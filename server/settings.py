@@ -26,6 +26,10 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_ANY_ADDRESS = ("0.0.0.0", "::", "")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -44,7 +48,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind; anything but loopback requires an API token")
     port: int = Field(8000, ge=1, le=65535, description="TCP port")
     api_token: SecretStr | None = Field(
-        None, description="Bearer token required by every mutating request when set")
+        None, description="Bearer token required by every mutating request when set (blank counts as unset)")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated host names the server answers to besides localhost, "
+                                          "127.0.0.1, [::1] and --host ('*.example.org' for subdomains); a request "
+                                          "addressed to any other name is refused (DNS rebinding)")
     workers: int = Field(1, ge=1, le=64, description="training runs executed at the same time")
     max_queued: int = Field(100, ge=1, le=100_000, description="queued runs accepted before 503 queue_full")
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -58,6 +66,8 @@ class Settings(BaseSettings):
                                  description="largest unpacked/packed ratio of a zip entry before it counts as a bomb")
     max_image_pixels: int = Field(64_000_000, ge=1, le=2_000_000_000,
                                   description="width x height of one image, checked from its header before decoding")
+    body_timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds a request body may stop arriving "
+                                                                     "before the request is dropped with 408")
     max_file_mb: int = Field(64, ge=1, le=1_000_000, description="one uploaded file in MiB; larger files are skipped")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS (empty: CORS off)")
@@ -70,7 +80,30 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(
         30.0, gt=0, le=3600, description="seconds a cancelled worker gets to stop before it is killed")
 
-    _split_lists = field_validator("cors_origins", "builtin_datasets", mode="before")(_split_list)
+    _split_lists = field_validator("cors_origins", "builtin_datasets", "allowed_hosts", mode="before")(_split_list)
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, token: Any) -> Any:
+        # DMLSCOPE_API_TOKEN= (or spaces) must not become a token that 'Authorization: Bearer ' matches.
+        text = token.get_secret_value() if isinstance(token, SecretStr) else token
+        if isinstance(text, str) and not text.strip():
+            return None
+        return token
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str]) -> list[str]:
+        out = []
+        for host in hosts:
+            name = host.strip().lower().rstrip(".")
+            if name.startswith("[") and name.endswith("]"):
+                name = name[1:-1]
+            if not name or "/" in name or " " in name or (name.count(":") == 1):
+                raise ValueError(f"allowed host {host!r} is not a host name: give names like 'lab.example.org' or "
+                                 f"'*.example.org' or addresses like '10.0.0.5' (no scheme, no port)")
+            out.append(name)
+        return out
 
     @field_validator("database_url")
     @classmethod
@@ -89,12 +122,18 @@ class Settings(BaseSettings):
             return self.data_dir / "dmlscope.sqlite3"
         return Path(self.database_url.removeprefix("sqlite:///"))
 
+    def allowed_host_names(self) -> set[str]:
+        """The names (lower case, IPv6 without brackets) a request's Host may carry: loopback, the bound host
+        unless it is a wildcard address, and DMLSCOPE_ALLOWED_HOSTS."""
+        bound = self.host.strip().lower().strip("[]")
+        return {*LOOPBACK_NAMES, *self.allowed_hosts, *([bound] if bound not in _ANY_ADDRESS else [])}
+
     def check_serving(self) -> None:
         """Refuse settings that would expose an unprotected server."""
         if not is_loopback(self.host) and self.api_token is None:
             raise SettingsError(
-                f"binding to {self.host} exposes the server beyond this machine; set {ENV_PREFIX}API_TOKEN "
-                f"(clients then send 'Authorization: Bearer <token>') or bind to 127.0.0.1")
+                f"binding to {self.host} exposes the server beyond this machine; set {ENV_PREFIX}API_TOKEN to a "
+                f"non-blank secret (clients then send 'Authorization: Bearer <token>') or bind to 127.0.0.1")
 
     @classmethod
     def field_help(cls) -> list[tuple[str, str, str]]:

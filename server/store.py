@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.config import RunConfig
 from server.errors import BadRequest, Conflict, NotFound
+from server.folder_lock import StoreLock
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -140,8 +141,9 @@ def _dataset_info(report: "ImportReport") -> dict[str, Any]:
 class Store:
     """Thread-safe access to the metadata database and the artifact folders of one data directory."""
 
-    def __init__(self, settings: Settings, conn: sqlite3.Connection):
+    def __init__(self, settings: Settings, conn: sqlite3.Connection, folder: StoreLock):
         self.settings = settings
+        self.folder = folder  # shared hold on the data folder; `folder.alone()` for the server's start-up cleanup
         self.root = settings.data_dir
         self._conn = conn
         self._lock = threading.RLock()
@@ -149,7 +151,8 @@ class Store:
 
     @classmethod
     def open(cls, settings: Settings) -> "Store":
-        """Create the data folder if needed, open the database in WAL mode and migrate it."""
+        """Create the data folder if needed, hold it shared, open the database in WAL mode and migrate it."""
+        folder = StoreLock(settings.data_dir)
         for sub in ("datasets", "runs", "tmp"):
             (settings.data_dir / sub).mkdir(parents=True, exist_ok=True)
         settings.database_path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,13 +160,14 @@ class Store:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        store = cls(settings, conn)
+        store = cls(settings, conn, folder)
         store._migrate()
         return store
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self.folder.release()
 
     def _migrate(self) -> None:
         with self._lock:
@@ -383,8 +387,11 @@ class Store:
         That is every upload in `tmp/`, the temp folders of imports and deletions (`.<name>...`), dataset and
         run folders without a database row (an import killed between its rename and its INSERT), and the temp
         files of atomic writes inside the kept folders. Returns the removed paths, relative to the data folder.
-        Only the server calls this: a CLI importing into the same folder at that moment would lose its import.
+        Does nothing unless this process holds the folder alone (`with store.folder.alone()`): a CLI command
+        importing or training in the same folder would lose its work.
         """
+        if not self.folder.exclusive:
+            return []
         removed = [p for p in (self.root / "tmp").iterdir()]
         for table in ("datasets", "runs"):
             known = {r[0] for r in self._rows(f"SELECT id FROM {table}")}
@@ -401,7 +408,10 @@ class Store:
         return [str(p.relative_to(self.root)) for p in removed]
 
     def mark_interrupted(self) -> list[str]:
-        """At start-up: runs left `running` by a previous server process were interrupted."""
+        """At start-up: runs left `running` by a previous server process were interrupted. Only while this
+        process holds the folder alone (a CLI command's run is `running` while it trains)."""
+        if not self.folder.exclusive:
+            return []
         with self._lock:
             ids = [r[0] for r in self._rows("SELECT id FROM runs WHERE status='running'")]
             self._exec("UPDATE runs SET status='interrupted', error=?, finished_at=? WHERE status='running'",

@@ -16,8 +16,9 @@ from typing import Callable
 
 from models.data.errors import DatasetError, SkippedFile
 from models.data.imageset import ImportReport
-from models.data.safety import (BadImage, ByteBudget, UploadLimits, decode_image, file_too_big, is_ignored,
-                                iter_upload_files, open_zip, read_zip_member)
+from models.data.safety import (BadImage, ByteBudget, UploadLimits, decode_image, file_too_big, hidden_folder_warning,
+                                hidden_folders, is_ignored, iter_upload_files, open_zip, read_zip_member,
+                                split_relative_path)
 from models.data.writer import ImageSetWriter
 
 
@@ -37,8 +38,9 @@ def import_folder(src: str | Path, dest: str | Path, limits: UploadLimits | None
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder; give a folder with one sub-folder per class")
     limits = limits or UploadLimits()
-    sources = []
+    sources, hidden = [], []
     for dirpath, dirnames, filenames in os.walk(root):
+        hidden += [Path(dirpath, d) for d in dirnames if d.startswith(".")]
         dirnames[:] = [d for d in dirnames if not is_ignored((d,))]
         for name in filenames:
             full = Path(dirpath) / name
@@ -47,7 +49,7 @@ def import_folder(src: str | Path, dest: str | Path, limits: UploadLimits | None
                 sources.append(_Source(parts, lambda full=full: read_local(full, limits)))
     if not sources:
         raise DatasetError(f"{root} holds no files; put one folder of images per class inside it")
-    return _import(sources, dest, limits, max_side)
+    return _import(sources, dest, limits, max_side, _hidden_folders_seen(root, hidden))
 
 
 def import_zip(source: str | Path | bytes, dest: str | Path, limits: UploadLimits | None = None,
@@ -58,7 +60,8 @@ def import_zip(source: str | Path | bytes, dest: str | Path, limits: UploadLimit
     with zf:
         budget = ByteBudget(limits.max_total_bytes)
         sources = [_Source(m.parts, lambda m=m: read_zip_member(zf, m, limits, budget)) for m in members]
-        return _import(sources, dest, limits, max_side)
+        names = (split_relative_path(i.filename) for i in zf.infolist())
+        return _import(sources, dest, limits, max_side, hidden_folder_warning(hidden_folders(p for p in names if p)))
 
 
 def import_files(files: list[tuple[str, bytes]], dest: str | Path, limits: UploadLimits | None = None,
@@ -66,9 +69,12 @@ def import_files(files: list[tuple[str, bytes]], dest: str | Path, limits: Uploa
     """Import a browser folder upload: (relative path as `webkitRelativePath` gives it, file bytes) pairs."""
     limits = limits or UploadLimits()
     sources = [_Source(parts, lambda data=data: data) for parts, data in iter_upload_files(files, limits)]
+    names = (split_relative_path(name) for name, _ in files)
+    hidden = hidden_folder_warning(hidden_folders(p for p in names if p))
     if not sources:
-        raise DatasetError("the upload holds only hidden or system files; pick a folder with one folder per class")
-    return _import(sources, dest, limits, max_side)
+        raise DatasetError(" ".join(["the upload holds only hidden or system files; pick a folder with one folder "
+                                     "per class.", *hidden]))
+    return _import(sources, dest, limits, max_side, hidden)
 
 
 def read_local(path: Path, limits: UploadLimits) -> bytes:
@@ -81,12 +87,34 @@ def read_local(path: Path, limits: UploadLimits) -> bytes:
         raise BadImage(f"cannot be read ({exc.strerror or exc})") from None
 
 
-def _import(sources: list[_Source], dest: str | Path, limits: UploadLimits, max_side: int) -> ImportReport:
-    items, skipped, warnings = _assign_classes(sources)
+def _hidden_folders_seen(root: Path, folders: list[Path]) -> list[str]:
+    """The warning for a local folder's hidden sub-folders, each with the files below it."""
+    counts = {str(f.relative_to(root)): sum(len(files) for _, _, files in os.walk(f)) for f in folders}
+    return hidden_folder_warning({f: n for f, n in counts.items() if n})
+
+
+def _import(sources: list[_Source], dest: str | Path, limits: UploadLimits, max_side: int,
+            notes: list[str]) -> ImportReport:
+    """`notes`: warnings about what was left out before this point (hidden folders)."""
+    try:
+        items, skipped, warnings = _assign_classes(sources)
+    except DatasetError as exc:
+        raise DatasetError(" ".join([str(exc), *notes])) from None
     with ImageSetWriter(dest, max_side) as writer:
         frames = [add_file(writer, class_name, path, source.read, limits, skipped)
                   for class_name, path, source in items]
-        return writer.finish(skipped=skipped, warnings=warnings + multi_frame_warning(frames))
+        try:
+            return writer.finish(skipped=skipped, warnings=notes + warnings + multi_frame_warning(frames))
+        except DatasetError as exc:  # too few classes left: say which files fell out, and why
+            raise DatasetError(" ".join([str(exc) + _skipped_summary(skipped), *notes])) from None
+
+
+def _skipped_summary(skipped: list[SkippedFile], shown: int = 5) -> str:
+    if not skipped:
+        return ""
+    listed = "; ".join(f"{s.path!r}: {s.reason}" for s in skipped[:shown])
+    more = f"; and {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f". {len(skipped)} file(s) were skipped: {listed}{more}"
 
 
 def add_file(writer: ImageSetWriter, class_name: str, path: str, read: Callable[[], bytes], limits: UploadLimits,

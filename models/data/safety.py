@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -35,6 +35,11 @@ _IGNORED_PARTS = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 _ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"7z\xbc\xaf\x27\x1c", b"Rar!", b"BZh")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Pillow's own bomb guard (a warning above 89 M pixels, an error above 179 M) is replaced by decode_image's
+# check of the configured UploadLimits.max_image_pixels, made from the header before anything is decoded, so
+# that the configured limit is the one that applies, and is the one named, above Pillow's default as below it.
+# Every untrusted image is opened by decode_image; the other opens read this app's own small PNGs.
+Image.MAX_IMAGE_PIXELS = None
 _RATIO_MIN_BYTES = MiB  # the compression-ratio test applies from this uncompressed size up
 _CHUNK = MiB
 
@@ -74,10 +79,16 @@ def file_too_big(size: int, limits: UploadLimits) -> BadImage:
 def clean_relative_path(name: str) -> tuple[str, ...] | None:
     """Split an untrusted relative name into NFC-normalised parts.
 
-    Returns None for entries to ignore silently (directories, hidden files, __MACOSX litter). Raises
+    Returns None for entries to ignore (directories, hidden files and folders, __MACOSX litter). Raises
     DatasetError for names that try to leave the upload (absolute, drive letter, `..`, backslash, control
     characters): such an upload was made to attack, or by a tool we cannot trust to have done the rest right.
     """
+    parts = split_relative_path(name)
+    return None if parts is None or is_ignored(parts) else parts
+
+
+def split_relative_path(name: str) -> tuple[str, ...] | None:
+    """`clean_relative_path` without leaving out hidden names: None only for directories."""
     if "\\" in name:
         raise DatasetError(f"entry {name!r} uses backslashes as path separators; "
                            "re-create the archive with a standard zip tool (forward slashes)")
@@ -90,12 +101,33 @@ def clean_relative_path(name: str) -> tuple[str, ...] | None:
         raise DatasetError(f"entry {name!r} points outside the upload ('..'); it was rejected as unsafe")
     if name.endswith("/") or not parts:
         return None
-    return None if is_ignored(parts) else tuple(parts)
+    return tuple(parts)
 
 
 def is_ignored(parts: tuple[str, ...] | list[str]) -> bool:
-    """Hidden files and folders (".name") and OS litter (__MACOSX, Thumbs.db): skipped without a report."""
+    """Hidden files and folders (".name") and OS litter (__MACOSX, Thumbs.db): left out of an import."""
     return any(p.startswith(".") or p in _IGNORED_PARTS for p in parts)
+
+
+def hidden_folders(all_parts: Iterable[tuple[str, ...]]) -> dict[str, int]:
+    """Hidden folders (".net", "...") that hold files, with how many: an import leaves them out, and a class
+    folder named that way would otherwise vanish without a word. Hidden files and OS litter are not counted."""
+    found: dict[str, int] = {}
+    for parts in all_parts:
+        if parts[-1].startswith(".") or any(p in _IGNORED_PARTS for p in parts):
+            continue
+        folder = next(("/".join(parts[:i + 1]) for i, p in enumerate(parts[:-1]) if p.startswith(".")), None)
+        if folder is not None:
+            found[folder] = found.get(folder, 0) + 1
+    return found
+
+
+def hidden_folder_warning(found: dict[str, int]) -> list[str]:
+    if not found:
+        return []
+    names = ", ".join(repr(f) for f in sorted(found)[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    return [f"{sum(found.values())} file(s) in hidden folders ({names}) were left out: a folder name starting with "
+            "'.' marks it hidden; rename the folder to import its images"]
 
 
 def _check_ratio(uncompressed: int, compressed: int, what: str, limits: UploadLimits) -> None:
@@ -143,17 +175,17 @@ def open_zip(source: str | Path | bytes, limits: UploadLimits) -> tuple[zipfile.
             raise DatasetError(f"the archive unpacks to {human_bytes(declared)}; the limit is "
                                f"{human_bytes(limits.max_total_bytes)}")
         _check_ratio(declared, sum(i.compress_size for i in infos), "the archive", limits)
-        members = []
+        members, hidden = [], []
         for info in infos:
-            parts = clean_relative_path(info.filename)
+            parts = split_relative_path(info.filename)
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise DatasetError(f"entry {info.filename!r} is a symbolic link; upload plain files only")
             _check_ratio(info.file_size, info.compress_size, f"entry {info.filename!r}", limits)
             if parts is not None:
-                members.append(ZipMember(parts, info))
+                (hidden if is_ignored(parts) else members).append(ZipMember(parts, info))
         if not members:
-            raise DatasetError("the archive holds no files (only folders or hidden files); "
-                               "put one folder per class inside it")
+            raise DatasetError("the archive holds no files (only folders or hidden files); put one folder per class "
+                               "inside it. " + " ".join(hidden_folder_warning(hidden_folders(m.parts for m in hidden))))
         return zf, members
     except BaseException:
         zf.close()
@@ -233,14 +265,13 @@ def decode_image(data: bytes, limits: UploadLimits, max_side: int | None = None)
         im = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
         raise BadImage("not an image in a supported format (JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
-    except Image.DecompressionBombError as exc:  # Pillow's own guard fires first above 2 × its MAX_IMAGE_PIXELS
-        raise BadImage(f"too many pixels (decompression-bomb guard): {exc}") from None
     except Exception as exc:  # Pillow raises many types on malformed headers; any of them means "skip this file"
         raise BadImage(f"unreadable image header ({type(exc).__name__}: {exc})") from None
     width, height = im.size
     if width * height > limits.max_image_pixels:
         raise BadImage(f"{width}×{height} pixels exceeds the limit of {limits.max_image_pixels:,} pixels per image "
-                       "(decompression-bomb guard); downscale it")
+                       "(max_image_pixels, DMLSCOPE_MAX_IMAGE_PIXELS: a decompression-bomb guard); downscale it or "
+                       "raise the limit")
     frames = int(getattr(im, "n_frames", 1))
     try:
         if frames > 1:

@@ -12,8 +12,8 @@ from starlette.datastructures import UploadFile
 
 from server.errors import NotFound
 from server.routes.deps import DatasetId, ImageId, StoreDep
-from server.schemas import (DatasetPublic, DatasetsPublic, ImagePublic, ImagesPublic, dataset_public, image_url,
-                            thumb_url)
+from server.schemas import (DatasetPublic, DatasetsPublic, ImagePublic, ImagesPublic, SkippedPublic, dataset_public,
+                            image_url, thumb_url)
 from server.store import DatasetRecord, Store
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
@@ -44,7 +44,8 @@ async def create_dataset(request: Request, store: StoreDep) -> DatasetPublic:
         given = [k for k, v in (("file", zip_file), ("files", uploads), ("builtin", builtin)) if v]
         if len(given) != 1:
             raise _invalid("file", "send exactly one of: file (a zip), files (images with relative paths as "
-                                   f"names), builtin (a built-in set name); got {', '.join(given) or 'none'}")
+                                   f"names), builtin (a built-in set name); got {', '.join(given) or 'none'}"
+                                   f"{_what_arrived(request, list(form.keys()))}")
         if name is not None and (not isinstance(name, str) or not 0 < len(name.strip()) <= 200):
             raise _invalid("name", "name must be 1 to 200 characters")
         name = name.strip() if isinstance(name, str) else None
@@ -62,6 +63,15 @@ async def create_dataset(request: Request, store: StoreDep) -> DatasetPublic:
     finally:
         await form.close()
     return dataset_public(rec, store.run_count(rec.id))
+
+
+def _what_arrived(request: Request, fields: list[str]) -> str:
+    """What the request did send, for the "send exactly one of" error: wrong field names or not a form at all."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        return (f" (the body was sent as {kind or 'no content type'}; an upload is multipart/form-data, e.g. "
+                f"curl -F file=@data.zip)")
+    return f" (the form held {', '.join(sorted(set(fields)))[:300]})" if fields else " (the form was empty)"
 
 
 async def _import_zip(store: Store, upload: UploadFile, name: str | None) -> DatasetRecord:
@@ -97,6 +107,14 @@ def get_dataset(dataset_id: DatasetId, store: StoreDep) -> DatasetPublic:
 def delete_dataset(dataset_id: DatasetId, store: StoreDep, force: bool = False) -> Response:
     store.delete_dataset(dataset_id, force=force)
     return Response(status_code=204)
+
+
+@router.get("/{dataset_id}/skipped", operation_id="datasets-skipped")
+def list_skipped(dataset_id: DatasetId, store: StoreDep, offset: int = Query(0, ge=0),
+                 limit: int = Query(1000, ge=1, le=10_000)) -> SkippedPublic:
+    """Every file the import skipped, with why (the dataset itself lists only the first few)."""
+    skipped = store.get_dataset(dataset_id).info["skipped"]
+    return SkippedPublic(data=skipped[offset:offset + limit], count=len(skipped), offset=offset, limit=limit)
 
 
 @router.get("/{dataset_id}/images", operation_id="datasets-images")

@@ -49,8 +49,9 @@ def png_bytes(size: int = 16) -> bytes:
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Test settings; TestClient addresses the app as `testserver`, so that host name is allowed."""
     return Settings(**{"data_dir": data_dir, "builtin_datasets": [], "device": "cpu", "torch_threads": 1,
-                       "warm_umap": False, **overrides})
+                       "warm_umap": False, "allowed_hosts": ["testserver"], **overrides})
 
 
 @pytest.fixture

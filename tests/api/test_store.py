@@ -46,7 +46,9 @@ def test_run_lifecycle_prefix_lookup_and_interrupted(store: Store) -> None:
     assert store.get_run(child.id[:6]).id == child.id
     with pytest.raises(NotFound):
         store.get_run("../../x")
-    assert store.mark_interrupted() == [child.id]
+    assert store.mark_interrupted() == []  # only with the folder to itself: a CLI run may be training
+    with store.folder.alone() as alone:
+        assert alone and store.mark_interrupted() == [child.id]
     interrupted = store.get_run(child.id)
     assert interrupted.status == "interrupted" and "resume" in interrupted.error and interrupted.finished_at
     store.set_progress(run.id, {"stage": "train", "fraction": 0.5})

@@ -29,13 +29,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env(data_dir: Path, port: int, **settings: str) -> dict[str, str]:
+    """The environment of a test server process: this checkout's code, no built-ins, CPU, plus `settings`."""
+    return {**os.environ, "DMLSCOPE_DATA_DIR": str(data_dir), "DMLSCOPE_PORT": str(port),
+            "DMLSCOPE_BUILTIN_DATASETS": "", "DMLSCOPE_WARM_UMAP": "false", "DMLSCOPE_DEVICE": "cpu",
+            "DMLSCOPE_TORCH_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+            **{f"DMLSCOPE_{k.upper()}": v for k, v in settings.items()}}
+
+
 class Server:
-    def __init__(self, data_dir: Path):
-        self.port = _free_port()
+    def __init__(self, data_dir: Path, **settings: str):
+        self.port, self.data_dir = _free_port(), data_dir
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "DMLSCOPE_DATA_DIR": str(data_dir), "DMLSCOPE_PORT": str(self.port),
-               "DMLSCOPE_BUILTIN_DATASETS": "", "DMLSCOPE_WARM_UMAP": "false", "DMLSCOPE_DEVICE": "cpu",
-               "DMLSCOPE_TORCH_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        env = server_env(data_dir, self.port, **settings)
         self.log = (data_dir.parent / f"server-{self.port}.log").open("w")
         self.proc = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90

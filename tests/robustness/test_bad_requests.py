@@ -52,6 +52,18 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
     ("negative margin", {"loss": {"name": "triplet", "params": {"margin": -5}}}, "config"),
     ("string for a number", {"epochs": "many"}, "config.epochs: Input should be a valid integer"),
     ("integer beyond 64 bits", {"seed": 10 ** 30}, "config.seed:"),
+    ("negative split seed", {"split": {"mode": "random_half", "seed": -1}},
+     "config.split.seed: Input should be greater than or equal to 0"),
+    ("split seed beyond 32 bits", {"split": {"mode": "random_half", "seed": 2 ** 40}}, "config.split.seed:"),
+    ("a name as long as a book", {"loss": {"name": "x" * 100_000}}, "config.loss.name: String should have at most 64"),
+    ("too many regularizers", {"regularizers": [{"name": f"r{i}"} for i in range(100)]},
+     "config.regularizers: List should have at most 16 items"),
+    ("a hundred loss parameters", {"loss": {"name": "triplet", "params": {f"p{i}": 1 for i in range(100)}}},
+     "config.loss.params: Dictionary should have at most 32 items"),
+    ("a parameter name as long as a book", {"miner": {"name": "all", "params": {"m" * 100_000: 1}}},
+     "m….[key]: String should have at most 64 characters"),
+    ("a parameter value as long as a book", {"loss": {"name": "triplet", "params": {"margin": list(range(10 ** 5))}}},
+     "config: loss.params.margin: expected a finite float, got [0, 1, 2"),
     ("server path for weights", {"pretrained_weights": "/etc/passwd"},
      "config: pretrained_weights: a local weights file can only be named from the command line"),
 ]
@@ -64,15 +76,19 @@ def test_bad_configs_are_422_naming_the_field(trainable: tuple[Stored, dict[str,
     r = stored.client.post("/api/runs", json=_run_body(shapes["id"], **config))
     assert r.status_code == 422, (case, r.text)
     assert r.json()["error"] == "validation_error" and message in r.json()["detail"], (case, r.json()["detail"])
+    assert len(r.text) < 2000, (case, len(r.text))  # a huge value is named, not echoed back
     assert stored.client.get("/api/runs").json()["count"] == 0
 
 
 # (case, raw request body, what the detail must hold): what json.dumps would never write.
 RAW_BODIES: list[tuple[str, str, str]] = [
     ("malformed JSON", '{"dataset_id": "%s", "config": {', "body: not valid JSON at character 42"),
-    ("NaN learning rate", '{"dataset_id": "%s", "config": {"optimizer": {"lr": NaN}}}', "config.optimizer.lr"),
+    ("NaN learning rate", '{"dataset_id": "%s", "config": {"optimizer": {"lr": NaN}}}',
+     "config.optimizer.lr: Input should be a finite number"),
     ("infinite learning rate", '{"dataset_id": "%s", "config": {"optimizer": {"lr": Infinity}}}',
-     "config.optimizer.lr"),
+     "config.optimizer.lr: Input should be a finite number"),
+    ("NaN regularizer weight", '{"dataset_id": "%s", "config": {"regularizers": [{"name": "det", "weight": NaN}]}}',
+     "config.regularizers.0.weight: Input should be a finite number"),
     ("NaN loss parameter", '{"dataset_id": "%s", "config": {"loss": {"name": "triplet", "params": {"margin": NaN}}}}',
      "config"),
     ("a list, not an object", '[1, 2, 3]', "Input should be a valid dictionary"),
@@ -177,4 +193,6 @@ def test_a_diverging_run_fails_cleanly_and_keeps_its_last_good_checkpoint(
     assert r.status_code == 422 and "pretrained_weights" in r.json()["detail"], r.text
     r = stored.client.post(f"/api/runs/{run['id']}/retrain", json={"patch": {"split": {"mode": "predefined"}}})
     assert r.status_code == 400 and "no predefined split" in r.json()["detail"], r.text
+    r = stored.client.post(f"/api/runs/{run['id']}/retrain", json={"patch": {"split": {"seed": -1}}})
+    assert r.status_code == 422 and r.json()["detail"].startswith("patch.split.seed"), r.text
     assert stored.client.get("/api/runs").json()["count"] == 1  # nothing was recorded for the refused retrains

@@ -36,11 +36,11 @@ def test_binds_to_loopback_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 
 def test_the_token_guards_every_mutating_route(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import server.app
+    import server.middleware
 
     compared: list[bytes] = []
-    real = server.app.hmac.compare_digest
-    monkeypatch.setattr(server.app.hmac, "compare_digest", lambda a, b: compared.append(a) or real(a, b))
+    real = server.middleware.hmac.compare_digest
+    monkeypatch.setattr(server.middleware.hmac, "compare_digest", lambda a, b: compared.append(a) or real(a, b))
     with TestClient(create_app(make_settings(tmp_path / "data", api_token="s3cret"))) as client:
         routes = [(m, p) for m, p, _ in api_routes(client.app) if m not in SAFE]
         assert len(routes) >= 8, routes

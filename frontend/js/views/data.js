@@ -145,7 +145,7 @@ function importReport(dataset) {
   return el("div", { class: "state empty" },
     el("p", {}, el("strong", {}, `Imported “${dataset.name}”: `),
       `${dataset.num_images} images in ${dataset.num_classes} classes.`),
-    dataset.skipped?.length ? el("p", {}, `${plural(dataset.skipped.length, "file")} rejected (listed with the set).`) : null);
+    dataset.skipped_count ? el("p", {}, `${plural(dataset.skipped_count, "file")} rejected (listed with the set).`) : null);
 }
 
 async function showDataset(box, dataset, refresh) {
@@ -163,7 +163,7 @@ async function showDataset(box, dataset, refresh) {
       el("span", { class: "badge" }, `${c.name}: ${c.count}`))),
     (dataset.warnings || []).map((w) => el("p", { class: "state empty" }, w)),
     thumbs,
-    rejected(dataset.skipped || []));
+    rejected(dataset));
   const classes = dataset.classes.slice(0, MAX_CLASSES_SHOWN);
   try {
     const pages = await Promise.all(classes.map((c) =>
@@ -180,10 +180,13 @@ async function showDataset(box, dataset, refresh) {
   }
 }
 
-function rejected(skipped) {
-  if (!skipped.length) return el("p", { class: "muted small" }, "No files were rejected.");
-  return el("details", { open: skipped.length <= 20 },
-    el("summary", {}, `${plural(skipped.length, "rejected file")}`),
+function rejected(dataset) {
+  const skipped = dataset.skipped || [], count = dataset.skipped_count ?? skipped.length;
+  if (!count) return el("p", { class: "muted small" }, "No files were rejected.");
+  return el("details", { open: count <= 20 },
+    el("summary", {}, `${plural(count, "rejected file")}`),
+    count > skipped.length ? el("p", { class: "muted small" }, `The first ${skipped.length} are listed; `,
+      el("a", { href: `/api/datasets/${dataset.id}/skipped`, target: "_blank" }, "all of them"), " (JSON).") : null,
     el("div", { class: "table-scroll" }, el("table", {},
       el("thead", {}, el("tr", {}, el("th", {}, "File"), el("th", {}, "Reason"))),
       el("tbody", {}, skipped.map((s) => el("tr", {}, el("td", { class: "mono" }, s.path), el("td", {}, s.reason)))))));
