@@ -25,9 +25,10 @@ from models.config import RunConfig
 from server import __version__
 from server.errors import BadRequest, error_body, install_error_handlers
 from server.jobs import JobManager
-from server.routes import datasets, explore, model_import, runs, system
+from server.routes import datasets, explore, model_import, runs, sweeps, system
 from server.settings import Settings
 from server.store import Store
+from server.sweeps import SweepManager
 
 log = logging.getLogger("dmlscope")
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
@@ -188,7 +189,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if leftovers:
             log.warning("removed what the last server process left half-written: %s", ", ".join(leftovers))
         jobs = JobManager(store, settings)
-        app.state.store, app.state.jobs = store, jobs
+        sweep_manager = SweepManager(store, jobs, settings)
+        app.state.store, app.state.jobs, app.state.sweeps = store, jobs, sweep_manager
+        sweep_manager.start()  # before the workers: a stopped sweep's queued runs are cancelled, not started
         interrupted = jobs.start()
         if interrupted:
             log.warning("runs interrupted by the last shutdown (resume them): %s", ", ".join(interrupted))
@@ -200,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 _queue_demo_run(store, jobs, builtins[0].id)
             yield
         finally:
+            sweep_manager.stop()  # first: runs the job manager interrupts now are not sweep failures
             jobs.stop()
             explore.clear_caches()
             store.close()
@@ -209,7 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "binary points layout.")
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (system, datasets, runs, explore, model_import):
+    for module in (system, datasets, runs, sweeps, explore, model_import):
         app.include_router(module.router)
     docs_csp = _mount_docs(app)
     _mount_frontend(app)
