@@ -56,8 +56,11 @@ class OptimizerConfig(_Strict):
 class SplitConfig(_Strict):
     # The zero-shot DML protocol: train on some classes, evaluate on the unseen rest.
     mode: Literal["first_half", "random_half", "predefined"] = "first_half"
-    seed: int = 0  # for random_half
+    seed: int = 0  # for random_half, and for the validation split below
     # "predefined" uses the split a benchmark layout ships with (CUB, Cars, SOP)
+    # True: train on ⌈T/2⌉ of this split's T training classes (drawn with `seed`) and evaluate on the other ⌊T/2⌋,
+    # never on the test classes: the class-disjoint validation split that hyper-parameters are chosen on.
+    validation: bool = False
 
 
 class RunConfig(_Strict):

@@ -23,7 +23,9 @@ from pytorch_metric_learning.distances import BaseDistance
 from models import distributed
 from models.config import RunConfig
 from models.data import ImageSet, zero_shot_split
+from models.budget import steps_per_epoch, under_trained
 from models.evaluate import evaluate
+from models.geometry import common_space_stats, headline
 from models.network import EmbeddingNet
 from models.progress import Cancelled, CancelCheck, Progress, ProgressCallback, ignore_progress, never_cancel
 from models.projection import align, project
@@ -36,7 +38,6 @@ PROJECTION_SPLITS = ("train", "test", "all")  # "all": train then test, in one s
 EMBED_BATCH = 256
 LIPSCHITZ_BATCH = 1024
 TORCHSCRIPT = "model.torchscript.pt"  # an imported TorchScript embedder, kept in its run folder instead of CHECKPOINT
-HEADLINE = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r", "r_precision", "nmi")
 
 # Share of the progress bar per stage: training dominates; the rest is measured, not guessed, on mnist5k.
 _SPANS_TRAINED = {"train": (0.0, 0.8), "embed": (0.8, 0.84), "evaluate": (0.84, 0.88), "stats": (0.88, 0.98),
@@ -155,17 +156,6 @@ def _embed(model: EmbeddingNet, pixels: np.ndarray, idx: np.ndarray,
 
 
 # ---- measuring a trained model ------------------------------------------------------------------------------
-def _headline(metrics: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
-    """The numbers a run list or a sweep table shows, for one split."""
-    radii = [c["radius_mean"] for c in stats["per_class"] if c["radius_mean"] is not None]
-    densities = [c["relative_density"] for c in stats["per_class"] if c["relative_density"] is not None]
-    glob = stats["global"]
-    return {**{k: metrics.get(k) for k in HEADLINE},
-            "radius_mean": float(np.mean(radii)) if radii else None,
-            "relative_density": float(np.mean(densities)) if densities else None,
-            "margin": glob["margin"], "pi_ratio": glob["pi_ratio"], "spectral_decay": glob["spectral_decay"]}
-
-
 def _measure(model: EmbeddingNet, distance: BaseDistance, image_set: ImageSet, split: dict[str, np.ndarray],
              run_dir: Path, stages: _Stages, parent_dir: Path | None, seed: int) -> tuple[dict, dict[str, float]]:
     """Embed both splits with a dmlscope model, then `_measure_embeddings`; (headline per split, timings)."""
@@ -214,9 +204,10 @@ def _measure_embeddings(embeddings: dict[str, np.ndarray], distance: BaseDistanc
 
     t = time.perf_counter()
     stages.start("stats", "class radius, density, margins, log|det J|, local Lipschitz")
-    stats = {}
+    stats, common = {}, {}
     for s in SPLITS:
         result = class_stats(embeddings[s], image_set.labels[split[s]], distance, image_set.class_names)
+        common[s] = common_space_stats(embeddings[s], image_set.labels[split[s]])
         _save_npy(run_dir / f"centroids_{s}.npy", result.pop("centroids").astype(np.float32))
         stats[s] = result
         if stages.should_cancel():
@@ -233,7 +224,7 @@ def _measure_embeddings(embeddings: dict[str, np.ndarray], distance: BaseDistanc
         xy = project(embeddings[s], "pca", seed=seed, distance=distance)
         _save_npy(run_dir / f"projection_pca_{s}.npy", _aligned(xy, split, s, parent_dir, "pca"))
     timings["project_s"] = time.perf_counter() - t
-    return {s: _headline(metrics[s], stats[s]) for s in SPLITS}, timings
+    return {s: headline(metrics[s], stats[s], common[s]) for s in SPLITS}, timings
 
 
 def _split_ids(split: dict[str, np.ndarray], which: str) -> np.ndarray:
@@ -270,6 +261,8 @@ def _summary(origin: str, config: RunConfig, split: dict[str, np.ndarray], headl
         "num_train": len(split["train"]), "num_test": len(split["test"]),
         "embedding_dim": config.embedding_dim, "distance": config.distance.name, "flow": config.flow.enabled,
         "device": device.type, "samples_per_s": samples_per_s, "timings": timings,
+        # None for a TorchScript import: no training history to judge
+        "under_trained": under_trained(history, steps_per_epoch(config, len(split["train"]))) if history else None,
     }
     json.dumps(summary, allow_nan=False)  # fail here, not in the store, if a value is not JSON
     return summary

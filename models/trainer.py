@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from models import distributed
+from models.budget import is_edge_step, steps_per_epoch
 from models.config import RunConfig
 from models.data import ImageSet, MPerClassSampler
 from models.distances import create_distance
@@ -257,7 +258,7 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
                                       forward_sync_buffers=False)  # synced BatchNorm keeps buffers equal
 
     # Built before any RNG state is restored, so a fresh and a resumed run construct it identically.
-    steps = config.steps_per_epoch or max(1, len(train_idx) // config.batch_size)
+    steps = steps_per_epoch(config, len(train_idx))
     sampler = MPerClassSampler(image_set.labels, train_idx, config.classes_per_batch, config.samples_per_class,
                                steps, generator=generator)
     history: list[dict[str, Any]] = []
@@ -292,6 +293,7 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
         criterion.train()
         t_epoch = time.perf_counter()
         sums: dict[str, float] = {}
+        step_losses: list[list[float]] = []  # [global step, metric loss] at the run's ends (models/budget.py)
         for step, batch in enumerate(sampler):
             if distributed.any_rank(should_cancel(), device):
                 raise Cancelled(f"cancelled at epoch {epoch + 1}, step {step + 1}")
@@ -313,6 +315,8 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
             for name, value in {**values, **{f"diag/{k}": v for k, v in diagnostics.items()}}.items():
                 sums[name] = sums.get(name, 0.0) + value
             done = epoch * steps + step + 1
+            if is_edge_step(done, total_steps):
+                step_losses.append([done, values["loss"]])
             step_rate = len(batch) / max(time.perf_counter() - t_step, 1e-9)
             rate = step_rate if rate is None else 0.9 * rate + 0.1 * step_rate
             on_progress(Progress(
@@ -329,6 +333,7 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
             "terms": {k: v for k, v in means.items() if not k.startswith("diag/")},
             "diagnostics": {k.removeprefix("diag/"): v for k, v in means.items() if k.startswith("diag/")},
             "seconds": time.perf_counter() - t_epoch,
+            "step_losses": step_losses,
         })
         if top.is_primary:
             checkpoint = {

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
@@ -27,24 +26,6 @@ EXIT_INTERRUPTED = 130
 METRICS = [("recall_at_1", "Recall@1"), ("recall_at_2", "Recall@2"), ("recall_at_4", "Recall@4"),
            ("recall_at_8", "Recall@8"), ("map_at_r", "MAP@R"), ("r_precision", "R-Precision"), ("nmi", "NMI"),
            ("radius_mean", "mean radius"), ("margin", "margin δ2−δ1")]
-
-# `dmlscope sweep`: the baseline and one variant per paper idea, each a patch on the base config. `flow` is the
-# det variant's control (the same flow layer, no regularizer): det changes the architecture and the loss at once.
-_DET = {"name": "det", "weight": 0.05}  # λ quoted by a summary of the determinant paper (SPEC §3.2 [S])
-SWEEP_VARIANTS: dict[str, dict[str, Any]] = {
-    "baseline": {},
-    "flow": {"flow": {"enabled": True}},
-    "det": {"flow": {"enabled": True}, "regularizers": [_DET]},
-    "density": {"regularizers": [{"name": "density", "weight": 0.5}]},
-    "snr+zero_mean": {"distance": {"name": "snr"}, "regularizers": [{"name": "zero_mean", "weight": 0.005}]},
-    "relative_mahalanobis": {"distance": {"name": "relative_mahalanobis"}},
-}
-SWEEP_EXTRA: dict[str, dict[str, Any]] = {
-    "det_dueling": {"flow": {"enabled": True, "dueling": True}, "regularizers": [_DET]},
-    "det_0.001": {"flow": {"enabled": True}, "regularizers": [{**_DET, "weight": 0.001}]},
-    "det_bounded": {"flow": {"enabled": True}, "regularizers": [{**_DET, "params": {"bounded": True}}]},
-}
-
 
 class BadInput(Exception):
     """A CLI usage error: printed as one line, exit code 2."""
@@ -210,8 +191,10 @@ class _StopOnSigint:
 
 
 def run_in_store(store: Any, dataset: Any, config: Any, name: str | None, parent: Any = None,
-                 work: Callable[..., dict[str, Any]] | None = None, origin: str = "train") -> tuple[Any, dict]:
-    """Record a run, execute it in-process with a progress bar, and record its outcome, as the server would."""
+                 work: Callable[..., dict[str, Any]] | None = None, origin: str = "train",
+                 label: str | None = None) -> tuple[Any, dict]:
+    """Record a run, execute it in-process with a progress bar (`label`, default "run ID"), and record its
+    outcome, as the server would."""
     from models.data import check_trainable
     from models.progress import Cancelled
     from models.run import execute_run
@@ -223,7 +206,7 @@ def run_in_store(store: Any, dataset: Any, config: Any, name: str | None, parent
                            origin=origin, status="running")
     run_dir = store.run_dir(rec.id)
     parent_dir = store.run_dir(parent.id) if parent else None
-    bar = ProgressBar(f"run {rec.id}")
+    bar = ProgressBar(label or f"run {rec.id}")
     try:
         with _StopOnSigint() as stop:
             if work is None:
@@ -265,6 +248,9 @@ def _print_run(rec: Any, run_dir: Path, summary: dict[str, Any]) -> None:
     print(f"run {rec.id}  {rec.name}")
     print(f"folder {run_dir}")
     print(metrics_table({"train classes": summary["train"], "test classes (unseen)": summary["test"]}))
+    check = summary.get("under_trained")
+    if check and check["flag"]:
+        print(f"warning: run {rec.id} is under-trained: {'; '.join(check['reasons'])}", file=sys.stderr)
 
 
 # ---- commands ---------------------------------------------------------------------------------------------
@@ -348,64 +334,43 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Baseline vs each regularizer variant over several seeds; a Markdown table of mean ± std."""
-    from models.config import RunConfig
+    """The reality-check sweep (models/sweep.py): splits × seeds, selection on validation classes, paired
+    comparison with the baseline; prints the report as Markdown (also after Ctrl-C, marked partial)."""
+    from models.data import check_trainable
+    from models.sweep import DEFAULT_VARIANTS, Sweep, prepare_spec
     from server.store import Store
 
-    variants = {**SWEEP_VARIANTS, **SWEEP_EXTRA}
-    chosen = args.variants.split(",") if args.variants else list(SWEEP_VARIANTS)
-    unknown = [v for v in chosen if v not in variants]
-    if unknown:
-        raise BadInput(f"unknown sweep variant {unknown[0]!r}; choose from: {', '.join(variants)}")
+    names = tuple(v.strip() for v in args.variants.split(",")) if args.variants else DEFAULT_VARIANTS
     settings = _settings(args)
     base = build_config(args, settings)
-    configs = {name: base.with_patch(variants[name]) for name in chosen}
     store = Store.open(settings)
     dataset = resolve_dataset(store, args.data)
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
-    for seed in range(args.seeds):
-        for name, config in configs.items():
-            config = config.with_patch({"seed": base.seed + seed})
-            _, summary = run_in_store(store, dataset, config, f"sweep {name} seed {config.seed}")
-            results[name].append(summary)
-    print(sweep_table(results, dataset.name, base))
+    image_set = store.image_set(dataset.id)
+    sweep = Sweep(prepare_spec(image_set, base, variants=names, splits=args.splits, seeds=args.seeds,
+                               select=not args.no_select, min_steps=args.min_steps))
+    first = sweep.next_runs()  # refuse a sweep this set cannot train before recording any run
+    for run in first:
+        check_trainable(image_set, run.config)
+    sweep.requeue()
+
+    def execute(run: Any) -> dict[str, Any]:
+        label = f"[{sweep.finished + 1}/{sweep.total}] {run.name}"
+        return run_in_store(store, dataset, run.config, run.name, label=label)[1]
+
+    try:
+        report = sweep.run(execute)
+    except BaseException:
+        _write_report(sweep.report(), args.json, partial=True)
+        raise
+    _write_report(report, args.json)
     return 0
 
 
-def _radius_ratio(summary: dict[str, Any]) -> float | None:
-    train, test = summary["train"]["radius_mean"], summary["test"]["radius_mean"]
-    return test / train if train and test is not None else None
-
-
-# (header, value of one run's summary). Radii and margins are in each distance's own units; the test/train
-# radius ratio (how much looser unseen classes are than the trained ones, the determinant paper's r* vs r_i)
-# is unit-free and comparable across distances.
-SWEEP_COLUMNS: list[tuple[str, Callable[[dict[str, Any]], float | None]]] = [
-    ("MAP@R", lambda s: s["test"]["map_at_r"]), ("Recall@1", lambda s: s["test"]["recall_at_1"]),
-    ("MAP@R train", lambda s: s["train"]["map_at_r"]), ("radius train", lambda s: s["train"]["radius_mean"]),
-    ("radius test", lambda s: s["test"]["radius_mean"]), ("radius test/train", _radius_ratio),
-    ("margin test", lambda s: s["test"]["margin"]),
-]
-
-
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "—"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3f} ± {std:.3f}"
-
-
-def sweep_table(results: dict[str, list[dict[str, Any]]], dataset_name: str, base: Any) -> str:
-    seeds = max(len(v) for v in results.values())
-    lines = [f"{dataset_name}, {base.loss.name} + {base.miner.name}, {base.epochs} epochs, {seeds} seeds "
-             f"(mean ± std; test = unseen classes; radius = mean distance to the class centre, margin = δ2 − δ1, "
-             f"both in each distance's own units)", "",
-             "| variant | " + " | ".join(c[0] for c in SWEEP_COLUMNS) + " |",
-             "|---|" + "---:|" * len(SWEEP_COLUMNS)]
-    for name, summaries in results.items():
-        cells = [_mean_std([v for v in map(value, summaries) if v is not None]) for _, value in SWEEP_COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _write_report(report: Any, path: str | None, partial: bool = False) -> None:
+    print(report.markdown())
+    if path:
+        Path(path).write_text(json.dumps(report.to_json(), indent=1, allow_nan=False), encoding="utf-8")
+        print(f"{'partial ' if partial else ''}report written to {path}", file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -477,13 +442,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("sweep", help="baseline vs each regularizer over several seeds (Markdown table)",
-                       description="Runs each variant (" + ", ".join(SWEEP_VARIANTS) + "; optional: "
-                                   + ", ".join(SWEEP_EXTRA) + ") for --seeds seeds on top of the base config "
-                                   "given by the flags, and prints mean ± std.")
+    from models.budget import MIN_STEPS
+    from models.sweep_variants import DEFAULT_VARIANTS, VARIANTS
+
+    p = sub.add_parser("sweep", help="reality-check comparison of the regularizers (Markdown table)",
+                       description="Runs the baseline and each variant (default: " + ", ".join(DEFAULT_VARIANTS)
+                                   + "; optional: " + ", ".join(v for v in VARIANTS if v not in DEFAULT_VARIANTS)
+                                   + ") over --splits random class splits × --seeds seeds, all with one step "
+                                   "budget, each variant's hyper-parameters chosen on a validation split of the "
+                                   "training classes, and prints mean, 95 % CI and paired p-value against the "
+                                   "baseline per variant.")
     p.add_argument("--data", default="mnist5k", help="as for train (default mnist5k)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
-    p.add_argument("--variants", help="comma-separated subset, e.g. baseline,det")
+    p.add_argument("--splits", type=int, default=2, help="seeded random class splits (default 2)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per split and variant (default 3)")
+    p.add_argument("--variants", help="comma-separated, baseline included, e.g. baseline,flow,det")
+    p.add_argument("--no-select", action="store_true",
+                   help="skip the selection runs: every variant runs with its own patch")
+    p.add_argument("--min-steps", type=int, default=MIN_STEPS,
+                   help=f"fewer optimizer steps than this flags a run as under-trained (default {MIN_STEPS})")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     _add_config_flags(p)
     _add_data_dir(p)
     p.set_defaults(func=cmd_sweep)

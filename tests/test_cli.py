@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import BadInput, _StopOnSigint, build_config, build_parser, main, sweep_table
+from server.cli import BadInput, _StopOnSigint, build_config, build_parser, main
 from server.settings import Settings
 from server.store import Store
 
@@ -58,7 +58,8 @@ def test_bad_flags_are_bad_input(tmp_path: Path) -> None:
 def test_train_registers_the_run_in_the_store_then_eval_and_compare(tmp_path: Path, capsys) -> None:
     data = ["--data-dir", str(tmp_path)]
     assert main(["train", *TINY, *data, "--name", "first"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "is under-trained: only 2 optimizer steps (minimum 100)" in err  # TINY trains 2 steps
     store = Store.open(Settings(data_dir=tmp_path))
     (run,) = store.list_runs()
     assert run.status == "done" and run.name == "first" and run.summary["origin"] == "train"
@@ -80,32 +81,44 @@ def test_train_registers_the_run_in_the_store_then_eval_and_compare(tmp_path: Pa
     assert main(["eval", str(checkpoint), "--data", "synthetic", *data]) == 0
     imported = store.list_runs()[0]
     assert imported.origin == "import" and imported.status == "done"
-    assert imported.summary["test"] == pytest.approx(child.summary["test"])
+    assert imported.summary["test"].pop("common") == pytest.approx(child.summary["test"]["common"])
+    assert imported.summary["test"] == pytest.approx({k: v for k, v in child.summary["test"].items() if k != "common"})
     assert len(store.list_datasets()) == 1  # the built-in set is imported once and reused
 
 
-def test_sweep_prints_mean_and_std_per_variant(tmp_path: Path, capsys) -> None:
-    assert main(["sweep", *TINY, "--seeds", "2", "--variants", "baseline,density", "--data-dir", str(tmp_path)]) == 0
+@pytest.mark.slow
+def test_sweep_end_to_end_prints_the_paired_table_and_writes_json(tmp_path: Path, capsys) -> None:
+    report = tmp_path / "report.json"
+    argv = ["sweep", *TINY, "--splits", "2", "--seeds", "1", "--variants", "baseline,density",
+            "--data-dir", str(tmp_path / "data")]
+    assert main([*argv, "--json", str(report)]) == 0
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| baseline") or line.startswith("| density")]
-    assert len(rows) == 2 and all(line.count("±") == 7 for line in rows)
-    runs = Store.open(Settings(data_dir=tmp_path)).list_runs()
-    assert sorted(r.name for r in runs) == ["sweep baseline seed 0", "sweep baseline seed 1",
-                                            "sweep density seed 0", "sweep density seed 1"]
-    assert main(["sweep", *TINY, "--variants", "baseline,nope", "--data-dir", str(tmp_path)]) == 2
-
-
-def test_sweep_table_statistics() -> None:
-    def summary(map_at_r: float, radius: float) -> dict:
-        split = {"map_at_r": map_at_r, "recall_at_1": 1.0, "radius_mean": radius, "margin": None}
-        return {"train": {**split, "radius_mean": 1.0}, "test": split}
-
-    table = sweep_table({"baseline": [summary(0.2, 2.0), summary(0.4, 4.0)]}, "mnist5k", _config())
-    row = next(line for line in table.splitlines() if line.startswith("| baseline"))
+    assert "paired t-test" in out and "### Selection on the validation classes" in out and "Partial" not in out
+    row = next(line for line in out.splitlines() if line.startswith("| density | 2 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "0.300 ± 0.141"  # sample std of (0.2, 0.4)
-    assert cells[6] == "3.000 ± 1.414"  # radius test/train
-    assert cells[7] == "—"  # undefined everywhere
+    assert "±" in cells[2] and cells[3].startswith(("+", "-")) and "[" in cells[3]
+    assert cells[8] == "2/2"  # 2 steps per run: every run is under-trained
+    data = json.loads(report.read_text())
+    assert data["complete"] and {r["variant"] for r in data["variants"]} == {"baseline", "density"}
+    density = next(r for r in data["variants"] if r["variant"] == "density" and r["metric"] == "map_at_r")
+    assert density["n"] == 2 and density["under_trained"] == 2 and set(density["chosen"]) == {"0", "1"}
+    assert len(data["selection"]) == 2 * (2 + 4)  # splits × (baseline's margins + density's 4 points)
+    runs = Store.open(Settings(data_dir=tmp_path / "data")).list_runs()
+    finals = sorted(r.name for r in runs if not r.name.startswith("sweep select"))
+    assert finals == ["sweep baseline split 0 seed 0", "sweep baseline split 1 seed 0",
+                      "sweep density split 0 seed 0", "sweep density split 1 seed 0"]
+    select = next(r for r in runs if r.name == "sweep select density split 1 grid 3")
+    assert select.config["split"] == {"mode": "random_half", "seed": 1, "validation": True}
+    assert all(r.config["steps_per_epoch"] == 2 and r.status == "done" for r in runs)
+
+
+def test_sweep_refuses_unknown_variants_and_a_sweep_without_baseline(tmp_path: Path, capsys) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    assert main(["sweep", *TINY, "--variants", "baseline,nope", *data]) == 2
+    assert "unknown sweep variant 'nope'" in capsys.readouterr().err
+    assert main(["sweep", *TINY, "--variants", "density", *data]) == 2
+    assert "include 'baseline'" in capsys.readouterr().err
+    assert Store.open(Settings(data_dir=tmp_path)).list_runs() == []
 
 
 def test_errors_are_one_line_with_exit_code_2(tmp_path: Path, capsys) -> None:

@@ -16,7 +16,9 @@ def zero_shot_split(image_set: ImageSet, split: SplitConfig) -> tuple[np.ndarray
 
     `first_half`: the first ⌈C/2⌉ classes in the set's class order (sorted names; class ids for
     benchmarks); `random_half`: ⌈C/2⌉ classes drawn with `split.seed`; `predefined`: the benchmark's own.
-    Each side needs at least 2 classes, since both training and retrieval compare classes.
+    Each side needs at least 2 classes, since both training and retrieval compare classes. With
+    `split.validation` the training classes are split again (`_validation_split`) and the pair returned is
+    (train', validation): the test classes are never touched.
     """
     labels = image_set.labels
     if split.mode == "predefined":
@@ -30,13 +32,34 @@ def zero_shot_split(image_set: ImageSet, split: SplitConfig) -> tuple[np.ndarray
                  else np.random.default_rng(split.seed).permutation(num_classes))
         train = np.isin(labels, order[: (num_classes + 1) // 2])
     train_idx, test_idx = np.flatnonzero(train), np.flatnonzero(~train)
-    for name, idx in (("training", train_idx), ("test", test_idx)):
+    _check_sides(labels, train_idx, test_idx, split.mode, "training", "test", "the set", len(image_set.class_names))
+    if split.validation:
+        train_idx, test_idx = _validation_split(labels, train_idx, split)
+    return train_idx.astype(np.int64), test_idx.astype(np.int64)
+
+
+def _validation_split(labels: np.ndarray, train_idx: np.ndarray, split: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train', validation): the training classes split again, ⌈T/2⌉ / ⌊T/2⌋ with `split.seed`.
+
+    Seeded by (seed, 1), a stream apart from the one random_half draws its classes from, so the two splits of
+    one seed are not the same permutation twice.
+    """
+    classes = np.unique(labels[train_idx])
+    order = np.random.default_rng([split.seed, 1]).permutation(classes)
+    inner = np.isin(labels[train_idx], order[: (len(classes) + 1) // 2])
+    train_idx, val_idx = train_idx[inner], train_idx[~inner]
+    _check_sides(labels, train_idx, val_idx, f"{split.mode} validation", "training", "validation",
+                 "its training side", len(classes))
+    return train_idx, val_idx
+
+
+def _check_sides(labels: np.ndarray, a: np.ndarray, b: np.ndarray, what: str, name_a: str, name_b: str,
+                 whole: str, num_classes: int) -> None:
+    for name, idx in ((name_a, a), (name_b, b)):
         n = len(np.unique(labels[idx]))
         if n < 2:
-            raise DatasetError(f"the {split.mode} split leaves {n} class(es) for {name}; a zero-shot split needs at "
-                               f"least 2 classes on each side, so the set needs 4 or more classes "
-                               f"(it has {len(image_set.class_names)})")
-    return train_idx.astype(np.int64), test_idx.astype(np.int64)
+            raise DatasetError(f"the {what} split leaves {n} class(es) for {name}; it needs at least 2 classes on "
+                               f"each side, so {whole} needs 4 or more classes (it has {num_classes})")
 
 
 def check_trainable(image_set: ImageSet, config: RunConfig) -> None:
