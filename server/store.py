@@ -74,7 +74,7 @@ _MIGRATIONS = [
     CREATE TABLE sweep_runs (
         sweep_id TEXT NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE, key TEXT NOT NULL,
         run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, plan TEXT NOT NULL,
-        recorded INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sweep_id, key));
+        PRIMARY KEY (sweep_id, key));
     CREATE INDEX sweep_runs_by_run ON sweep_runs(run_id);
     """,
 ]

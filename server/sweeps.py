@@ -8,43 +8,32 @@ Sweep is done its report is stored and the sweep is `done`.
 
 Cancel cancels the sweep's queued and running runs and stops. A server stop (or a crash, found at the next
 start) leaves the sweep `interrupted`: its queued runs are cancelled, running ones are interrupted by the job
-manager. Resume rebuilds the Sweep from the saved state, resumes the unrecorded interrupted or cancelled runs
-from their checkpoints and carries on launching.
+manager. Resume rebuilds the Sweep from the saved state, re-offers the runs it had handed out but that were
+never launched (`Sweep.requeue`), resumes the unrecorded interrupted or cancelled runs from their checkpoints
+and carries on launching.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
 
-from models.config import RunConfig
 from models.sweep import PlannedRun, Sweep, SweepSpec
 from server.errors import Conflict, DmlscopeError
 from server.jobs import EventHub, JobManager
 from server.settings import Settings
 from server.store import ACTIVE, Store
-from server.sweeps_store import SWEEP_ACTIVE, SweepRecord, SweepRun, SweepStore, unrecorded_outcome
+from server.sweeps_store import SWEEP_ACTIVE, SweepRecord, SweepRun, SweepStore, outcome
 
 log = logging.getLogger("dmlscope.sweeps")
 POLL_S = 0.5
 INTERRUPTED = "the server stopped while this sweep was running; resume it to continue where it stopped"
 
 
-def plan_json(planned: PlannedRun) -> dict[str, Any]:
-    """A PlannedRun as JSON (its config as a RunConfig dump), to persist it until it is launched."""
-    return {"key": planned.key, "phase": planned.phase, "variant": planned.variant, "split": planned.split,
-            "seed": planned.seed, "grid_index": planned.grid_index, "name": planned.name,
-            "config": planned.config.model_dump(mode="json")}
-
-
-def plan_from_json(d: dict[str, Any]) -> PlannedRun:
-    return PlannedRun(**{**d, "config": RunConfig.model_validate(d["config"])})
-
-
 @dataclass
 class _Live:
-    """A running sweep: its state machine, the planned runs handed out but not launched, what was last shown."""
+    """A running sweep: its state machine, the planned runs handed out but not yet launched (kept in memory
+    only: after a restart `Sweep.requeue` offers them again), and what subscribers were last shown."""
     dataset_id: str
     sweep: Sweep
     pending: list[PlannedRun]
@@ -101,7 +90,7 @@ class SweepManager:
         """Record the sweep (its first runs already checked against the dataset) and launch them."""
         with self._lock:
             live = _Live(dataset_id, sweep, list(first))
-            rec = self.db.create(dataset_id, name, spec.to_json(), self._state(live), sweep.total)
+            rec = self.db.create(dataset_id, name, spec.to_json(), sweep.state(), sweep.total)
             self._live[rec.id] = live
             self._step(rec.id, live)
             return self.db.get(rec.id)
@@ -123,11 +112,12 @@ class SweepManager:
             rec = self.db.get(sweep_id)
             if rec.status not in ("interrupted", "cancelled"):
                 raise Conflict(f"sweep {rec.id} is {rec.status}; only an interrupted or cancelled sweep can be resumed")
-            state = rec.state or {}
-            live = _Live(rec.dataset_id, Sweep(SweepSpec.from_json(rec.spec), state.get("core")),
-                         [plan_from_json(p) for p in state.get("pending", [])])
+            sweep = Sweep(SweepSpec.from_json(rec.spec), rec.state)
+            sweep.requeue()  # the launched ones among them are skipped by _advance
+            live = _Live(rec.dataset_id, sweep, [])
+            recorded = set(sweep.state()["results"])
             for run in self.db.runs(rec.id):
-                if not run.recorded and run.status in ("interrupted", "cancelled"):
+                if run.key not in recorded and run.status in ("interrupted", "cancelled"):
                     self.jobs.resume(run.run_id)  # from its last saved epoch
             self._live[rec.id] = live
             self._set_status(rec.id, "running", None)
@@ -151,14 +141,11 @@ class SweepManager:
     def _advance(self, sweep_id: str, live: _Live) -> None:
         """Record what ended, then launch what may start, finish, or notice that nothing can move."""
         runs = self.db.runs(sweep_id)
-        recorded = False
-        for run in runs:
-            outcome = unrecorded_outcome(run)
-            if outcome is not None:
-                live.sweep.record(run.key, outcome[0], error=outcome[1])
-                self.db.mark_recorded(sweep_id, run.key)
-                recorded = True
-        if recorded:
+        recorded = set(live.sweep.state()["results"])  # the Sweep's state, saved with each record, is the truth
+        ended = [(run.key, result) for run in runs if run.key not in recorded and (result := outcome(run))]
+        for key, (summary, error) in ended:
+            live.sweep.record(key, summary, error=error)
+        if ended:
             self._save(sweep_id, live)
         if live.sweep.done:
             self._save(sweep_id, live)
@@ -181,21 +168,19 @@ class SweepManager:
                 break  # the queue is full of other runs: try again on the next tick
             planned = live.pending.pop(0)
             rec = self.store.create_run(live.dataset_id, planned.config, name=f"sweep {sweep_id}: {planned.name}")
-            self.db.link(sweep_id, planned.key, rec.id, {k: v for k, v in plan_json(planned).items() if k != "config"})
+            self.db.link(sweep_id, planned.key, rec.id, {"phase": planned.phase, "variant": planned.variant,
+                                                         "split": planned.split, "seed": planned.seed,
+                                                         "grid_index": planned.grid_index})
             self.jobs.submit(rec.id)
             started += 1
-        if started:
-            self._save(sweep_id, live)
         return started
 
     def _save(self, sweep_id: str, live: _Live) -> None:
-        report = live.sweep.report().to_json() if live.sweep.finished else None
-        self.db.save(sweep_id, self._state(live), live.sweep.finished, live.sweep.total, report)
+        """Persist the state after every record (a restart resumes from it) with the report so far."""
+        report = live.sweep.report()
+        self.db.save(sweep_id, live.sweep.state(), live.sweep.finished, live.sweep.total,
+                     {**report.to_json(), "markdown": report.markdown()})
         self._publish(sweep_id)
-
-    @staticmethod
-    def _state(live: _Live) -> dict[str, Any]:
-        return {"core": live.sweep.state(), "pending": [plan_json(p) for p in live.pending]}
 
     def _fail(self, sweep_id: str, error: str) -> None:
         self._live.pop(sweep_id, None)

@@ -7,38 +7,34 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.config import RunConfig
-from models.sweep import DEFAULT_VARIANTS, VARIANTS, SweepSpec
+from models.sweep import DEFAULT_VARIANTS, VARIANTS, SweepSpec, judge_summary
 from server.schemas import _NO_WEIGHTS_PATH, Id, _Out
 from server.sweeps_store import SweepRecord, SweepRun
 
 SweepStatus = Literal["queued", "running", "done", "cancelled", "failed", "interrupted"]
-_SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SweepSpec) if f.default is not dataclasses.MISSING}
+VariantName = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]  (the registry's names, in the OpenAPI enum)
+# What a request may leave out takes the SweepSpec's own defaults (select_classes_per_batch is derived, not asked).
+_SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SweepSpec)
+                  if f.default is not dataclasses.MISSING and f.name in ("splits", "seeds", "select", "min_steps")}
 
 
 class SweepCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset_id: str = Id
-    variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS), min_length=1,
-                                description="names from GET /api/sweeps/variants; each is compared with the baseline")
-    splits: int = Field(_SPEC_DEFAULTS["splits"], ge=1, le=20, description="random class splits (seeded)")
-    seeds: int = Field(_SPEC_DEFAULTS["seeds"], ge=1, le=20, description="seeds per split")
+    variants: list[VariantName] = Field(default_factory=lambda: list(DEFAULT_VARIANTS), min_length=1,
+                                        description="from GET /api/sweeps/variants; 'baseline' is required, every "
+                                                    "other variant is compared with it")
+    splits: int = Field(_SPEC_DEFAULTS["splits"], ge=1, description="random class splits (seeded)")
+    seeds: int = Field(_SPEC_DEFAULTS["seeds"], ge=1, description="seeds per split")
     select: bool = Field(_SPEC_DEFAULTS["select"], description="choose each variant's hyper-parameters from its grid "
                                                                "on a validation split of the training classes")
-    min_steps: int = Field(_SPEC_DEFAULTS["min_steps"], ge=1, le=10_000_000,
-                           description="a run with fewer training steps is flagged under-trained")
+    min_steps: int = Field(_SPEC_DEFAULTS["min_steps"], ge=1,
+                           description="a run with fewer optimizer steps is flagged under-trained")
     config: RunConfig = Field(default_factory=RunConfig, description="the base config every variant patches; "
-                                                                     "missing fields take their defaults")
+                                                                     "missing fields take their defaults; without "
+                                                                     "steps_per_epoch one epoch of it on the data "
+                                                                     "is every run's budget")
     name: str | None = Field(None, min_length=1, max_length=200)
-
-    @field_validator("variants")
-    @classmethod
-    def _known_variants(cls, variants: list[str]) -> list[str]:
-        unknown = [v for v in variants if v not in VARIANTS]
-        if unknown:
-            raise ValueError(f"unknown sweep variant {unknown[0]!r}; choose from: {', '.join(VARIANTS)}")
-        if len(set(variants)) != len(variants):
-            raise ValueError("a variant is listed twice; give each once")
-        return variants
 
     @field_validator("config")
     @classmethod
@@ -47,9 +43,9 @@ class SweepCreate(BaseModel):
             raise ValueError(_NO_WEIGHTS_PATH)
         return config
 
-    def spec(self) -> SweepSpec:
-        return SweepSpec(base=self.config, variants=tuple(self.variants), splits=self.splits, seeds=self.seeds,
-                         select=self.select, min_steps=self.min_steps)
+    def spec_fields(self) -> dict[str, Any]:
+        """The SweepSpec fields besides the base (models.sweep.prepare_spec fits the base to the data)."""
+        return {"variants": tuple(self.variants), **{k: getattr(self, k) for k in _SPEC_DEFAULTS}}
 
 
 class SweepRunPublic(_Out):
@@ -64,7 +60,7 @@ class SweepRunPublic(_Out):
     status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
     recorded: bool = Field(description="its outcome has been recorded into the sweep")
     fraction: float | None = Field(description="training progress 0..1 while it runs")
-    under_trained: bool | None = Field(description="from the run's summary, once it is done")
+    under_trained: bool | None = Field(description="judged with the sweep's min_steps once the run is done")
 
 
 class SweepPublic(_Out):
@@ -103,18 +99,19 @@ class SweepVariantsPublic(_Out):
     defaults: dict[str, Any] = Field(description="the defaults of a sweep request: variants, splits, seeds, ...")
 
 
-def sweep_run_public(run: SweepRun) -> SweepRunPublic:
-    plan = {k: run.plan[k] for k in ("phase", "variant", "split", "seed", "grid_index")}
-    flag = (run.summary or {}).get("under_trained")
-    return SweepRunPublic(key=run.key, run_id=run.run_id, name=run.name, status=run.status, recorded=run.recorded,
+def sweep_run_public(run: SweepRun, recorded: bool, min_steps: int) -> SweepRunPublic:
+    verdict = judge_summary(run.summary, min_steps)
+    return SweepRunPublic(key=run.key, run_id=run.run_id, name=run.name, status=run.status, recorded=recorded,
                           fraction=(run.progress or {}).get("fraction") if run.status == "running" else None,
-                          under_trained=flag.get("flag") if isinstance(flag, dict) else None, **plan)
+                          under_trained=None if verdict is None else verdict["flag"], **run.plan)
 
 
 def sweep_public(rec: SweepRecord, runs: list[SweepRun]) -> SweepPublic:
+    recorded = set((rec.state or {}).get("results", ()))
     return SweepPublic(id=rec.id, dataset_id=rec.dataset_id, name=rec.name, status=rec.status, error=rec.error,
                        spec=rec.spec, created_at=rec.created_at, finished_at=rec.finished_at, finished=rec.finished,
-                       total=rec.total, runs=[sweep_run_public(r) for r in runs], report=rec.report)
+                       total=rec.total, report=rec.report,
+                       runs=[sweep_run_public(r, r.key in recorded, rec.spec["min_steps"]) for r in runs])
 
 
 def variants_public() -> SweepVariantsPublic:

@@ -24,14 +24,14 @@ class SweepRecord:
     dataset_id: str
     name: str
     spec: dict[str, Any]  # SweepSpec.to_json()
-    state: dict[str, Any] | None  # {"core": Sweep.state(), "pending": [planned runs not yet launched]}
+    state: dict[str, Any] | None  # Sweep.state(): what it handed out and every recorded result
     status: str
     error: str | None
     finished: int  # planned runs with a recorded outcome
     total: int  # planned runs in all (selection and final phase)
     created_at: str
     finished_at: str | None
-    report: dict[str, Any] | None  # SweepReport.to_json(), partial while the sweep runs
+    report: dict[str, Any] | None  # SweepReport.to_json() plus its "markdown", partial while the sweep runs
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,7 @@ class SweepRun:
     """One launched planned run joined with its run row."""
     key: str
     run_id: str
-    plan: dict[str, Any]  # phase, variant, split, seed, grid_index, name of the PlannedRun
-    recorded: bool  # its outcome has been handed to the Sweep
+    plan: dict[str, Any]  # phase, variant, split, seed, grid_index of the PlannedRun
     name: str
     status: str
     error: str | None
@@ -107,21 +106,18 @@ class SweepStore:
         self.store._exec("INSERT INTO sweep_runs (sweep_id, key, run_id, plan) VALUES (?, ?, ?, ?)",
                          (sweep_id, key, run_id, json.dumps(plan)))
 
-    def mark_recorded(self, sweep_id: str, key: str) -> None:
-        self.store._exec("UPDATE sweep_runs SET recorded=1 WHERE sweep_id=? AND key=?", (sweep_id, key))
-
     def runs(self, sweep_id: str) -> list[SweepRun]:
         """The sweep's launched runs in launch order, with their current run status."""
         rows = self.store._rows(
-            "SELECT l.key, l.run_id, l.plan, l.recorded, r.name, r.status, r.error, r.progress, r.summary "
+            "SELECT l.key, l.run_id, l.plan, r.name, r.status, r.error, r.progress, r.summary "
             "FROM sweep_runs l JOIN runs r ON r.id = l.run_id WHERE l.sweep_id = ? ORDER BY l.rowid", (sweep_id,))
-        return [SweepRun(r["key"], r["run_id"], json.loads(r["plan"]), bool(r["recorded"]), r["name"], r["status"],
+        return [SweepRun(r["key"], r["run_id"], json.loads(r["plan"]), r["name"], r["status"],
                          r["error"], _load(r["progress"]), _load(r["summary"])) for r in rows]
 
 
-def unrecorded_outcome(run: SweepRun) -> tuple[dict[str, Any] | None, str | None] | None:
+def outcome(run: SweepRun) -> tuple[dict[str, Any] | None, str | None] | None:
     """(summary, error) to record for a run that has ended, or None while it is queued or running."""
-    if run.recorded or run.status in ACTIVE:
+    if run.status in ACTIVE:
         return None
     if run.status == "done":
         return run.summary, None

@@ -55,7 +55,9 @@ def test_invalid_requests_name_the_field_and_record_nothing(tmp_path: Path) -> N
     with _client(tmp_path / "data") as c:
         ds = _synthetic(c)
         r = c.post("/api/sweeps", json=_body(ds, ["baseline", "nope"], TINY_CONFIG))
-        assert r.status_code == 422 and r.json()["detail"].startswith("variants:") and "nope" in r.json()["detail"]
+        assert r.status_code == 422 and r.json()["detail"].startswith("variants.1:") and "'baseline'" in r.json()["detail"]
+        r = c.post("/api/sweeps", json=_body(ds, ["flow"], TINY_CONFIG))
+        assert r.status_code == 400 and "baseline" in r.json()["detail"]
         r = c.post("/api/sweeps", json=_body(ds, ["baseline"], {**TINY_CONFIG, "epochs": 0}))
         assert r.status_code == 422 and r.json()["detail"].startswith("config.epochs:")
         r = c.post("/api/sweeps", json={**_body(ds, ["baseline"], TINY_CONFIG), "splits": 0})
