@@ -92,6 +92,7 @@ class SweepManager:
             live = _Live(dataset_id, sweep, list(first))
             rec = self.db.create(dataset_id, name, spec.to_json(), sweep.state(), sweep.total)
             self._live[rec.id] = live
+            self._save(rec.id, live)  # the empty report lists every planned run
             self._step(rec.id, live)
             return self.db.get(rec.id)
 
@@ -167,7 +168,7 @@ class SweepManager:
             if len(self.store.queued_run_ids()) >= self.settings.max_queued:
                 break  # the queue is full of other runs: try again on the next tick
             planned = live.pending.pop(0)
-            rec = self.store.create_run(live.dataset_id, planned.config, name=f"sweep {sweep_id}: {planned.name}")
+            rec = self.store.create_run(live.dataset_id, planned.config, name=f"{planned.name} [{sweep_id}]")
             self.db.link(sweep_id, planned.key, rec.id, {"phase": planned.phase, "variant": planned.variant,
                                                          "split": planned.split, "seed": planned.seed,
                                                          "grid_index": planned.grid_index})
@@ -179,7 +180,7 @@ class SweepManager:
         """Persist the state after every record (a restart resumes from it) with the report so far."""
         report = live.sweep.report()
         self.db.save(sweep_id, live.sweep.state(), live.sweep.finished, live.sweep.total,
-                     {**report.to_json(), "markdown": report.markdown()})
+                     {**report.to_json(), "markdown": report.markdown(), "planned": live.sweep.planned()})
         self._publish(sweep_id)
 
     def _fail(self, sweep_id: str, error: str) -> None:

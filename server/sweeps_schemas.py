@@ -75,8 +75,9 @@ class SweepPublic(_Out):
     finished: int = Field(description="planned runs with a recorded outcome")
     total: int = Field(description="planned runs in all, selection phase included")
     runs: list[SweepRunPublic]
-    report: dict[str, Any] | None = Field(description="SweepReport JSON: variants, selection, metrics, complete; "
-                                                      "partial while the sweep runs")
+    report: dict[str, Any] | None = Field(description="SweepReport JSON (variants, selection, runs, metrics, header, "
+                                                      "complete, ...; partial while the sweep runs) with `markdown` "
+                                                      "and `planned` (every run of the sweep and its state)")
 
 
 class SweepsPublic(_Out):

@@ -62,5 +62,6 @@ def test_start_follow_and_read_a_sweep(page, server: str, shots: Path) -> None:
     page.click("#sweep-runs tbody tr >> nth=0 >> a")
     page.wait_for_selector("#run-h")
     assert "Under-trained" in page.locator("[data-under-trained]").inner_text()
+    page.screenshot(path=shots / "sweep-4-run-page.png")
     page.click("header nav >> text=Sweeps")
     page.wait_for_selector(f"#sweep-list tr[data-sweep='{sweep_id}']")

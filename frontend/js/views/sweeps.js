@@ -1,19 +1,15 @@
 // Sweeps: the reality-check protocol in the browser. The tab (/?tab=sweeps) starts a sweep and lists them;
-// a sweep's page (/?sweep=<id>) follows its runs live and shows the same table as `dmlscope sweep`: per
-// variant and metric the mean, the paired difference to the baseline with its 95 % CI and p-value, the
-// significance and under-trained flags, a chart of the differences, and the hyper-parameter selection.
+// a sweep's page (/?sweep=<id>) follows its runs live and shows its report (sweepreport.js): the same table
+// as `dmlscope sweep`, a chart of the paired differences, and the hyper-parameter selection.
 import { api, followSweep } from "../api.js";
 import { configForm } from "../configform.js";
-import { el, empty, errorBox, fill, fmt, loading } from "../dom.js";
-import { layout, react, purge } from "../plots.js";
+import { el, empty, errorBox, fill, loading } from "../dom.js";
 import { statusBadge } from "../runinfo.js";
 import { href, navigate } from "../url.js";
+import { reportPanel } from "./sweepreport.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 const POLL_MS = 2000;
-const BASELINE = "baseline"; // the variant every other one is paired with; it has no difference of its own to draw
-// The chart's metrics: the report's metric names (or labels) that mean MAP@R and Recall@1 on the test classes.
-const CHART_METRICS = [/map_at_r|map@r/i, /recall_at_1\b|recall@1\b/i];
 
 export function renderSweeps(root) {
   const form = el("div", {}, loading("the form"));
@@ -138,17 +134,14 @@ function sweepPage(root, cleanups) {
   const about = el("p", { class: "small" });
   const errors = el("div");
   const progress = el("div", { class: "progress", id: "sweep-progress" });
-  const results = el("div", { id: "sweep-results" });
+  const results = reportPanel(cleanups);
   const runs = el("div");
   root.append(
     el("section", { class: "panel", "aria-labelledby": "sweep-h" },
       el("header", {}, title, badge, actions), about, progress, errors),
-    results,
+    results.node,
     el("section", { class: "panel", "aria-labelledby": "sweep-runs-h" },
       el("header", {}, el("h2", { id: "sweep-runs-h" }, "Runs")), runs));
-  const chart = el("div", { class: "plot", id: "sweep-chart", role: "img",
-    "aria-label": "paired difference to the baseline with its 95 % confidence interval, per variant" });
-  cleanups.push(() => purge(chart));
   let shownReport = "";
 
   const act = (label, call, cls = "") => el("button", { type: "button", class: cls, onclick: async () => {
@@ -164,112 +157,39 @@ function sweepPage(root, cleanups) {
         ? act("Resume", async () => { await api.resumeSweep(sweep.id); navigate({ sweep: sweep.id }); }) : null);
     const spec = sweep.spec;
     fill(about, `${spec.variants.join(", ")} · ${spec.splits} split(s) × ${spec.seeds} seed(s) · `,
-      spec.select ? "hyper-parameters selected on a validation split" : "no selection (each variant's own defaults)",
-      ` · minimum ${spec.min_steps} steps`, el("span", { class: "muted mono" }, `  · id ${sweep.id}`));
-    const share = sweep.total ? sweep.finished / sweep.total : 0;
+      `${spec.base.epochs} epoch(s) × ${spec.base.steps_per_epoch} steps per run (minimum ${spec.min_steps}) · `,
+      spec.select ? "hyper-parameters selected on a validation split" : "no selection (each variant's own patch)",
+      el("span", { class: "muted mono" }, `  · id ${sweep.id}`));
+    const training = sweep.runs.reduce((sum, r) => sum + (r.fraction || 0), 0); // runs part-way through
+    const share = sweep.total ? (sweep.finished + training) / sweep.total : 0;
     fill(progress, el("div", { class: "row" }, el("strong", {}, `${sweep.finished} / ${sweep.total} runs finished`),
       el("span", { class: "small muted" }, `started ${sweep.created_at}${sweep.finished_at ? `, ended ${sweep.finished_at}` : ""}`)),
     el("div", { class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": sweep.total, "aria-valuenow": sweep.finished },
       el("span", { style: { width: `${(100 * share).toFixed(1)}%` } })));
     fill(errors, sweep.error ? errorBox({ error: `This sweep is ${sweep.status}`, detail: sweep.error }) : null);
-    fill(runs, runTable(sweep.runs));
+    fill(runs, runTable(sweep.runs, sweep.report?.planned || []));
     const report = JSON.stringify(sweep.report);
     if (report !== shownReport) {
       shownReport = report;
-      drawResults(results, chart, sweep.report);
+      results.update(sweep.report);
     }
   }
   return { update };
 }
 
-function runTable(runs) {
-  if (!runs.length) return empty("No run launched yet.");
+/** Every planned run: the launched ones link to their run page, the others say whether they wait on the
+ * selection (`waiting`) or on a free worker (`ready`). */
+function runTable(runs, planned) {
+  const launched = new Map(runs.map((r) => [r.key, r]));
+  const rows = [...runs, ...planned.filter((p) => !launched.has(p.key))];
+  if (!rows.length) return empty("No run planned yet.");
   return el("div", { class: "table-scroll" }, el("table", { id: "sweep-runs" },
-    el("thead", {}, el("tr", {}, ["Run", "Phase", "Variant", "Split", "Seed", "Grid", "Status", ""].map((h) => el("th", {}, h)))),
-    el("tbody", {}, runs.map((r) => el("tr", { "data-key": r.key },
-      el("td", {}, el("a", { href: href({ run: r.run_id }), "data-nav": true }, r.name)),
+    el("thead", {}, el("tr", {}, ["Run", "Phase", "Variant", "Split", "Seed", "Grid point", "Status", ""].map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows.map((r) => el("tr", { "data-key": r.key },
+      el("td", {}, r.run_id ? el("a", { href: href({ run: r.run_id }), "data-nav": true }, r.name) : el("span", { class: "muted" }, r.key)),
       el("td", {}, r.phase), el("td", {}, r.variant), el("td", { class: "num" }, r.split),
       el("td", { class: "num" }, r.seed), el("td", { class: "num" }, r.grid_index ?? "—"),
-      el("td", {}, statusBadge(r), r.fraction !== null ? ` ${Math.round(100 * r.fraction)} %` : ""),
+      el("td", {}, r.run_id ? [statusBadge(r), r.fraction !== null ? ` ${Math.round(100 * r.fraction)} %` : ""]
+        : el("span", { class: "badge", title: r.status === "waiting" ? "waits for its split's selection runs" : "waits for a free worker" }, r.status)),
       el("td", {}, r.under_trained ? el("span", { class: "badge approx", title: "see the run page for the reasons" }, "under-trained") : null))))));
 }
-
-/** The results panel: the comparison table, the chart of paired differences, the selection table. */
-function drawResults(box, chart, report) {
-  const rows = report?.variants?.filter((r) => r.n > 0) || [];
-  if (!rows.length) {
-    purge(chart);
-    fill(box);
-    return;
-  }
-  const labels = Object.fromEntries((report.metrics || []).filter((m) => m.name).map((m) => [m.name, m.label || m.name]));
-  const label = (metric) => labels[metric] || metric;
-  fill(box, el("section", { class: "panel", "aria-labelledby": "sweep-results-h" },
-    el("header", {}, el("h2", { id: "sweep-results-h" }, "Results"),
-      report.complete ? null : el("span", { class: "badge approx" }, "partial: the sweep is not finished")),
-    el("p", { class: "help" }, "Paired over the split × seed pairs: Δ = variant − baseline on the same split and seed; ",
-      "95 % CI of the mean Δ and a paired p-value; ✔ marks a CI that excludes zero."),
-    comparisonTable(rows, label), chart, metricNotes(report.metrics),
-    report.selection?.length ? el("div", {}, el("h3", { id: "sweep-selection-h" }, "Hyper-parameter selection (validation split of the training classes)"),
-      genericTable(report.selection, "sweep-selection")) : null));
-  drawChart(chart, rows, label);
-}
-
-function comparisonTable(rows, label) {
-  const head = ["Variant", "Metric", "n", "Mean ± std", "Δ vs baseline", "95 % CI", "p", "", ""];
-  return el("div", { class: "table-scroll" }, el("table", { id: "sweep-table" },
-    el("thead", {}, el("tr", {}, head.map((h, i) => el("th", { class: i >= 2 && i <= 6 ? "num" : null }, h)))),
-    el("tbody", {}, rows.map((r) => el("tr", { "data-variant": r.variant, "data-metric": r.metric },
-      el("td", {}, el("strong", {}, r.variant), r.chosen !== null && r.chosen !== undefined
-        ? el("span", { class: "small muted" }, ` (${typeof r.chosen === "object" ? JSON.stringify(r.chosen) : r.chosen})`) : null),
-      el("td", {}, label(r.metric)),
-      el("td", { class: "num" }, r.n),
-      el("td", { class: "num" }, `${fmt(r.mean)} ± ${fmt(r.std)}`),
-      el("td", { class: `num ${r.significant ? (r.diff_mean > 0 ? "better" : "worse") : ""}` }, fmt(r.diff_mean)),
-      el("td", { class: "num" }, r.ci_low === null || r.ci_low === undefined ? "—" : `[${fmt(r.ci_low)}, ${fmt(r.ci_high)}]`),
-      el("td", { class: "num" }, fmt(r.p_value)),
-      el("td", { title: "the 95 % CI excludes zero" }, r.significant ? el("span", { class: "significant" }, "✔ significant") : ""),
-      el("td", {}, r.under_trained ? el("span", { class: "badge approx", title: "a run of this variant is under-trained" }, "under-trained") : null))))));
-}
-
-/** The report's column descriptions (which are measured in the run's own distance, which in a common space). */
-function metricNotes(metrics) {
-  const described = (metrics || []).filter((m) => m.description);
-  if (!described.length) return null;
-  return el("details", {}, el("summary", {}, "What the metrics mean"),
-    el("dl", { class: "kv small" }, described.flatMap((m) => [el("dt", {}, m.label || m.name), el("dd", {}, m.description)])));
-}
-
-/** One point per variant and metric (MAP@R, Recall@1): the mean paired Δ with its CI as error bars. */
-function drawChart(div, rows, label) {
-  const traces = CHART_METRICS.map((pattern) => {
-    const of = rows.filter((r) => r.variant !== BASELINE && (pattern.test(r.metric) || pattern.test(label(r.metric))) && r.diff_mean !== null
-      && r.diff_mean !== undefined && r.ci_low !== null && r.ci_low !== undefined);
-    if (!of.length) return null;
-    return { type: "scatter", mode: "markers", name: label(of[0].metric), x: of.map((r) => r.variant),
-      y: of.map((r) => r.diff_mean), marker: { size: 10, symbol: of.map((r) => (r.significant ? "diamond" : "circle")) },
-      error_y: { type: "data", symmetric: false, array: of.map((r) => r.ci_high - r.diff_mean),
-        arrayminus: of.map((r) => r.diff_mean - r.ci_low), thickness: 1.5, width: 6 },
-      hovertemplate: "%{x}: Δ %{y:.4f}<extra>%{fullData.name}</extra>" };
-  }).filter(Boolean);
-  if (!traces.length) {
-    purge(div);
-    fill(div, empty("No paired difference to draw yet (the baseline and a variant need a finished pair)."));
-    return;
-  }
-  react(div, traces, layout("Paired difference to the baseline (95 % CI)", {
-    scattermode: "group", xaxis: { type: "category" },
-    yaxis: { title: { text: "Δ (variant − baseline)" }, zeroline: true, zerolinecolor: "#444", zerolinewidth: 1.5 },
-    legend: { orientation: "h", y: -0.2 },
-  }));
-}
-
-/** A table of plain rows (the selection's sensitivity rows), columns in the rows' own key order. */
-function genericTable(rows, id) {
-  const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))];
-  const cell = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : typeof v === "boolean" ? (v ? "✔" : "") : fmt(v));
-  return el("div", { class: "table-scroll" }, el("table", { id },
-    el("thead", {}, el("tr", {}, keys.map((k) => el("th", {}, k.replaceAll("_", " "))))),
-    el("tbody", {}, rows.map((r) => el("tr", {}, keys.map((k) => el("td", { class: typeof r[k] === "number" ? "num" : null }, cell(r[k]))))))));
-}
-
