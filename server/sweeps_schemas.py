@@ -4,11 +4,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from models.config import RunConfig
-from models.sweep import DEFAULT_VARIANTS, VARIANTS, SweepSpec, judge_summary
-from server.schemas import _NO_WEIGHTS_PATH, Id, _Out
+from models.sweep import DEFAULT_VARIANTS, MAX_SEEDS, MAX_SPLITS, VARIANTS, SweepSpec, judge_summary
+from server.schemas import RunCreate, _Out
 from server.sweeps_store import SweepRecord, SweepRun
 
 SweepStatus = Literal["queued", "running", "done", "cancelled", "failed", "interrupted"]
@@ -18,14 +18,13 @@ _SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SweepSpec)
                   if f.default is not dataclasses.MISSING and f.name in ("splits", "seeds", "select", "min_steps")}
 
 
-class SweepCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dataset_id: str = Id
+class SweepCreate(RunCreate):
+    """A run request (dataset, base config, name; the same checks) plus the protocol."""
     variants: list[VariantName] = Field(default_factory=lambda: list(DEFAULT_VARIANTS), min_length=1,
                                         description="from GET /api/sweeps/variants; 'baseline' is required, every "
                                                     "other variant is compared with it")
-    splits: int = Field(_SPEC_DEFAULTS["splits"], ge=1, description="random class splits (seeded)")
-    seeds: int = Field(_SPEC_DEFAULTS["seeds"], ge=1, description="seeds per split")
+    splits: int = Field(_SPEC_DEFAULTS["splits"], ge=1, le=MAX_SPLITS, description="random class splits (seeded)")
+    seeds: int = Field(_SPEC_DEFAULTS["seeds"], ge=1, le=MAX_SEEDS, description="seeds per split")
     select: bool = Field(_SPEC_DEFAULTS["select"], description="choose each variant's hyper-parameters from its grid "
                                                                "on a validation split of the training classes")
     min_steps: int = Field(_SPEC_DEFAULTS["min_steps"], ge=1,
@@ -34,14 +33,6 @@ class SweepCreate(BaseModel):
                                                                      "missing fields take their defaults; without "
                                                                      "steps_per_epoch one epoch of it on the data "
                                                                      "is every run's budget")
-    name: str | None = Field(None, min_length=1, max_length=200)
-
-    @field_validator("config")
-    @classmethod
-    def _no_server_path(cls, config: RunConfig) -> RunConfig:
-        if config.pretrained_weights is not None:
-            raise ValueError(_NO_WEIGHTS_PATH)
-        return config
 
     def spec_fields(self) -> dict[str, Any]:
         """The SweepSpec fields besides the base (models.sweep.prepare_spec fits the base to the data)."""

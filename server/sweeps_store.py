@@ -75,12 +75,10 @@ class SweepStore:
         return self._sweep(self.store._by_prefix("sweeps", "sweep", id_or_prefix))
 
     def list(self, dataset_id: str | None = None, status: str | None = None) -> list[SweepRecord]:
-        sql, args = "SELECT * FROM sweeps WHERE 1=1", []
-        if dataset_id is not None:
-            sql, args = sql + " AND dataset_id = ?", [*args, dataset_id]
-        if status is not None:
-            sql, args = sql + " AND status = ?", [*args, status]
-        return [self._sweep(r) for r in self.store._rows(sql + " ORDER BY created_at DESC, rowid DESC", tuple(args))]
+        where = [(col, v) for col, v in (("dataset_id", dataset_id), ("status", status)) if v is not None]
+        sql = "SELECT * FROM sweeps" + "".join(f" {'AND' if i else 'WHERE'} {col} = ?" for i, (col, _) in enumerate(where))
+        rows = self.store._rows(sql + " ORDER BY created_at DESC, rowid DESC", tuple(v for _, v in where))
+        return [self._sweep(r) for r in rows]
 
     def active_ids(self) -> list[str]:
         marks = ",".join("?" * len(SWEEP_ACTIVE))

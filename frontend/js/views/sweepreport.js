@@ -110,6 +110,7 @@ function drawChart(div, rows, metrics) {
         arrayminus: of.map((r) => half(r, "low")), thickness: 1.5, width: 6, color: COLORS[key] },
       hovertemplate: "%{x}: Δ %{y:.4f} [%{customdata[0]:.4f}, %{customdata[1]:.4f}], p %{customdata[2]:.3f}<extra>%{fullData.name}</extra>" };
   }).filter((t) => t.x.length);
+  div.classList.toggle("plot", traces.length > 0); // no empty 420 px box around the message
   if (!traces.length) {
     purge(div);
     fill(div, empty("No paired difference to draw yet: a variant and the baseline need a finished run on the same split and seed."));

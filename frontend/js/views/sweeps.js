@@ -190,6 +190,7 @@ function runTable(runs, planned) {
       el("td", {}, r.phase), el("td", {}, r.variant), el("td", { class: "num" }, r.split),
       el("td", { class: "num" }, r.seed), el("td", { class: "num" }, r.grid_index ?? "—"),
       el("td", {}, r.run_id ? [statusBadge(r), r.fraction !== null ? ` ${Math.round(100 * r.fraction)} %` : ""]
-        : el("span", { class: "badge", title: r.status === "waiting" ? "waits for its split's selection runs" : "waits for a free worker" }, r.status)),
+        : r.status === "waiting" ? el("span", { class: "badge", title: "waits for its split's selection runs" }, "waiting")
+          : el("span", { class: "badge", title: "planned; starts when a worker is free" }, "ready")),
       el("td", {}, r.under_trained ? el("span", { class: "badge approx", title: "see the run page for the reasons" }, "under-trained") : null))))));
 }
