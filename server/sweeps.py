@@ -128,9 +128,12 @@ class SweepManager:
     # ---- supervisor -----------------------------------------------------------------------------------
     def _supervise(self) -> None:
         while not self._stopping.wait(POLL_S):
-            with self._lock:
-                for sweep_id, live in list(self._live.items()):
-                    self._step(sweep_id, live)
+            try:
+                with self._lock:
+                    for sweep_id, live in list(self._live.items()):
+                        self._step(sweep_id, live)
+            except Exception:  # e.g. failing a sweep deleted with its dataset: that sweep has left _live already
+                log.exception("sweep supervisor error")
 
     def _step(self, sweep_id: str, live: _Live) -> None:
         try:

@@ -76,7 +76,8 @@ class SweepStore:
 
     def list(self, dataset_id: str | None = None, status: str | None = None) -> list[SweepRecord]:
         where = [(col, v) for col, v in (("dataset_id", dataset_id), ("status", status)) if v is not None]
-        sql = "SELECT * FROM sweeps" + "".join(f" {'AND' if i else 'WHERE'} {col} = ?" for i, (col, _) in enumerate(where))
+        sql = "SELECT * FROM sweeps" + "".join(f" {'AND' if i else 'WHERE'} {col} = ?"
+                                               for i, (col, _) in enumerate(where))
         rows = self.store._rows(sql + " ORDER BY created_at DESC, rowid DESC", tuple(v for _, v in where))
         return [self._sweep(r) for r in rows]
 

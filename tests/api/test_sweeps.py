@@ -55,7 +55,8 @@ def test_invalid_requests_name_the_field_and_record_nothing(tmp_path: Path) -> N
     with _client(tmp_path / "data") as c:
         ds = _synthetic(c)
         r = c.post("/api/sweeps", json=_body(ds, ["baseline", "nope"], TINY_CONFIG))
-        assert r.status_code == 422 and r.json()["detail"].startswith("variants.1:") and "'baseline'" in r.json()["detail"]
+        detail = r.json()["detail"]
+        assert r.status_code == 422 and detail.startswith("variants.1:") and "'baseline'" in detail
         r = c.post("/api/sweeps", json=_body(ds, ["flow"], TINY_CONFIG))
         assert r.status_code == 400 and "baseline" in r.json()["detail"]
         r = c.post("/api/sweeps", json=_body(ds, ["baseline"], {**TINY_CONFIG, "epochs": 0}))
@@ -71,6 +72,17 @@ def test_invalid_requests_name_the_field_and_record_nothing(tmp_path: Path) -> N
         assert c.get("/api/sweeps").json()["count"] == 0 and c.get("/api/runs").json()["count"] == 0
         assert c.get("/api/sweeps/0123456789ab").status_code == 404
         assert c.post("/api/sweeps/0123456789ab/cancel").status_code == 404
+
+
+def test_starting_and_cancelling_follow_the_token_and_origin_rules(tmp_path: Path) -> None:
+    with _client(tmp_path / "data", api_token="s3cret") as c:
+        body = _body(_synthetic(c), ["baseline"], TINY_CONFIG)
+        assert c.post("/api/sweeps", json=body).status_code == 401
+        assert c.post("/api/sweeps/0123456789ab/cancel").status_code == 401
+        foreign = {"Authorization": "Bearer s3cret", "Origin": "https://elsewhere.example"}
+        r = c.post("/api/sweeps", json=body, headers=foreign)
+        assert r.status_code == 403
+        assert c.get("/api/sweeps").json()["count"] == 0  # reading needs no token
 
 
 @pytest.mark.slow
