@@ -3,6 +3,7 @@ built-in `synthetic` set run to `done` by the real job manager (with its event s
 restart that leaves a sweep `interrupted` until it is resumed."""
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
+from server.store import _MIGRATIONS, Store
+from server.sweeps_store import SweepStore
 from tests.api.conftest import TINY_CONFIG, make_settings, read_sse, wait_until
 
 LONG_CONFIG = {**TINY_CONFIG, "epochs": 500, "steps_per_epoch": 20}
@@ -49,6 +52,29 @@ def test_variants_describe_the_form(tmp_path: Path) -> None:
     assert [v["name"] for v in body["variants"] if v["default"]] == list(DEFAULT_VARIANTS)
     assert body["defaults"]["variants"] == list(DEFAULT_VARIANTS)
     assert {"splits", "seeds", "select", "min_steps"} <= set(body["defaults"])
+
+
+def test_a_version_1_database_gains_the_sweep_tables_and_keeps_its_runs(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    settings.data_dir.mkdir(parents=True)
+    conn = sqlite3.connect(settings.database_path)
+    conn.executescript(f"BEGIN; {_MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    conn.execute("INSERT INTO datasets VALUES ('0123456789ab', 'd', 'upload', NULL, '2025-01-01T00:00:00Z', '{}')")
+    conn.execute("INSERT INTO runs (id, dataset_id, name, config, status, created_at) VALUES "
+                 "('ba9876543210', '0123456789ab', 'r', '{}', 'done', '2025-01-01T00:00:00Z')")
+    conn.commit()
+    conn.close()
+    store = Store.open(settings)
+    try:
+        assert [r.id for r in store.list_runs()] == ["ba9876543210"]
+        sweeps = SweepStore(store)
+        rec = sweeps.create("0123456789ab", "s", {"variants": ["baseline"]}, {"handed": [], "results": {}}, 2)
+        sweeps.link(rec.id, "final/baseline/split0/seed0", "ba9876543210", {"phase": "final"})
+        assert [r.run_id for r in sweeps.runs(rec.id)] == ["ba9876543210"]
+        store.delete_run("ba9876543210")  # the link goes with the run; the sweep stays
+        assert sweeps.runs(rec.id) == [] and sweeps.get(rec.id).status == "running"
+    finally:
+        store.close()
 
 
 def test_invalid_requests_name_the_field_and_record_nothing(tmp_path: Path) -> None:
