@@ -158,19 +158,31 @@ def test_cancel_stops_the_runs_of_a_sweep(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_restart_interrupts_a_sweep_and_resume_finishes_it(tmp_path: Path) -> None:
+    """With selection on: the baseline's two grid points run on the validation split first, the flow variant
+    (no grid) at once, the baseline's final run only after its selection, with the chosen point."""
     data = tmp_path / "data"
     with _client(data) as c:
-        sweep = c.post("/api/sweeps", json=_body(_synthetic(c), _variants(c), TINY_CONFIG)).json()
+        body = {**_body(_synthetic(c), _variants(c), TINY_CONFIG), "select": True}
+        sweep = c.post("/api/sweeps", json=body).json()
+        assert sweep["total"] == 4
+        planned = {p["key"]: p["status"] for p in sweep["report"]["planned"]}
+        assert planned["final/baseline/split0/seed0"] == "waiting"  # on its selection runs
         wait_until(lambda: c.get(f"/api/sweeps/{sweep['id']}").json()["runs"][0]["status"] == "running",
                    "the sweep's first run to start")
-    # The server stopped while the sweep's first run was training.
+    # The server stopped while the sweep's first run was training (the others were not launched yet).
     with _client(data) as c:
         stopped = c.get(f"/api/sweeps/{sweep['id']}").json()
         assert stopped["status"] == "interrupted" and "resume" in stopped["error"] and stopped["finished"] == 0
-        assert stopped["runs"][0]["status"] == "interrupted"
+        assert [r["status"] for r in stopped["runs"]] == ["interrupted"]
         resumed = c.post(f"/api/sweeps/{sweep['id']}/resume")
         assert resumed.status_code == 200 and resumed.json()["status"] == "running"
         done = _wait_status(c, sweep["id"], ("done", "failed"))
-        assert done["status"] == "done" and done["finished"] == 2, done
+        assert done["status"] == "done" and done["finished"] == 4, done
         assert done["runs"][0]["run_id"] == stopped["runs"][0]["run_id"]  # the same run, resumed
+        phases = [(r["phase"], r["variant"]) for r in done["runs"]]
+        assert phases.index(("final", "baseline")) > max(i for i, p in enumerate(phases) if p[0] == "select")
+        selection = done["report"]["selection"]
+        assert len(selection) == 2 and sum(s["chosen"] for s in selection) == 1
+        chosen = next(s["grid_index"] for s in selection if s["chosen"])
+        assert next(r for r in done["runs"] if r["key"] == "final/baseline/split0/seed0")["grid_index"] == chosen
         assert c.post(f"/api/sweeps/{sweep['id']}/resume").status_code == 409
