@@ -23,7 +23,7 @@ from server.errors import Conflict, DmlscopeError
 from server.jobs import EventHub, JobManager
 from server.settings import Settings
 from server.store import ACTIVE, Store
-from server.sweeps_store import SWEEP_ACTIVE, SweepRecord, SweepRun, SweepStore, outcome
+from server.sweeps_store import SWEEP_ACTIVE, SweepRecord, SweepStore, outcome
 
 log = logging.getLogger("dmlscope.sweeps")
 POLL_S = 0.5
@@ -152,21 +152,21 @@ class SweepManager:
         if ended:
             self._save(sweep_id, live)
         if live.sweep.done:
-            self._save(sweep_id, live)
             self._live.pop(sweep_id, None)
             self._set_status(sweep_id, "done", None)
             return
         launched = {run.key for run in runs}
         live.pending += [p for p in live.sweep.next_runs() if p.key not in launched]
-        active = sum(run.status in ACTIVE for run in runs) + self._launch(sweep_id, live, runs)
+        active = sum(run.status in ACTIVE for run in runs)
+        active += self._launch(sweep_id, live, active)
         if not active and not live.pending:
             raise RuntimeError(f"the sweep has {live.sweep.finished} of {live.sweep.total} runs recorded but "
                                f"planned no further run")
         self._publish_if_changed(sweep_id, live)
 
-    def _launch(self, sweep_id: str, live: _Live, runs: list[SweepRun]) -> int:
+    def _launch(self, sweep_id: str, live: _Live, active: int) -> int:
         """Start pending runs while fewer than `workers` of this sweep are active and the queue has room."""
-        active, started = sum(run.status in ACTIVE for run in runs), 0
+        started = 0
         while live.pending and active + started < self.settings.workers:
             if len(self.store.queued_run_ids()) >= self.settings.max_queued:
                 break  # the queue is full of other runs: try again on the next tick
