@@ -36,6 +36,7 @@ def test_start_follow_and_read_a_sweep(page, server: str, shots: Path) -> None:
     page.uncheck("#sweep-select")
     for box in page.locator(".variant-list input[type=checkbox]").all():
         box.set_checked(box.get_attribute("value") in ("baseline", other))
+    assert page.locator("form .row .help").inner_text() == "2 runs"  # what the sweep will train
     page.screenshot(path=shots / "sweep-1-form.png", full_page=True)
     page.click("button:has-text('Start the sweep')")
 

@@ -59,8 +59,8 @@ function buildForm(box, catalogue, components, datasets) {
     el("option", { value: d.id }, `${d.name} (${d.num_images} images, ${d.num_classes} classes)`)));
   const name = el("input", { id: "sweep-name", type: "text", placeholder: "(optional)" });
   const number = (id, value, min, max) => el("input", { id, type: "number", min, max, step: 1, value, required: true });
-  const splits = number("sweep-splits", defaults.splits, 1, 20);
-  const seeds = number("sweep-seeds", defaults.seeds, 1, 20);
+  const splits = number("sweep-splits", defaults.splits, 1, 50);
+  const seeds = number("sweep-seeds", defaults.seeds, 1, 50);
   const minSteps = number("sweep-min_steps", defaults.min_steps, 1, 10000000);
   const select = el("input", { id: "sweep-select", type: "checkbox", checked: defaults.select });
   const boxes = catalogue.variants.map((v) => el("input", { type: "checkbox", id: `sweep-variant-${v.name}`,
@@ -68,8 +68,10 @@ function buildForm(box, catalogue, components, datasets) {
   const variantList = el("ul", { class: "variant-list" }, catalogue.variants.map((v, i) => el("li", {},
     el("label", { for: boxes[i].id }, boxes[i], el("strong", {}, v.name), v.extra ? el("span", { class: "badge" }, "extra") : null),
     el("span", { class: "help" }, ` ${v.description}`),
-    v.grid && (Array.isArray(v.grid) ? v.grid.length : Object.keys(v.grid).length)
-      ? el("span", { class: "small muted mono" }, ` grid: ${JSON.stringify(v.grid)}`) : null)));
+    v.control ? el("span", { class: "small muted" }, ` · read against its control ${v.control}`) : null,
+    v.grid.length ? el("span", { class: "small muted", title: v.grid.map((g) => JSON.stringify(g)).join("\n") },
+      ` · ${v.grid.length}-point grid`) : null)));
+  const count = el("span", { class: "help", "aria-live": "polite" });
   const base = configForm(components, components.run_config.defaults, "sweep");
   const status = el("div", { "aria-live": "polite" });
   const start = el("button", { type: "submit", class: "primary" }, "Start the sweep");
@@ -106,7 +108,17 @@ function buildForm(box, catalogue, components, datasets) {
   el("details", {}, el("summary", {}, el("strong", {}, "Base run"),
     el("span", { class: "help" }, " — every variant patches this config and trains with its epochs × steps budget; the sweep sets the split and seed")),
   base.node),
-  el("div", { class: "row" }, start), status);
+  el("div", { class: "row" }, start, count), status);
+  // What the sweep will train: per variant its selection runs (one per grid point and split) and splits × seeds.
+  const recount = () => {
+    const pairs = Number(splits.value) * Number(seeds.value);
+    const runs = catalogue.variants.filter((v, i) => boxes[i].checked)
+      .reduce((n, v) => n + pairs + (select.checked ? v.grid.length * Number(splits.value) : 0), 0);
+    fill(count, `${runs} runs`);
+  };
+  node.addEventListener("input", recount);
+  node.addEventListener("change", recount);
+  recount();
   fill(box, node);
 }
 
