@@ -22,9 +22,10 @@ from server.errors import BadRequest, install_error_handlers
 from server.folder_lock import ServerLock
 from server.jobs import JobManager
 from server.middleware import AllowedHosts, BearerAuth, BodyLimit, SameOrigin, SecurityHeaders
-from server.routes import datasets, explore, model_import, runs, system
+from server.routes import datasets, explore, model_import, runs, sweeps, system
 from server.settings import Settings, is_loopback
 from server.store import Store
+from server.sweeps import SweepManager
 
 log = logging.getLogger("dmlscope")
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
@@ -65,25 +66,30 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
             store = Store.open(settings)
             held.callback(store.close)
             jobs = JobManager(store, settings)
-            app.state.store, app.state.jobs = store, jobs
+            sweep_manager = SweepManager(store, jobs, settings)
+            app.state.store, app.state.jobs, app.state.sweeps = store, jobs, sweep_manager
             with store.folder.alone() as alone:
                 if not alone:
                     log.warning("a dmlscope command is writing to %s: the start-up cleanup (half-written uploads, "
                                 "runs left running) is skipped until the next start", settings.data_dir.resolve())
                 leftovers = store.remove_leftovers()
+                sweep_manager.start()  # before the workers: a stopped sweep's queued runs are cancelled, not started
                 interrupted = jobs.start()
             if leftovers:
                 log.warning("removed what the last server process left half-written: %s", ", ".join(leftovers))
             if interrupted:
                 log.warning("runs interrupted by the last shutdown (resume them): %s", ", ".join(interrupted))
-            if settings.warm_umap:  # numba compiles UMAP once per process (~20-50 s): pay it before the first map
-                threading.Thread(target=_warm_umap, name="dmlscope-umap-warmup", daemon=True).start()
             try:
+                # The built-in sets first: their import (scikit-learn's digits) must not race the warm-up thread's
+                # import of umap → scikit-learn, which once left a half-initialised module in the other thread.
                 builtins = [store.ensure_builtin(name) for name in settings.builtin_datasets]
+                if settings.warm_umap:  # numba compiles UMAP once per process (~20-50 s): pay it before a map
+                    threading.Thread(target=_warm_umap, name="dmlscope-umap-warmup", daemon=True).start()
                 if settings.demo_run and builtins and not store.list_runs():
                     _queue_demo_run(store, jobs, builtins[0].id)
                 yield
             finally:
+                sweep_manager.stop()  # first: runs the job manager interrupts now are not sweep failures
                 jobs.stop()
                 explore.clear_caches()
 
@@ -92,7 +98,7 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
                               "binary points layout.")
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (system, datasets, runs, explore, model_import):
+    for module in (system, datasets, runs, sweeps, explore, model_import):
         app.include_router(module.router)
     docs_csp = _mount_docs(app)
     _mount_frontend(app)

@@ -65,6 +65,19 @@ _MIGRATIONS = [
     CREATE INDEX runs_by_dataset ON runs(dataset_id);
     CREATE INDEX runs_by_status ON runs(status);
     """,
+    # v2: sweeps, and which runs each sweep launched (server/sweeps_store.py reads and writes both tables)
+    """
+    CREATE TABLE sweeps (
+        id TEXT PRIMARY KEY, dataset_id TEXT NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+        name TEXT NOT NULL, spec TEXT NOT NULL, state TEXT, status TEXT NOT NULL, error TEXT,
+        finished INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL, finished_at TEXT, report TEXT);
+    CREATE TABLE sweep_runs (
+        sweep_id TEXT NOT NULL REFERENCES sweeps(id) ON DELETE CASCADE, key TEXT NOT NULL,
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, plan TEXT NOT NULL,
+        PRIMARY KEY (sweep_id, key));
+    CREATE INDEX sweep_runs_by_run ON sweep_runs(run_id);
+    """,
 ]
 
 

@@ -71,6 +71,13 @@ export const api = {
   query: (id, form) => request("POST", `runs/${id}/query`, { form }),
   compare: (a, b, k = 10, limit = 20) => request("GET", `compare?${q({ a, b, k, limit })}`),
 
+  sweepVariants: () => request("GET", "sweeps/variants"),
+  sweeps: (params = {}) => request("GET", `sweeps?${q(params)}`),
+  sweep: (id) => request("GET", `sweeps/${id}`),
+  createSweep: (body) => request("POST", "sweeps", { json: body }),
+  cancelSweep: (id) => request("POST", `sweeps/${id}/cancel`),
+  resumeSweep: (id) => request("POST", `sweeps/${id}/resume`),
+
   /** Points of a run's map as typed arrays (binary format of docs/api.md). */
   async points(id, split, projection) {
     const response = await request("GET", `runs/${id}/points?${q({ split, projection, format: "binary" })}`, { raw: true });
@@ -101,8 +108,17 @@ function decodePoints(buffer) {
 /** Follow a run's Server-Sent Events. Handlers: run(Run), progress(Progress), end(Run), error(Event).
  * Returns a function that closes the stream. */
 export function followRun(id, handlers) {
-  const source = new EventSource(`api/runs/${id}/events`);
-  for (const kind of ["run", "progress"]) {
+  return follow(`api/runs/${id}/events`, ["run", "progress"], handlers);
+}
+
+/** Follow a sweep's Server-Sent Events. Handlers: sweep(Sweep) on every change, end(Sweep), error(Event). */
+export function followSweep(id, handlers) {
+  return follow(`api/sweeps/${id}/events`, ["sweep"], handlers);
+}
+
+function follow(url, kinds, handlers) {
+  const source = new EventSource(url);
+  for (const kind of kinds) {
     source.addEventListener(kind, (ev) => handlers[kind]?.(JSON.parse(ev.data)));
   }
   source.addEventListener("end", (ev) => {
@@ -110,7 +126,7 @@ export function followRun(id, handlers) {
     handlers.end?.(JSON.parse(ev.data));
   });
   source.onerror = (ev) => {
-    // EventSource reconnects by itself while the run is live; report only a closed stream.
+    // EventSource reconnects by itself while the stream is live; report only a closed stream.
     if (source.readyState === EventSource.CLOSED) handlers.error?.(ev);
   };
   return () => source.close();

@@ -7,18 +7,19 @@ import { renderCompare } from "./views/compare.js";
 import { renderData } from "./views/data.js";
 import { renderRun } from "./views/run.js";
 import { renderRuns } from "./views/runs.js";
+import { renderSweep, renderSweeps } from "./views/sweeps.js";
 import { renderTrain } from "./views/train.js";
 
 const root = document.getElementById("app");
 let cleanup = () => {};
 
-const TABS = { data: renderData, train: renderTrain, runs: renderRuns };
+const TABS = { data: renderData, train: renderTrain, runs: renderRuns, sweeps: renderSweeps };
 
 function route() {
   cleanup();
   cleanup = () => {};
   const p = params();
-  const tab = p.get("run") || p.get("compare") ? null : (p.get("tab") in TABS ? p.get("tab") : "data");
+  const tab = p.get("run") || p.get("compare") || p.get("sweep") ? null : (p.get("tab") in TABS ? p.get("tab") : "data");
   for (const link of document.querySelectorAll("header nav a")) {
     if (link.dataset.tab === tab) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -27,6 +28,7 @@ function route() {
   try {
     if (p.get("run")) cleanup = renderRun(root, p.get("run"));
     else if (p.get("compare")) cleanup = renderCompare(root, p.get("compare"));
+    else if (p.get("sweep")) cleanup = renderSweep(root, p.get("sweep"));
     else cleanup = TABS[tab](root);
   } catch (err) {
     fill(root, errorBox(err, "This view failed to draw"));

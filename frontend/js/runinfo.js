@@ -23,3 +23,11 @@ export function headline(run) {
 }
 
 export const runLabel = (run) => run.name || run.id;
+
+/** The warning a run's summary carries when it trained too few steps or its loss did not fall; else null. */
+export function underTrainedNote(run) {
+  const flag = run.summary?.under_trained;
+  if (!flag?.flag) return null;
+  return el("div", { class: "state warn", role: "note", "data-under-trained": true },
+    el("strong", {}, "Under-trained: "), (flag.reasons || []).join("; ") || "see the run's history");
+}

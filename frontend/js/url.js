@@ -1,7 +1,8 @@
 // The page state lives in the URL so that a view can be bookmarked and shared:
 //   /?run=<id>[&color=class|logdet|lipschitz|correct|split][&proj=umap|pca][&split=test|train|all][&image=<id>]
 //   /?compare=<a>,<b>[&proj=…][&split=…]
-//   /?tab=data|train|runs        (the workbench)
+//   /?sweep=<id>                 (a sweep: progress, runs, results)
+//   /?tab=data|train|runs|sweeps (the workbench)
 
 export function params() {
   return new URLSearchParams(window.location.search);

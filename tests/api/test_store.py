@@ -26,7 +26,7 @@ def test_open_creates_layout_migrates_once_and_uses_wal(tmp_path: Path) -> None:
     assert {p.name for p in settings.data_dir.iterdir()} >= {"datasets", "runs", "tmp", "dmlscope.sqlite3"}
     conn = sqlite3.connect(settings.database_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # v2: sweeps
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     with pytest.raises(RuntimeError, match="newer than this dmlscope"):

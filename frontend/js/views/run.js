@@ -10,7 +10,7 @@ import { metricsPanel } from "../explore/metrics.js";
 import { historyCurves, progressPanel } from "../explore/progress.js";
 import { retrievalPanel } from "../explore/retrieval.js";
 import { downloadPng } from "../plots.js";
-import { configLine, runLabel, statusBadge } from "../runinfo.js";
+import { configLine, runLabel, statusBadge, underTrainedNote } from "../runinfo.js";
 import { href, navigate, params, setParams } from "../url.js";
 
 const ACTIVE = new Set(["queued", "running"]);
@@ -68,6 +68,7 @@ function headerPanel(run) {
   return el("section", { class: "panel", "aria-labelledby": "run-h" },
     el("header", {}, el("h2", { id: "run-h" }, runLabel(run)), statusBadge(run), actions),
     el("p", { class: "small" }, configLine(run.config), el("span", { class: "muted mono" }, `  · id ${run.id}`)),
+    underTrainedNote(run),
     lineage,
     run.status === "done" ? el("p", { class: "small" }, "Export: ",
       el("a", { href: exportUrl(run.id, "stats", "csv"), download: true }, "per-class stats (CSV)"), " · ",
