@@ -60,10 +60,11 @@ class DeterminantRegularizer(nn.Module):
 
     With epsilon > 0 it also evaluates log vol at x̃ = normalise(u_i + ε(u_j − u_i)) between same-class pairs
     (the paper regularises "the regions between similar samples"), averaged together with the real points.
-    `bounded=True` penalises only local expansion, mean [log vol_i]_+ (our variant).
+    R itself is the paper's linear form, unbounded below: too large a weight contracts the whole sphere into a
+    cap (docs/determinant.md gives the weights that stay clear of that).
     """
 
-    def __init__(self, dueling_ratio: float = 1.0, epsilon: float = 0.0, bounded: bool = False):
+    def __init__(self, dueling_ratio: float = 1.0, epsilon: float = 0.0):
         super().__init__()
         if dueling_ratio < 0:
             raise InvalidParameterError(f"det dueling_ratio (λ2/λ1) must be ≥ 0, got {dueling_ratio}")
@@ -71,7 +72,6 @@ class DeterminantRegularizer(nn.Module):
             raise InvalidParameterError(f"det epsilon is an interpolation fraction in [0, 1], got {epsilon}")
         self.dueling_ratio = dueling_ratio
         self.epsilon = epsilon
-        self.bounded = bounded
 
     def forward(self, inputs: RegularizerInputs) -> Tensor:
         if inputs.logdet is None:
@@ -84,8 +84,7 @@ class DeterminantRegularizer(nn.Module):
             i, j = _same_class_partners(inputs.labels)
             x_tilde = F.normalize(u[i] + self.epsilon * (u[j] - u[i]), dim=1)
             log_volumes.append(sphere_log_volume(inputs.flow, x_tilde, *inputs.flow(x_tilde)))
-        growth = torch.cat(log_volumes)
-        value = (growth.clamp(min=0) if self.bounded else growth).mean()
+        value = torch.cat(log_volumes).mean()
         if inputs.logdet_dueling is not None:
             value = value - self.dueling_ratio * inputs.logdet_dueling.clamp(max=0).mean()
         return value
@@ -163,11 +162,10 @@ class WeightL2(nn.Module):
 @REGULARIZERS.register("det", tags=("needs_flow",), help={
     "dueling_ratio": "λ2/λ1: weight of the dueling branch's contraction, mean min(log vol, 0), subtracted "
                      "(flow.dueling only)",
-    "epsilon": "also regularise at normalise(u_i + ε(u_j − u_i)) between same-class samples; 0 turns it off",
-    "bounded": "penalise only local expansion, mean [log vol]_+ (our variant)"})
-def det(dueling_ratio: float = 1.0, epsilon: float = 0.0, bounded: bool = False) -> nn.Module:
+    "epsilon": "also regularise at normalise(u_i + ε(u_j − u_i)) between same-class samples; 0 turns it off"})
+def det(dueling_ratio: float = 1.0, epsilon: float = 0.0) -> nn.Module:
     """Determinant regularisation: mean log-volume change of the flow's sphere-to-sphere map at the samples."""
-    return DeterminantRegularizer(dueling_ratio, epsilon, bounded)
+    return DeterminantRegularizer(dueling_ratio, epsilon)
 
 
 @REGULARIZERS.register("density", tags=("needs_class_pairs", "approximation"), help={

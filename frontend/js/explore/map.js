@@ -10,6 +10,7 @@ const COLORINGS = {
   class: "class",
   logdet: "log|det J|",
   lipschitz: "local Lipschitz estimate",
+  lipschitz_network: "whole-network Lipschitz (sampled)",
   correct: "correct@1",
   split: "seen / unseen classes",
 };
@@ -52,7 +53,9 @@ function coloring(points, key) {
     // One run of a comparison may have no flow layer: an all-NaN colour array breaks the colour bar.
     return { size: 5, color: "#b8c0cc", opacity: 0.7, showscale: false };
   }
-  const column = key === "logdet" ? c.logdet : c.lipschitz;
+  const column = key === "logdet" ? c.logdet : key === "lipschitz_network" ? c.lipschitz_network : c.lipschitz;
+  if (!column || !column.some((v) => !Number.isNaN(v))) return { size: 5, color: "#b8c0cc", opacity: 0.7, showscale: false };
+  // lipschitz_network: a seeded sample per split; the other images are NaN, which Plotly draws grey
   return markerFor({ kind: "continuous", values: column, title: key === "logdet" ? "log|det J|" : "Lipschitz" });
 }
 
