@@ -14,7 +14,7 @@ from torch import Tensor
 
 from models.flow import FlowMetricLayer, saturated
 from models.network import EmbeddingNet
-from models.stats import local_lipschitz
+from models.stats import flow_map, local_lipschitz
 
 # The whole network's power iteration costs a few backbone reverse passes per image and iteration, so it runs on
 # a seeded sample of each split (the other images are NaN in the map: drawn grey) and stops once every estimate
@@ -32,20 +32,7 @@ SATURATION_WARNING = 0.5
 def saturation_map(flow: FlowMetricLayer, features: np.ndarray | Tensor, batch_size: int = 1024) -> np.ndarray:
     """Per image (N,): the share of the flow's affine coupling log-scales within 1 % of their tanh bound.
     All NaN for an additive (NICE) flow, which has no scales."""
-    device = next(flow.parameters()).device
-    was_training = flow.training
-    flow.eval()
-    parts = []
-    try:
-        with torch.no_grad():
-            for s in range(0, len(features), batch_size):
-                scales = flow.coupling_scales(torch.as_tensor(features[s:s + batch_size]).to(device))
-                if scales.shape[1] == 0:
-                    return np.full(len(features), np.nan)
-                parts.append(saturated(scales).double().mean(dim=1).cpu().numpy())
-    finally:
-        flow.train(was_training)
-    return np.concatenate(parts)
+    return flow_map(flow, features, lambda u: saturated(flow.coupling_scales(u)).double().mean(dim=1), batch_size)
 
 
 def network_lipschitz(model: EmbeddingNet, pixels: np.ndarray, idx: np.ndarray, seed: int,

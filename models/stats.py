@@ -199,24 +199,27 @@ def class_stats(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, di
     }
 
 
-def logdet_map(flow: FlowMetricLayer, features: np.ndarray | Tensor, batch_size: int = 256) -> np.ndarray:
-    """Per sample (N,), what the `det` regulariser penalises: the log-volume change of the flow's sphere-to-sphere
-    map u ↦ flow(u)/‖flow(u)‖ at each input u (`models.flow.sphere_log_volume`), in eval mode, by batches.
-
-    `features` are the flow's inputs (unit-norm head outputs), on any device.
-    """
+def flow_map(flow: FlowMetricLayer, features: np.ndarray | Tensor, per_sample: Callable[[Tensor], Tensor],
+             batch_size: int = 256) -> np.ndarray:
+    """`per_sample(u) -> (B,)` over the flow's inputs `features` (N, D) by batches, in eval mode, no grad (the
+    caller's mode is restored); `features` on any device, the result (N,) on the CPU."""
     device = device_of(flow)
     was_training = flow.training
     flow.eval()
-    parts = []
     try:
         with torch.no_grad():
-            for s in range(0, len(features), batch_size):
-                u = torch.as_tensor(features[s:s + batch_size]).to(device)
-                parts.append(sphere_log_volume(flow, u, *flow(u)).cpu())
+            parts = [per_sample(torch.as_tensor(features[s:s + batch_size]).to(device)).cpu()
+                     for s in range(0, len(features), batch_size)]
     finally:
         flow.train(was_training)
     return torch.cat(parts).numpy()
+
+
+def logdet_map(flow: FlowMetricLayer, features: np.ndarray | Tensor, batch_size: int = 256) -> np.ndarray:
+    """Per sample (N,), what the `det` regulariser penalises: the log-volume change of the flow's sphere-to-sphere
+    map u ↦ flow(u)/‖flow(u)‖ at each input u (`models.flow.sphere_log_volume`); `features` are the flow's
+    inputs (unit-norm head outputs)."""
+    return flow_map(flow, features, lambda u: sphere_log_volume(flow, u, *flow(u)), batch_size)
 
 
 def _per_sample_norm(t: Tensor) -> Tensor:

@@ -49,13 +49,12 @@ function coloring(points, key) {
   if (key === "split") {
     return markerFor({ kind: "category", values: c.split, labels: ["train", "test"], colors: ["#9c755f", "#4e79a7"], title: "split" });
   }
-  if (key === "logdet" && !hasLogdet(points)) {
-    // One run of a comparison may have no flow layer: an all-NaN colour array breaks the colour bar.
+  const column = key === "logdet" ? c.logdet : key === "lipschitz_network" ? c.lipschitz_network : c.lipschitz;
+  if (!column || !column.some((v) => !Number.isNaN(v))) {
+    // A run without a flow layer (logdet), or measured before the whole-network Lipschitz existed: an all-NaN
+    // colour array breaks the colour bar. lipschitz_network is a seeded sample: Plotly draws the NaN rest grey.
     return { size: 5, color: "#b8c0cc", opacity: 0.7, showscale: false };
   }
-  const column = key === "logdet" ? c.logdet : key === "lipschitz_network" ? c.lipschitz_network : c.lipschitz;
-  if (!column || !column.some((v) => !Number.isNaN(v))) return { size: 5, color: "#b8c0cc", opacity: 0.7, showscale: false };
-  // lipschitz_network: a seeded sample per split; the other images are NaN, which Plotly draws grey
   return markerFor({ kind: "continuous", values: column, title: key === "logdet" ? "log|det J|" : "Lipschitz" });
 }
 
