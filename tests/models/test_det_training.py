@@ -31,7 +31,10 @@ def test_a_short_det_run_is_not_degenerate(mnist: ImageSet, tmp_path: Path) -> N
         assert summary[split]["flow_saturation"] < 0.5
         assert summary[split]["logdet_std"] > 1.0  # nats across images: a map, not a constant
         embeddings = run.embeddings(split)
-        # unit vectors (the flow's output is normalised): collapsed, their mean distance would be ~0
-        assert np.mean(np.linalg.norm(embeddings[:200, None] - embeddings[None, :200], axis=2)) > 0.3
+        some = embeddings[::len(embeddings) // 200]  # across all classes (the split is in class order)
+        # unit vectors (the flow's output is normalised): collapsed runs had a mean distance of ~1e-6
+        assert np.mean(np.linalg.norm(some[:, None] - some[None, :], axis=2)) > 0.3
         singular = np.linalg.svd(embeddings - embeddings.mean(0), compute_uv=False)
-        assert (singular ** 2).sum() / singular[0] ** 2 > 2.0  # not one dominant direction
+        # participation ratio of the spectrum: 1 when one direction holds everything (the collapsed runs: 1.0000);
+        # five classes on the sphere give ~2 here
+        assert (singular ** 2).sum() / singular[0] ** 2 > 1.3
