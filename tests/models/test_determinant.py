@@ -231,8 +231,8 @@ def test_maximising_the_dueling_branch_is_bounded() -> None:
             optimiser.zero_grad()
             term.backward()
             optimiser.step()
-        scales = max(float(m.log_scale.abs().max()) for m in flow.layers if isinstance(m, ActNorm))
-        return float(term), scales
+        scales = max(float(m.log_scale.detach().abs().max()) for m in flow.layers if isinstance(m, ActNorm))
+        return float(term.detach()), scales
 
     bounded_value, bounded_scales = maximise(True)
     assert 0.0 <= bounded_value  # −λ2·mean min(log vol, 0): never below 0, whatever the branch does
