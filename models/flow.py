@@ -170,8 +170,13 @@ def sphere_log_volume(flow: FlowMetricLayer, u: Tensor, z: Tensor, logdet: Tenso
     differentiable (double backward), otherwise it is computed on a detached copy.
     """
     keep_graph = torch.is_grad_enabled() and z.requires_grad
-    with torch.enable_grad():
-        zz = z if keep_graph else z.detach().requires_grad_(True)
-        (normal,) = torch.autograd.grad(flow.inverse(zz), zz, grad_outputs=u, create_graph=keep_graph)
-    cosine_part = torch.log((normal * z).sum(dim=1).abs())
-    return logdet + cosine_part - z.shape[1] * torch.log(torch.linalg.vector_norm(z, dim=1))
+    # at least float32 and outside autocast: under mixed precision a log-volume in half is noise
+    wide = torch.promote_types(z.dtype, torch.float32)
+    with torch.enable_grad(), torch.autocast(z.device.type, enabled=False):
+        z_wide = z.to(wide) if keep_graph else z.detach().to(wide).requires_grad_(True)
+        inverse = flow.inverse(z_wide)
+        (normal,) = torch.autograd.grad(inverse, z_wide, grad_outputs=u.to(inverse.dtype), create_graph=keep_graph)
+    if not keep_graph:
+        z_wide = z_wide.detach()
+    cosine_part = torch.log((normal * z_wide).sum(dim=1).abs())  # elementwise and reductions: fp32 under autocast
+    return logdet.to(wide) + cosine_part - z.shape[1] * torch.log(torch.linalg.vector_norm(z_wide, dim=1))

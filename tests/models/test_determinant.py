@@ -172,6 +172,22 @@ def test_gradcheck_of_the_regulariser_through_the_network_in_float64() -> None:
     assert torch.autograd.gradcheck(lambda w: torch.func.functional_call(Regulariser(), {name: w}, ()), (weight,))
 
 
+def test_log_volume_is_computed_in_float32_under_mixed_precision() -> None:
+    torch.manual_seed(6)
+    flow = FlowMetricLayer(D, depth=2, hidden=8)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    u = F.normalize(torch.randn(5, D), dim=1)
+    z, logdet = flow(u)
+    half_z, half_logdet = z.bfloat16(), logdet.bfloat16()  # what a bf16 autocast forward hands over
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = sphere_log_volume(flow, u.bfloat16(), half_z, half_logdet)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, sphere_log_volume(flow, u.bfloat16().float(), half_z.float(),
+                                                        half_logdet.float()))
+
+
 def _stretch_flow(alpha: float) -> FlowMetricLayer:
     """D = 3, one block: ActNorm A = diag(e^α, 1, 1), identity coupling."""
     flow = FlowMetricLayer(3, depth=1, hidden=4).double()
