@@ -7,6 +7,10 @@ additive (NICE):    per block additive coupling y_b = x_b + t(x_a) (volume prese
                     regulariser little to work with (the paper's ablation).
 Between blocks a fixed random orthogonal 1×1 mixing (|det| = 1, inverse = transpose) lets every coordinate be
 transformed; it has no parameters, so the log-determinant lives only where the flow adapts.
+
+The network feeds the flow L2-normalised head outputs u and normalises its output z (both on the unit sphere);
+the `det` regulariser reads `sphere_log_volume`, the log-volume change of that sphere-to-sphere map —
+docs/determinant.md says why (no free gauge).
 """
 from __future__ import annotations
 
@@ -137,3 +141,42 @@ class FlowMetricLayer(nn.Module):
         for layer in reversed(self.layers):
             z = layer.inverse(z)
         return z
+
+    def coupling_scales(self, x: Tensor) -> Tensor:
+        """(B, blocks × width) every affine coupling's log-scale s at each sample; (B, 0) for NICE (no scales)."""
+        scales = []
+        for layer in self.layers:
+            if isinstance(layer, Coupling) and layer.affine:
+                scales.append(layer._scale_shift(x[:, :layer.split])[0])
+            x = layer(x)[0]
+        return torch.cat(scales, dim=1) if scales else x.new_zeros(len(x), 0)
+
+
+def saturated(scales: Tensor, tolerance: float = 0.01) -> Tensor:
+    """Which coupling log-scales lie within `tolerance` (relative) of their tanh bound ±_SCALE_BOUND: a flow whose
+    scales all sit there is an input-independent contraction or expansion with dead coupling networks."""
+    return scales.abs() >= (1.0 - tolerance) * _SCALE_BOUND
+
+
+def sphere_log_volume(flow: FlowMetricLayer, u: Tensor, z: Tensor, logdet: Tensor) -> Tensor:
+    """log of the (D−1)-volume change of the sphere-to-sphere map u ↦ ẑ = z/‖z‖, z = flow(u), at each unit u.
+
+    J_S = Pᵀ_ẑ·(I − ẑẑᵀ)/‖z‖·J·P_u with J = ∂z/∂u (D × D) and P orthonormal tangent bases. Nanson's formula
+    (the flow maps u's tangent plane to the plane with normal J⁻ᵀu, scaling its volume by |det J|·‖J⁻ᵀu‖),
+    then the projection onto ẑ's tangent plane (a factor |cos| between the normals) and 1/‖z‖ per direction:
+        log|det J_S| = log|det J| + log|⟨J⁻ᵀu, z⟩| − D·log‖z‖.
+    Neither a scale before the flow (u is normalised) nor one after it (ẑ is) can change it. J⁻ᵀu = (∂u/∂z)ᵀu
+    is one vector-Jacobian product through the inverse flow; with grad enabled and z in the graph it stays
+    differentiable (double backward), otherwise it is computed on a detached copy.
+    """
+    keep_graph = torch.is_grad_enabled() and z.requires_grad
+    # at least float32 and outside autocast: under mixed precision a log-volume in half is noise
+    wide = torch.promote_types(z.dtype, torch.float32)
+    with torch.enable_grad(), torch.autocast(z.device.type, enabled=False):
+        z_wide = z.to(wide) if keep_graph else z.detach().to(wide).requires_grad_(True)
+        inverse = flow.inverse(z_wide)
+        (normal,) = torch.autograd.grad(inverse, z_wide, grad_outputs=u.to(inverse.dtype), create_graph=keep_graph)
+    if not keep_graph:
+        z_wide = z_wide.detach()
+    cosine_part = torch.log((normal * z_wide).sum(dim=1).abs())  # elementwise and reductions: fp32 under autocast
+    return logdet.to(wide) + cosine_part - z.shape[1] * torch.log(torch.linalg.vector_norm(z_wide, dim=1))

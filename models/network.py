@@ -1,5 +1,9 @@
 """EmbeddingNet: backbone → linear embedding head → optional normalizing-flow metric layer (+ dueling branch).
 
+With the flow on, the flow maps the L2-normalised head output u = h/‖h‖ to z and the embedding is ẑ = z/‖z‖
+(the paper's hypersphere embeddings): no scale before or after the flow can change the log-volume the `det`
+regulariser reads (docs/determinant.md). The `flow` control and `det` share this architecture.
+
 The model takes raw pixels (uint8, or floats on the same 0..255 scale) and normalises them itself with the
 dataset's mean/std, stored as buffers: a checkpoint therefore embeds images the same way in the trainer, the
 server's query endpoint and a model import, with no preprocessing to keep in sync outside it.
@@ -9,18 +13,19 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.backbones import create_backbone
 from models.config import RunConfig
-from models.flow import FlowMetricLayer
+from models.flow import FlowMetricLayer, sphere_log_volume
 
 
 class EmbedOutput(NamedTuple):
-    embedding: Tensor  # (B, D) what the loss, the evaluation and retrieval see (flow branch 1 when on)
-    features: Tensor | None  # (B, D) the head output = the flow layer's input; None when the flow is off
-    logdet: Tensor | None  # (B,) log|det J| of flow branch 1; None when the flow is off
-    logdet_dueling: Tensor | None  # (B,) log|det J| of the dueling branch; None unless flow.dueling
+    embedding: Tensor  # (B, D) what the loss, the evaluation and retrieval see (unit-norm flow branch 1 when on)
+    features: Tensor | None  # (B, D) the flow layer's input u = head output / ‖head output‖; None without flow
+    logdet: Tensor | None  # (B,) log-volume change of branch 1's sphere-to-sphere map at u; None without flow
+    logdet_dueling: Tensor | None  # (B,) the same for the dueling branch; None unless flow.dueling
 
 
 def _channel_buffer(values: Sequence[float] | None, channels: int, fill: float, what: str) -> Tensor:
@@ -33,6 +38,12 @@ def _channel_buffer(values: Sequence[float] | None, channels: int, fill: float, 
         raise ValueError(f"{what} has {len(values)} values but the images have {channels} channels; "
                          f"give one value per channel")
     return torch.tensor(values, dtype=torch.float32).view(1, channels, 1, 1)
+
+
+def _sphere_branch(flow: FlowMetricLayer, u: Tensor) -> tuple[Tensor, Tensor]:
+    """(ẑ = flow(u)/‖flow(u)‖, log-volume change of u ↦ ẑ on the sphere)."""
+    z, logdet = flow(u)
+    return F.normalize(z, dim=1), sphere_log_volume(flow, u, z, logdet)
 
 
 class EmbeddingNet(nn.Module):
@@ -71,22 +82,29 @@ class EmbeddingNet(nn.Module):
         h = self.head(f)
         if self.flow is None:
             return EmbedOutput(h, None, None, None)
-        z, logdet = self.flow(h)
-        logdet_dueling = self.flow_dueling(h)[1] if self.flow_dueling is not None else None
-        return EmbedOutput(z, h, logdet, logdet_dueling)
+        u = F.normalize(h, dim=1)
+        z, logvol = _sphere_branch(self.flow, u)
+        logvol_dueling = _sphere_branch(self.flow_dueling, u)[1] if self.flow_dueling is not None else None
+        return EmbedOutput(z, u, logvol, logvol_dueling)
 
     def forward(self, x: Tensor) -> EmbedOutput:
         return self.from_backbone(self.backbone_features(x))
 
     def metric_layer(self) -> Callable[[Tensor], Tensor]:
-        """The last learned map before the embedding: the flow (on head outputs) when on, else the head (on
-        backbone features). Its local Lipschitz constant is what the determinant paper tries to control."""
+        """The last learned map before the embedding: the flow (on normalised head outputs u) when on, else the
+        head (on backbone features). Its local Lipschitz constant is what the determinant paper tries to control.
+        It normalises its input, so at ‖u‖ = 1 its Jacobian is the sphere-to-sphere map's (radial direction 0)."""
         if self.flow is None:
             return self.head
         flow = self.flow
-        return lambda h: flow(h)[0]
+        return lambda u: F.normalize(flow(F.normalize(u, dim=1))[0], dim=1)
+
+    def embed_standardised(self, x: Tensor) -> Tensor:
+        """Inference embedding of standardised images (the backbone's input); skips the dueling branch and the
+        log-volume. The whole network's local Lipschitz constant is taken on this map."""
+        h = self.head(self.backbone(x))
+        return F.normalize(self.flow(F.normalize(h, dim=1))[0], dim=1) if self.flow is not None else h
 
     def embed(self, x: Tensor) -> Tensor:
-        """Inference embedding (flow branch 1 when on); skips the dueling branch. No grad mode is the caller's."""
-        h = self.head(self.backbone_features(x))
-        return self.flow(h)[0] if self.flow is not None else h
+        """Inference embedding of raw pixels (flow branch 1 when on). No grad mode is the caller's."""
+        return self.embed_standardised(self.normalise(x))

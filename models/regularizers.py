@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.flow import sphere_log_volume
 from models.registry import InvalidParameterError, Registry
 
 
@@ -17,9 +19,9 @@ from models.registry import InvalidParameterError, Registry
 class RegularizerInputs:
     embeddings: Tensor  # (B, D) the final embedding, what the loss sees
     labels: Tensor  # (B,) int64 class ids
-    features: Tensor | None = None  # (B, D) the flow layer's input; None without flow
-    logdet: Tensor | None = None  # (B,) log|det J| of the flow (branch 1)
-    logdet_dueling: Tensor | None = None  # (B,) log|det J| of the dueling branch
+    features: Tensor | None = None  # (B, D) the flow layer's input (unit-norm head outputs); None without flow
+    logdet: Tensor | None = None  # (B,) log-volume change of the flow's sphere map (branch 1) at `features`
+    logdet_dueling: Tensor | None = None  # (B,) the same for the dueling branch
     flow: nn.Module | None = None  # the branch-1 flow, for logdets at points not in the batch
     model: nn.Module | None = None  # the whole network, for weight penalties
     distance: nn.Module | None = None  # the run's distance
@@ -46,19 +48,23 @@ def _same_class_partners(labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class DeterminantRegularizer(nn.Module):
-    """R = mean log|det J_flow| (minimised), minus dueling_ratio × mean log|det J_dueling| when that branch exists.
+    """R = mean_i log vol_i (minimised), vol_i the volume change of the flow's sphere-to-sphere map u ↦ ẑ at u_i
+    (`models.flow.sphere_log_volume`); with the dueling branch, minus dueling_ratio × mean_i min(log vol2_i, 0)
+    of that branch (paper eq. 11, bounded).
 
-    Reads the flow's own logdets (never a second Jacobian). With epsilon > 0 it also evaluates log|det J| at
-    x̃ = x_i + ε(x_j − x_i) between same-class pairs of flow inputs: those points are in no batch, so this is the
-    one place that runs the flow again — the paper regularises "the regions between similar samples" too.
-    The synthetic points are averaged together with the real ones.
+    Input and output of the flow are unit vectors, so no layer before the flow and no global output scale can
+    change R (docs/determinant.md): lowering it means contracting the sphere around the samples, which must be
+    paid for by expanding it elsewhere (the sphere's total volume is fixed). The dueling branch is maximised
+    only up to "nowhere contracting" (log vol2 ≤ 0 counts, > 0 earns nothing), so its term is bounded and
+    maximising it cannot diverge.
 
-    `bounded=True` penalises only volume growth, [log|det J|]_+ per sample (and only contraction of the dueling
-    branch): the paper's linear form is unbounded below, and in our mnist5k sweep the flow shrank without limit
-    while the unregularised head grew to compensate. Bounded is our variant, not the paper's.
+    With epsilon > 0 it also evaluates log vol at x̃ = normalise(u_i + ε(u_j − u_i)) between same-class pairs
+    (the paper regularises "the regions between similar samples"), averaged together with the real points.
+    R itself is the paper's linear form, unbounded below: too large a weight contracts the whole sphere into a
+    cap (docs/determinant.md gives the weights that stay clear of that).
     """
 
-    def __init__(self, dueling_ratio: float = 1.0, epsilon: float = 0.0, bounded: bool = False):
+    def __init__(self, dueling_ratio: float = 1.0, epsilon: float = 0.0):
         super().__init__()
         if dueling_ratio < 0:
             raise InvalidParameterError(f"det dueling_ratio (λ2/λ1) must be ≥ 0, got {dueling_ratio}")
@@ -66,23 +72,21 @@ class DeterminantRegularizer(nn.Module):
             raise InvalidParameterError(f"det epsilon is an interpolation fraction in [0, 1], got {epsilon}")
         self.dueling_ratio = dueling_ratio
         self.epsilon = epsilon
-        self.bounded = bounded
 
     def forward(self, inputs: RegularizerInputs) -> Tensor:
         if inputs.logdet is None:
-            raise ValueError("the det regularizer reads the flow layer's log|det J|; enable flow (flow.enabled)")
-        logdets = [inputs.logdet]
+            raise ValueError("the det regularizer reads the flow layer's log-volume; enable flow (flow.enabled)")
+        log_volumes = [inputs.logdet]
         if self.epsilon > 0:
             if inputs.features is None or inputs.flow is None:
                 raise ValueError("det with epsilon > 0 needs the flow's input features and the flow module")
+            u = inputs.features
             i, j = _same_class_partners(inputs.labels)
-            x_tilde = inputs.features[i] + self.epsilon * (inputs.features[j] - inputs.features[i])
-            logdets.append(inputs.flow(x_tilde)[1])
-        growth = torch.cat(logdets)
-        value = (growth.clamp(min=0) if self.bounded else growth).mean()
+            x_tilde = F.normalize(u[i] + self.epsilon * (u[j] - u[i]), dim=1)
+            log_volumes.append(sphere_log_volume(inputs.flow, x_tilde, *inputs.flow(x_tilde)))
+        value = torch.cat(log_volumes).mean()
         if inputs.logdet_dueling is not None:
-            dueling = inputs.logdet_dueling.clamp(max=0) if self.bounded else inputs.logdet_dueling
-            value = value - self.dueling_ratio * dueling.mean()
+            value = value - self.dueling_ratio * inputs.logdet_dueling.clamp(max=0).mean()
         return value
 
 
@@ -177,12 +181,12 @@ class WeightL2(nn.Module):
 
 
 @REGULARIZERS.register("det", tags=("needs_flow",), help={
-    "dueling_ratio": "λ2/λ1: weight of the dueling branch's mean log|det J|, subtracted (flow.dueling only)",
-    "epsilon": "also regularise at x_i + ε(x_j − x_i) between same-class samples; 0 turns it off",
-    "bounded": "penalise only volume growth, mean [log|det J|]_+ (our variant; the paper's form is unbounded below)"})
-def det(dueling_ratio: float = 1.0, epsilon: float = 0.0, bounded: bool = False) -> nn.Module:
-    """Determinant regularisation: mean log|det J| of the flow metric layer (minus the dueling branch's)."""
-    return DeterminantRegularizer(dueling_ratio, epsilon, bounded)
+    "dueling_ratio": "λ2/λ1: weight of the dueling branch's contraction, mean min(log vol, 0), subtracted "
+                     "(flow.dueling only)",
+    "epsilon": "also regularise at normalise(u_i + ε(u_j − u_i)) between same-class samples; 0 turns it off"})
+def det(dueling_ratio: float = 1.0, epsilon: float = 0.0) -> nn.Module:
+    """Determinant regularisation: mean log-volume change of the flow's sphere-to-sphere map at the samples."""
+    return DeterminantRegularizer(dueling_ratio, epsilon)
 
 
 @REGULARIZERS.register("density", tags=("needs_class_pairs", "approximation"), help={

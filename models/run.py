@@ -24,6 +24,7 @@ from models import distributed
 from models.config import RunConfig
 from models.data import ImageSet, zero_shot_split
 from models.budget import steps_per_epoch, under_trained
+from models.diagnostics import network_lipschitz, saturation_map, summarise
 from models.evaluate import evaluate
 from models.geometry import common_space_stats, headline
 from models.network import EmbeddingNet
@@ -166,19 +167,26 @@ def _measure(model: EmbeddingNet, distance: BaseDistance, image_set: ImageSet, s
     timings = {"embed_s": time.perf_counter() - t}
     device = next(model.parameters()).device
 
+    maps: dict[str, dict[str, np.ndarray]] = {}
+
     def per_sample(s: str) -> dict[str, np.ndarray]:
         out = {}
         if model.flow is not None:
             out["logdet"] = logdet_map(model.flow, passes[s]["features"])
+            out["saturation"] = saturation_map(model.flow, passes[s]["features"])
         # Large batches: the vmapped power iteration's cost is mostly per batch, not per sample.
         out["lipschitz"] = local_lipschitz(model.metric_layer(),
                                            torch.from_numpy(passes[s]["lipschitz_input"]).to(device),
                                            batch_size=LIPSCHITZ_BATCH, seed=seed)
+        t_network = time.perf_counter()
+        out["lipschitz_network"] = network_lipschitz(model, pixels, split[s], seed)
+        timings[f"lipschitz_network_{s}_s"] = time.perf_counter() - t_network
+        maps[s] = out
         return out
 
     headline, measured = _measure_embeddings({s: passes[s]["embedding"] for s in SPLITS}, distance, image_set,
                                              split, run_dir, stages, parent_dir, seed, per_sample)
-    return headline, {**timings, **measured}
+    return {s: {**headline[s], **summarise(maps[s])} for s in SPLITS}, {**timings, **measured}
 
 
 def _measure_embeddings(embeddings: dict[str, np.ndarray], distance: BaseDistance, image_set: ImageSet,
@@ -498,6 +506,10 @@ class RunArtifacts:
 
     def lipschitz(self, split: str) -> np.ndarray | None:
         return self._npy(f"lipschitz_{split}.npy")
+
+    def lipschitz_network(self, split: str) -> np.ndarray | None:
+        """(N,) the whole network's local Lipschitz constant, NaN where not sampled (models.diagnostics)."""
+        return self._npy(f"lipschitz_network_{split}.npy")
 
     def projection(self, method: str, split: str) -> np.ndarray | None:
         """(N, 2) map if computed (PCA always is; UMAP after `ensure_projection`)."""

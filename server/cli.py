@@ -245,12 +245,16 @@ def metrics_table(columns: dict[str, dict[str, Any]]) -> str:
 
 
 def _print_run(rec: Any, run_dir: Path, summary: dict[str, Any]) -> None:
+    from models.diagnostics import saturation_warning
+
     print(f"run {rec.id}  {rec.name}")
     print(f"folder {run_dir}")
     print(metrics_table({"train classes": summary["train"], "test classes (unseen)": summary["test"]}))
     check = summary.get("under_trained")
     if check and check["flag"]:
         print(f"warning: run {rec.id} is under-trained: {'; '.join(check['reasons'])}", file=sys.stderr)
+    if warning := saturation_warning(summary):
+        print(warning)
 
 
 # ---- commands ---------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ function regularizerRows(prefix, components, start) {
     const id = `${prefix}-reg-${comp.name}`;
     const on = el("input", { id, type: "checkbox", checked: Boolean(cfg) });
     const weight = el("input", { id: `${id}-weight`, type: "number", min: 0, max: 1000, step: "any",
-      value: cfg ? cfg.weight : comp.name === "det" ? 0.05 : 0.1, "aria-label": `${comp.name} weight λ` });
+      value: cfg ? cfg.weight : comp.name === "det" ? 0.001 : 0.1, "aria-label": `${comp.name} weight λ` });
     const params = paramInputs(`${prefix}-reg`, comp, cfg?.params);
     const sync = () => { weight.disabled = !on.checked; };
     on.addEventListener("change", sync);

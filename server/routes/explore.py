@@ -206,6 +206,7 @@ def _points(view: _View, split: str, projection: str) -> dict[str, np.ndarray | 
         "x": np.asarray(xy[:, 0], np.float32), "y": np.asarray(xy[:, 1], np.float32),
         "logdet": column(view.art.logdet, np.float32),
         "lipschitz": column(view.art.lipschitz, np.float32),
+        "lipschitz_network": column(view.art.lipschitz_network, np.float32),  # NaN outside the sampled images
         "correct_at_1": column(view.correct_at_1, np.int32),
     }
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from pytorch_metric_learning.regularizers import ZeroMeanRegularizer
 from torch import nn
 
 import reference as ref
 from models.distances import create_distance, list_distances
+from models.flow import sphere_log_volume
 from models.registry import InvalidParameterError
 from models.regularizers import RegularizerInputs, create_regularizer, list_regularizers
 from reference import random_flow64
@@ -26,30 +28,24 @@ def test_registry_lists_the_five_regularizers() -> None:
 
 # ---- det -------------------------------------------------------------------------------------------------------
 
-def test_det_is_mean_logdet_minus_the_dueling_branch() -> None:
+def test_det_is_mean_log_volume_minus_the_dueling_branch_contraction() -> None:
     logdet, dueling = torch.randn(8), torch.randn(8)
     plain = create_regularizer("det")(RegularizerInputs(torch.randn(8, DIM), LABELS, logdet=logdet))
     torch.testing.assert_close(plain, logdet.mean())
     duel = create_regularizer("det", dueling_ratio=0.5)(
         RegularizerInputs(torch.randn(8, DIM), LABELS, logdet=logdet, logdet_dueling=dueling))
-    torch.testing.assert_close(duel, logdet.mean() - 0.5 * dueling.mean())
+    contraction = sum(min(v, 0.0) for v in dueling.tolist()) / 8  # the dueling branch earns nothing above 0
+    torch.testing.assert_close(duel, logdet.mean() - 0.5 * contraction)
 
 
-def test_det_bounded_penalises_only_volume_growth() -> None:
-    logdet, dueling = torch.tensor([-3.0, 2.0, -1.0, 4.0]), torch.tensor([1.0, -2.0, 3.0, -4.0])
-    labels = torch.tensor([0, 0, 1, 1])
-    reg = create_regularizer("det", dueling_ratio=0.5, bounded=True)
-    value = reg(RegularizerInputs(torch.randn(4, DIM), labels, logdet=logdet, logdet_dueling=dueling))
-    # growth terms: 0, 2, 0, 4 → mean 1.5; dueling contraction: 0, -2, 0, -4 → mean -1.5
-    torch.testing.assert_close(value, torch.tensor(1.5 - 0.5 * -1.5))
-    shrinking = reg(RegularizerInputs(torch.randn(4, DIM), labels, logdet=-logdet.abs(), logdet_dueling=dueling.abs()))
-    assert shrinking.item() == 0.0  # nothing left to gain by shrinking further
+def sphere_volume(flow: nn.Module, u: torch.Tensor) -> torch.Tensor:
+    return sphere_log_volume(flow, u, *flow(u))
 
 
-def test_det_epsilon_adds_logdets_between_same_class_neighbours() -> None:
+def test_det_epsilon_adds_log_volumes_between_same_class_neighbours() -> None:
     flow = random_flow64(DIM, depth=2)
-    features = torch.randn(8, DIM, dtype=torch.float64)
-    _, logdet = flow(features)
+    features = F.normalize(torch.randn(8, DIM, dtype=torch.float64), dim=1)
+    logdet = sphere_volume(flow, features)
     value = create_regularizer("det", epsilon=0.25)(
         RegularizerInputs(torch.zeros(8, DIM), LABELS, features=features, logdet=logdet, flow=flow))
     synthetic = []
@@ -59,7 +55,7 @@ def test_det_epsilon_adds_logdets_between_same_class_neighbours() -> None:
             continue
         j = same[(same.index(i) + 1) % len(same)]
         x_tilde = features[i] + 0.25 * (features[j] - features[i])
-        synthetic.append(flow(x_tilde.unsqueeze(0))[1][0])
+        synthetic.append(sphere_volume(flow, (x_tilde / x_tilde.norm()).unsqueeze(0))[0])
     assert len(synthetic) == 7  # the singleton class has no partner
     expected = torch.cat([logdet, torch.stack(synthetic)]).mean()
     torch.testing.assert_close(value, expected)
@@ -262,11 +258,13 @@ def gradcheck_case(name: str):
     x = torch.randn(8, DIM, dtype=torch.float64, requires_grad=True)
     if name == "det":
         flow = random_flow64(DIM, depth=2)
-        feats = torch.randn(8, DIM, dtype=torch.float64, requires_grad=True)
+        heads = torch.randn(8, DIM, dtype=torch.float64, requires_grad=True)
         duel = torch.randn(8, dtype=torch.float64, requires_grad=True)
-        return (create_regularizer("det", dueling_ratio=0.7, epsilon=0.3),
-                lambda f, d: RegularizerInputs(x, LABELS, features=f, logdet=flow(f)[1], logdet_dueling=d, flow=flow),
-                (feats, duel))
+
+        def det_inputs(h: torch.Tensor, d: torch.Tensor) -> RegularizerInputs:
+            u = F.normalize(h, dim=1)  # the network's flow input: the whole chain from the head output
+            return RegularizerInputs(x, LABELS, features=u, logdet=sphere_volume(flow, u), logdet_dueling=d, flow=flow)
+        return create_regularizer("det", dueling_ratio=0.7, epsilon=0.3), det_inputs, (heads, duel)
     if name == "l2_weights":
         model = tiny_model()
         return (create_regularizer(name), lambda *_: RegularizerInputs(x, LABELS, model=model),

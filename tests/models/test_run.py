@@ -59,6 +59,14 @@ def test_run_folder_holds_every_artifact_aligned_with_the_split(shapes: ImageSet
     assert run.projection("umap", "test") is None  # UMAP only on request (ensure_projection)
     assert len(run.history) == 2 and summary["epochs"] == 2 and summary["origin"] == "train"
     assert summary["flow"] is True and set(summary["timings"]) >= {"train_s", "stats_s", "total_s"}
+    for split, ids in run.split.items():  # the diagnostics: maps saved like the others, summarised per split
+        saturation = np.load(run_dir / f"saturation_{split}.npy")
+        network = run.lipschitz_network(split)
+        assert saturation.shape == network.shape == (len(ids),) and np.isfinite(network).any()
+        assert summary[split]["flow_saturation"] == pytest.approx(float(saturation.mean()))
+        assert summary[split]["lipschitz_network_median"] == pytest.approx(float(np.nanmedian(network)))
+        assert summary[split]["logdet_std"] == pytest.approx(float(run.logdet(split).std()))
+        assert summary[split]["lipschitz_median"] == pytest.approx(float(np.median(run.lipschitz(split))))
 
 
 def test_progress_spans_every_stage_in_order(flow_run) -> None:

@@ -4,9 +4,9 @@ same network at its initialisation (zero-shot: train on digits 0–4, measure on
 
 Measured on 2 cores (3 epochs, seed 0; untrained: R@1 0.86, MAP@R 0.16, all-triplet objective 0.17): every
 variant cuts the objective 6–40× and lifts MAP@R to 0.21–0.39. Recall@1 rises for the regularizers on the
-plain head (0.89–0.90); with the flow layer it does not (flow alone 0.84, flow + det 0.58 at the paper's
-λ = 0.05), so for det the test holds MAP@R and the objective only — a measured non-reproduction, reported in
-the README's sweep table rather than hidden.
+plain head (0.89–0.90); with the flow layer it does not (flow alone 0.84), so for det the test holds MAP@R
+and the objective only. det runs at λ = 0.001: on the gauge-free sphere construction the paper's form collapses
+the embedding at λ ≥ 0.003 (docs/determinant.md).
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from models.trainer import build_distance, build_model, train
 pytestmark = pytest.mark.slow
 
 BASE = {"epochs": 3, "device": "cpu", "amp": False}
-# (regularizer patch, whether Recall@1 must rise too). Weights: the sweep's for the paper terms; the L2 terms
-# sized to about the triplet loss's magnitude.
+# (regularizer patch, whether Recall@1 must rise too). Weights: the sweep's for the paper terms (det: the paper
+# form's non-degenerate range, docs/determinant.md); the L2 terms sized to about the triplet loss's magnitude.
 VARIANTS = {
-    "det": ({"flow": {"enabled": True}, "regularizers": [{"name": "det", "weight": 0.05}]}, False),
+    "det": ({"flow": {"enabled": True}, "regularizers": [{"name": "det", "weight": 0.001}]}, False),
     "density": ({"regularizers": [{"name": "density", "weight": 0.5}]}, True),
     "zero_mean": ({"distance": {"name": "snr"}, "regularizers": [{"name": "zero_mean", "weight": 0.005}]}, True),
     "l2_embedding": ({"regularizers": [{"name": "l2_embedding", "weight": 0.01}]}, True),

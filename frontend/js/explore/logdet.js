@@ -18,9 +18,10 @@ export function logdetPanel(run, mainView, cleanups) {
       el("span", { class: "badge approx", title: "the paper's exact regulariser form was not available (SPEC §3)" }, "approximation"),
       el("div", { class: "actions" },
         el("button", { type: "button", onclick: () => downloadPng(violinDiv, `dmlscope-${run.id}-logdet-per-class`) }, "Download PNG"))),
-    el("p", { class: "help" }, "log|det J| is the log volume change of the flow metric layer at each image: ",
+    el("p", { class: "help" }, "log|det J| is the log volume change of the flow metric layer at each image, as a map ",
+      "of the unit sphere to itself (normalised head output → normalised embedding; no scale can change it): ",
       "large values mean the layer stretches space there. It bounds the local Lipschitz constant only from below ",
-      "(|det J| ≤ σ_max^D): a small determinant does not rule out stretch in one direction."),
+      "(|det J| ≤ σ_max^(D−1)): a small determinant does not rule out stretch in one direction."),
     body);
 
   function update(points) {

@@ -10,6 +10,7 @@ const COLORINGS = {
   class: "class",
   logdet: "log|det J|",
   lipschitz: "local Lipschitz estimate",
+  lipschitz_network: "whole-network Lipschitz (sampled)",
   correct: "correct@1",
   split: "seen / unseen classes",
 };
@@ -48,11 +49,12 @@ function coloring(points, key) {
   if (key === "split") {
     return markerFor({ kind: "category", values: c.split, labels: ["train", "test"], colors: ["#9c755f", "#4e79a7"], title: "split" });
   }
-  if (key === "logdet" && !hasLogdet(points)) {
-    // One run of a comparison may have no flow layer: an all-NaN colour array breaks the colour bar.
+  const column = key === "logdet" ? c.logdet : key === "lipschitz_network" ? c.lipschitz_network : c.lipschitz;
+  if (!column || !column.some((v) => !Number.isNaN(v))) {
+    // A run without a flow layer (logdet), or measured before the whole-network Lipschitz existed: an all-NaN
+    // colour array breaks the colour bar. lipschitz_network is a seeded sample: Plotly draws the NaN rest grey.
     return { size: 5, color: "#b8c0cc", opacity: 0.7, showscale: false };
   }
-  const column = key === "logdet" ? c.logdet : c.lipschitz;
   return markerFor({ kind: "continuous", values: column, title: key === "logdet" ? "log|det J|" : "Lipschitz" });
 }
 

@@ -70,12 +70,20 @@ function headerPanel(run) {
     el("p", { class: "small" }, configLine(run.config), el("span", { class: "muted mono" }, `  · id ${run.id}`)),
     underTrainedNote(run),
     lineage,
+    saturationWarning(run.summary),
     run.status === "done" ? el("p", { class: "small" }, "Export: ",
       el("a", { href: exportUrl(run.id, "stats", "csv"), download: true }, "per-class stats (CSV)"), " · ",
       el("a", { href: exportUrl(run.id, "stats", "json"), download: true }, "metrics + stats (JSON)"), " · ",
       el("a", { href: exportUrl(run.id, "embeddings"), download: true }, "embeddings (.npz of .npy arrays)"), " · ",
       el("a", { href: exportUrl(run.id, "checkpoint"), download: true }, "checkpoint (.pt)")) : null,
     errors);
+}
+
+/** A warning when over half of the flow's coupling scales sit at their tanh bound (docs/determinant.md). */
+function saturationWarning(summary) {
+  const worst = Math.max(...["train", "test"].map((s) => summary?.[s]?.flow_saturation ?? 0));
+  return worst > 0.5 ? el("p", { class: "state error", role: "note" }, `Degenerate flow: ${Math.round(100 * worst)} % of its `
+    + "coupling scales sit at their tanh bound, so the flow is an input-independent map (flow_saturation).") : null;
 }
 
 /** "Retrained from <parent>: flow.enabled: false → true" and the runs retrained from this one. */
