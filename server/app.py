@@ -25,7 +25,7 @@ from models.config import RunConfig
 from server import __version__
 from server.errors import BadRequest, error_body, install_error_handlers
 from server.jobs import JobManager
-from server.routes import datasets, explore, model_import, runs, system
+from server.routes import analysis, datasets, explore, model_import, runs, system
 from server.settings import Settings
 from server.store import Store
 
@@ -202,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             jobs.stop()
             explore.clear_caches()
+            analysis.clear_caches()
             store.close()
 
     app = FastAPI(title="dmlscope", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -209,7 +210,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "binary points layout.")
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (system, datasets, runs, explore, model_import):
+    for module in (system, datasets, runs, explore, analysis, model_import):
         app.include_router(module.router)
     docs_csp = _mount_docs(app)
     _mount_frontend(app)
