@@ -90,6 +90,30 @@ class SelectionPublic(BaseModel):
     logdet: dict[str, float | None]
 
 
+class HistoryPublic(BaseModel):
+    run_id: str
+    status: str
+    epochs: int = Field(description="epochs the config asks for")
+    checkpoint_epoch: int | None = Field(description="the epoch whose checkpoint is kept (resume continues after it)")
+    history: list[dict[str, Any]] = Field(description="one entry per completed epoch: epoch, loss, terms, ...")
+
+
+@router.get("/runs/{run_id}/history", operation_id="analysis-history")
+def history(run_id: RunId, store: StoreDep) -> HistoryPublic:
+    """The epochs a run has completed so far, in any status: what a live chart starts from and what a
+    cancelled or failed run kept (history.json is written with each epoch's checkpoint)."""
+    from models.run import load_run
+
+    rec = store.get_run(run_id)
+    try:
+        art = load_run(store.run_dir(rec.id))
+        entries, has_checkpoint = art.history, art.checkpoint_path.exists()
+    except FileNotFoundError:  # queued: its folder holds nothing yet
+        entries, has_checkpoint = [], False
+    return HistoryPublic(run_id=rec.id, status=rec.status, epochs=int(rec.config["epochs"]),
+                         checkpoint_epoch=len(entries) if entries and has_checkpoint else None, history=entries)
+
+
 def _cached(view: _View, what: str, split: str, compute: Any) -> Any:
     return _results.get((view.rec.id, what, split), compute)
 

@@ -77,3 +77,18 @@ def test_selection_statistics(trained: Trained) -> None:
     r = c.post(f"/api/runs/{a['id']}/selection", json={"image_ids": [ids[0], 9999]})
     assert r.status_code == 400 and "9999" in r.json()["detail"]
     assert c.post(f"/api/runs/{a['id']}/selection", json={"image_ids": []}).status_code == 422
+
+
+def test_history_of_a_run_in_any_status(trained: Trained) -> None:
+    from models.config import RunConfig
+
+    c, a = trained.client, trained.a
+    body = c.get(f"/api/runs/{a['id']}/history").json()
+    assert body["status"] == "done" and body["epochs"] == 1 and body["checkpoint_epoch"] == 1
+    assert [h["epoch"] for h in body["history"]] == [1] and "loss" in body["history"][0]["terms"]
+    store = c.app.state.store
+    queued = store.create_run(trained.dataset["id"], RunConfig.model_validate(a["config"]), status="cancelled")
+    body = c.get(f"/api/runs/{queued.id}/history").json()
+    assert body == {"run_id": queued.id, "status": "cancelled", "epochs": 1, "checkpoint_epoch": None, "history": []}
+    store.delete_run(queued.id)
+    assert c.get("/api/runs/0123456789ab/history").status_code == 404
