@@ -4,9 +4,10 @@
 import { alignTo } from "../align.js";
 import { api } from "../api.js";
 import { configPatch, describePatch } from "../configform.js";
-import { el, empty, errorBox, fill, fmt, loading } from "../dom.js";
+import { el, empty, errorBox, fill, fixed, loading, signed } from "../dom.js";
 import { pairedBars } from "../explore/classstats.js";
-import { MapView, hasLogdet, mapControls, thumbUrl } from "../explore/map.js";
+import { classLegend } from "../explore/legend.js";
+import { MapView, hasLogdet, mapControls, sharedRange, thumbUrl } from "../explore/map.js";
 import { METRIC_NAMES } from "../explore/metrics.js";
 import { gallery } from "../explore/retrieval.js";
 import { downloadPng } from "../plots.js";
@@ -21,8 +22,8 @@ export function renderCompare(root, pair) {
     return () => {};
   }
   root.append(loading("the comparison"));
-  Promise.all([api.compare(a, b), api.runs({ status: "done" })])
-    .then(([cmp, { data: runs }]) => { fill(root); draw(root, cmp, runs, cleanups); })
+  Promise.all([api.compare(a, b), api.runs({ status: "done" }), api.stats(a), api.stats(b)])
+    .then(([cmp, { data: runs }, sa, sb]) => { fill(root); draw(root, { ...cmp, stats: { a: sa, b: sb } }, runs, cleanups); })
     .catch((err) => fill(root, errorBox(err, "Cannot compare"), el("a", { href: href({ tab: "runs" }), "data-nav": true }, "Pick two runs")));
   return () => cleanups.splice(0).forEach((f) => f());
 }
@@ -69,6 +70,7 @@ function mapsSection(root, cmp, cleanups) {
   const markAll = (ids) => views.forEach((v) => v.mark(ids));
   async function select(imageId) {
     selected = imageId;
+    setParams({ image: imageId });
     markAll([imageId]);
     fill(neighbours, loading("neighbours in both runs"), null);
     const answers = await Promise.all(views.map((v) => api.neighbors(v.run.id, imageId, 10).catch((err) => err)));
@@ -96,23 +98,30 @@ function mapsSection(root, cmp, cleanups) {
     const noLogdet = !views.some((v) => hasLogdet(v.points));
     if (state.color === "logdet" && noLogdet) state.color = "class";
     fill(controls, mapControls(state, onControl, { noLogdet, prefix: "cmp" }));
-    await Promise.all(views.map((v) => v.draw(state.color)));
+    await drawBoth();
+    legend.update();
   }
+  // One colour scale for both maps: the same colour is the same value in A and B.
+  const drawBoth = () => {
+    const range = sharedRange(views.map((v) => v.points), state.color);
+    return Promise.all(views.map((v) => v.draw(state.color, range)));
+  };
   function onControl(change) {
     Object.assign(state, change);
     setParams(change);
-    if ("color" in change) views.forEach((v) => v.draw(state.color));
+    if ("color" in change) drawBoth();
     else load();
   }
+  const legend = classLegend(views);
   root.append(el("section", { class: "panel", "aria-labelledby": "maps-h" },
     el("header", {}, el("h2", { id: "maps-h" }, "Maps side by side"),
       el("div", { class: "actions" }, divs.map((d, i) => el("button", { type: "button",
         onclick: () => downloadPng(d, `dmlscope-compare-${"ab"[i]}`) }, `Download ${"AB"[i]} as PNG`)))),
-    controls, status, el("div", { class: "grid-2" }, divs),
+    controls, status, el("div", { class: "grid-2" }, divs), legend.node,
     el("h3", {}, "Selected image: nearest neighbours in A and B"),
     neighbours));
   fill(neighbours, empty("Click a point in either map (or a changed image below)."));
-  load();
+  load().then(() => { if (/^\d+$/.test(p.get("image") || "")) select(Number(p.get("image"))); });
   return { select };
 }
 
@@ -121,12 +130,13 @@ function metricsTable(cmp) {
   for (const split of ["test", "train"]) {
     for (const [name, m] of Object.entries(cmp.metrics?.[split] || {})) {
       if (!(name in METRIC_NAMES) || typeof m?.a !== "number") continue;
-      const cls = m.diff > 0 ? "better" : m.diff < 0 ? "worse" : "";
-      const sign = m.diff > 0 ? "▲ +" : m.diff < 0 ? "▼ " : "";
+      const shown = Number(signed(m.diff).replace("−", "-"));  // the arrow follows the difference as shown
+      const cls = shown > 0 ? "better" : shown < 0 ? "worse" : "";
+      const sign = shown > 0 ? "▲ " : shown < 0 ? "▼ " : "";
       rows.push(el("tr", {}, el("td", {}, split === "test" ? "test (unseen)" : "train (seen)"),
         el("td", {}, METRIC_NAMES[name]),
-        el("td", { class: "num" }, fmt(m.a)), el("td", { class: "num" }, fmt(m.b)),
-        el("td", { class: `num ${cls}` }, `${sign}${fmt(m.diff)}`)));
+        el("td", { class: "num" }, fixed(m.a)), el("td", { class: "num" }, fixed(m.b)),
+        el("td", { class: `num ${cls}`, title: `B − A = ${m.diff}` }, `${sign}${signed(m.diff)}`)));
     }
   }
   return el("section", { class: "panel", "aria-labelledby": "cmp-metrics-h" },
@@ -144,6 +154,6 @@ function changedPanel(cmp, select) {
     cmp.changed.length ? el("div", { class: "gallery" }, cmp.changed.map((c) => el("button", { type: "button", class: "plain",
       onclick: () => select(c.image_id), title: `image #${c.image_id}: show its neighbours in A and B` },
       el("figure", {}, el("img", { src: c.thumb_url || thumbUrl(ds, c.image_id), alt: `${c.class} #${c.image_id}` }),
-        el("figcaption", {}, `${c.class} #${c.image_id}`), el("figcaption", { class: "muted" }, `J = ${fmt(c.jaccard, 2)}`)))))
+        el("figcaption", {}, `${c.class} #${c.image_id}`), el("figcaption", { class: "muted" }, `J = ${fixed(c.jaccard, 2)}`)))))
       : empty(cmp.same_dataset ? "No neighbourhood changed." : "Different image sets: nothing to match."));
 }

@@ -1,7 +1,7 @@
 // Runs tab: every run as a tree (a retrained run sits under its parent), live status while runs are active,
 // and "pick two to compare".
 import { api } from "../api.js";
-import { el, empty, errorBox, fill, fmt, loading } from "../dom.js";
+import { el, empty, errorBox, fill, fixed, loading } from "../dom.js";
 import { href, navigate } from "../url.js";
 import { configLine, headline, statusBadge } from "../runinfo.js";
 
@@ -62,5 +62,5 @@ function runTree(runs, datasets, picked, onPick) {
 
 function headlineText(run) {
   const h = headline(run);
-  return h.length ? el("span", { class: "small mono" }, h.map(([k, v]) => `${k} ${fmt(v)}`).join(" · ")) : null;
+  return h.length ? el("span", { class: "small mono" }, h.map(([k, v]) => `${k} ${fixed(v)}`).join(" · ")) : null;
 }
