@@ -52,12 +52,12 @@ def check_trainable(image_set: ImageSet, config: RunConfig) -> None:
         raise DatasetError(f"classes_per_batch is {config.classes_per_batch} but the {config.split.mode} split trains "
                            f"on {train_classes} of this set's {len(image_set.class_names)} classes; set "
                            f"classes_per_batch to at most {train_classes}")
+    if config.image_size is None and image_set.native_size is None:
+        raise DatasetError("the images of this set have different sizes; set image_size (e.g. 64 or 224)")
     if config.samples_per_class > per_class.max():
         raise DatasetError(f"samples_per_class is {config.samples_per_class} but the largest training class has "
                            f"{per_class.max()} images, so every batch would repeat images of every class; set "
                            f"samples_per_class to at most {per_class.max()}")
-    if config.image_size is None and image_set.native_size is None:
-        raise DatasetError("the images of this set have different sizes; set image_size (e.g. 64 or 224)")
 
 
 class MPerClassSampler:

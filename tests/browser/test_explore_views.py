@@ -154,14 +154,14 @@ def test_failure_browser(page, runs: dict, shots: Path) -> None:
     page.wait_for_function(f"() => document.querySelectorAll('#failures tbody tr').length === {len(answer['failures'])}")
     margins = [float(t) for t in rows.locator("td:nth-child(2)").all_inner_texts()]
     assert margins == sorted(margins) and all(NUMBER.match(t) for t in rows.locator("td.num").all_inner_texts())
-    assert rows.first.locator("figure.wrong").count() >= 1  # its nearest neighbour is wrong
+    assert rows.first.locator("figure.f-wrong").count() >= 1  # its nearest neighbour is wrong
     page.locator("#failures-panel").scroll_into_view_if_needed()
     page.screenshot(path=shots / "8-failures.png", full_page=True)
     page.select_option("#failures-sort", "lipschitz")
     page.wait_for_function("() => { const v = Array.from(document.querySelectorAll('#failures tbody tr td:nth-child(3)')).map(t => +t.textContent); return v.length && v.every((x, i) => i === 0 || v[i - 1] >= x); }")
     assert page.locator("#failures-sort option[value=logdet]").is_disabled()  # no flow layer
     first = answer["failures"][0]["image_id"]
-    page.click(f"#failures tr[data-image='{first}'] figure.query")
+    page.click(f"#failures tr[data-image='{first}'] figure.f-query")
     page.wait_for_selector(f"section:has(#retrieval-h) figure.query:has-text('#{first}')")
     assert f"image={first}" in page.url
 

@@ -6,6 +6,9 @@ import { el, empty, errorBox, fill, fixed } from "../dom.js";
 
 const SORTS = { margin: "margin (most negative first)", lipschitz: "local Lipschitz (largest first)", logdet: "log|det J| (largest first)" };
 
+// Its figures are classed f-query / f-right / f-wrong: the retrieval gallery's own query / right / wrong
+// figures stay the only ones on the page.
+
 /** Returns {node, load(split)}; `onPick(imageId)` opens an image (neighbours, ring on the map). */
 export function failurePanel(run, { noLogdet, onPick }) {
   const sort = el("select", { id: "failures-sort" }, Object.entries(SORTS).map(([value, text]) =>
@@ -28,7 +31,7 @@ export function failurePanel(run, { noLogdet, onPick }) {
   function thumb(image, verdict) {
     return el("button", { type: "button", class: "plain", title: `#${image.image_id} (${image.class}): show its neighbours`,
       onclick: () => onPick(image.image_id) },
-    el("figure", { class: verdict }, el("img", { src: image.thumb_url, alt: `${image.class} #${image.image_id}`, loading: "lazy" }),
+    el("figure", { class: `f-${verdict}` }, el("img", { src: image.thumb_url, alt: `${image.class} #${image.image_id}`, loading: "lazy" }),
       el("figcaption", { class: "clip", title: image.class }, `${verdict === "right" ? "✓" : verdict === "wrong" ? "✗" : ""} ${image.class}`),
       image.distance !== undefined ? el("figcaption", { class: "muted" }, `d = ${fixed(image.distance)}`) : null));
   }
