@@ -312,3 +312,29 @@ def test_deleting_a_set_with_a_running_run_offers_to_cancel_it(page, runs: dict,
     assert "force" not in dialogs[0]
     assert runs["api"].http.get(f"/datasets/{dataset['id']}").status_code == 404
     assert runs["api"].http.get(f"/runs/{run['id']}").status_code == 404
+
+
+def test_leaderboard_sorts_filters_and_keeps_the_sort_in_the_url(page, runs: dict) -> None:
+    api = runs["api"]
+    page.goto("/?tab=runs")
+    page.wait_for_selector("#leaderboard tbody tr")
+    page.select_option("#board-dataset", runs["dataset"]["id"])
+    page.select_option("#board-status", "done")
+    done = [r for r in api("GET", "/runs")["data"] if r["dataset_id"] == runs["dataset"]["id"] and r["status"] == "done"]
+    score = {r["id"]: r["summary"]["test"]["map_at_r"] for r in done}
+
+    def shown() -> list[str]:
+        return page.evaluate("Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => r.dataset.run)")
+
+    assert sorted(shown()) == sorted(score) and len(score) >= 2
+    assert [score[i] for i in shown()] == sorted(score.values(), reverse=True)  # default: best MAP@R first
+    page.click("#leaderboard button[data-sort=map_at_r]")
+    page.wait_for_function("() => new URLSearchParams(location.search).get('sort') === 'map_at_r'")
+    assert [score[i] for i in shown()] == sorted(score.values())
+    page.click("#leaderboard button[data-sort=distance]")
+    distances = page.locator("#leaderboard tbody tr td:nth-child(6)").all_inner_texts()
+    assert distances == sorted(distances) and "sort=distance" in page.url
+    page.reload()
+    page.wait_for_selector("#leaderboard th[aria-sort=ascending] button[data-sort=distance]")
+    page.check(f"#leaderboard tr[data-run='{runs['a']}'] input[type=checkbox]")
+    assert page.is_checked(f"#pick-{runs['a']}")  # the table and the tree pick the same runs
