@@ -234,6 +234,15 @@ def test_compare_shares_scales_states_units_and_keeps_the_image(page, runs: dict
     density_order = page.evaluate("document.getElementById('paired-relative_density').data[0].customdata")
     assert density_order == bars[0][0]  # one class order in both charts
 
+    geometry = {r[0]: r for r in page.evaluate(
+        "Array.from(document.querySelectorAll('#compare-geometry tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent))")}
+    delta1 = next(v for k, v in geometry.items() if k.startswith("δ1"))
+    ratio = next(v for k, v in geometry.items() if k.startswith("π_intra"))
+    assert delta1[4] == "—"  # euclidean vs cosine: δ1 is in two units, no difference is shown
+    assert float(ratio[4].replace("−", "-")) == pytest.approx(stats["b"]["global"]["pi_ratio"] - stats["a"]["global"]["pi_ratio"], abs=1e-3)
+    changed = api("GET", "/compare", params={"a": runs["a"], "b": runs["b"]})["changed"][0]
+    entered = len(set(changed["b_neighbors"]) - set(changed["a_neighbors"]))
+    assert page.locator(".changes").first.inner_text() == f"+{entered} −{entered}"  # k in, k out
     for cell in page.locator("#compare-metrics td.num").all_inner_texts():
         assert re.match(r"^(—|-?\d+\.\d{3}|[▲▼] [+−]\d+\.\d{3}|0\.000)$", cell), cell
     x, y = _point_position(page, "map-a", 2)

@@ -115,7 +115,7 @@ export function pairedBars(box, cmp, cleanups) {
   const note = el("div", { class: "grid-span" },
     el("p", { class: da === db ? "help" : "state warn", id: "units-note" },
       da === db ? `Both runs measure with the ${da} distance. ` : `A measures with ${da}, B with ${db}: their raw radii and densities are in different units and are not comparable. `,
-      "The bars are unit-free within each run: the radius divided by that run's mean distance between its class centres, and the relative density."),
+      "The bars show the test (unseen) classes, unit-free within each run: the radius divided by that run's mean distance between its class centres, and the relative density."),
     common.every((c) => typeof c?.radius_mean === "number") ? el("p", { class: "help", id: "common-note" },
       `In one common space (L2-normalised embeddings, Euclidean): mean radius A ${fixed(common[0].radius_mean)}, B ${fixed(common[1].radius_mean)}`,
       typeof common[0].relative_density === "number" ? `; relative density A ${fixed(common[0].relative_density)}, B ${fixed(common[1].relative_density)}` : "", ".") : null);

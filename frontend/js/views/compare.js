@@ -49,7 +49,7 @@ function draw(root, cmp, runs, cleanups) {
     cmp.same_dataset ? null : el("p", { class: "state error" }, "The runs use different image sets: maps are not aligned and no images are shared.")));
 
   const maps = mapsSection(root, cmp, cleanups);
-  root.append(el("div", { class: "grid-2" }, metricsTable(cmp), changedPanel(cmp, maps.select)));
+  root.append(el("div", { class: "grid-2" }, el("div", {}, metricsTable(cmp), geometryTable(cmp)), changedPanel(cmp, maps.select)));
   const pairs = el("div", { class: "grid-2" });
   root.append(pairs);
   pairedBars(pairs, cmp, cleanups);
@@ -146,6 +146,43 @@ function metricsTable(cmp) {
       : empty("No metrics to compare."));
 }
 
+const GEOMETRY = [
+  ["delta1", "δ1: largest intra-class distance", false], ["delta2", "δ2: smallest inter-class distance", false],
+  ["margin", "margin δ2 − δ1", false], ["pi_ratio", "π_intra / π_inter", true], ["spectral_decay", "spectral decay ρ(Φ)", true],
+  ["radius_ratio", "radius test ÷ train (r* / r)", true]];
+
+/** The global geometry of both runs on their test (unseen) classes; distances are in each run's own units,
+ * so only the unit-free rows get a difference when the two distances differ. */
+function geometryTable(cmp) {
+  const same = cmp.a.config.distance.name === cmp.b.config.distance.name;
+  const value = (which, key) => {
+    if (key === "radius_ratio") {
+      const s = cmp[which].summary || {};
+      return s.test?.radius_mean && s.train?.radius_mean ? s.test.radius_mean / s.train.radius_mean : null;
+    }
+    return cmp.stats?.[which]?.stats?.test?.global?.[key];
+  };
+  return el("section", { class: "panel", "aria-labelledby": "cmp-geometry-h" },
+    el("header", {}, el("h2", { id: "cmp-geometry-h" }, "Global geometry (test classes)"),
+      el("span", { class: "help" }, same ? "same distance: all rows compare" : "different distances: only the unit-free rows (✓) compare")),
+    el("table", { id: "compare-geometry" }, el("thead", {}, el("tr", {}, el("th", {}, ""), el("th", {}, "unit-free"),
+      el("th", { class: "num" }, "A"), el("th", { class: "num" }, "B"), el("th", { class: "num" }, "B − A"))),
+    el("tbody", {}, GEOMETRY.map(([key, label, free]) => {
+      const [a, b] = [value("a", key), value("b", key)];
+      const diff = (same || free) && typeof a === "number" && typeof b === "number" ? signed(b - a) : "—";
+      return el("tr", {}, el("td", {}, label), el("td", {}, free ? "✓" : ""), el("td", { class: "num" }, fixed(a)),
+        el("td", { class: "num" }, fixed(b)), el("td", { class: "num" }, diff));
+    }))));
+}
+
+/** "+3 −3": how many neighbours entered B's k-NN set and left A's; the title lists them. */
+function changeCaption(c) {
+  const entered = c.b_neighbors.filter((id) => !c.a_neighbors.includes(id));
+  const left = c.a_neighbors.filter((id) => !c.b_neighbors.includes(id));
+  return el("figcaption", { class: "muted changes", title: `entered in B: ${entered.map((i) => `#${i}`).join(", ") || "none"}\nleft from A: ${left.map((i) => `#${i}`).join(", ") || "none"}` },
+    `+${entered.length} −${left.length}`);
+}
+
 function changedPanel(cmp, select) {
   const ds = cmp.b.dataset_id;
   return el("section", { class: "panel", "aria-labelledby": "changed-h" },
@@ -154,6 +191,7 @@ function changedPanel(cmp, select) {
     cmp.changed.length ? el("div", { class: "gallery" }, cmp.changed.map((c) => el("button", { type: "button", class: "plain",
       onclick: () => select(c.image_id), title: `image #${c.image_id}: show its neighbours in A and B` },
       el("figure", {}, el("img", { src: c.thumb_url || thumbUrl(ds, c.image_id), alt: `${c.class} #${c.image_id}` }),
-        el("figcaption", {}, `${c.class} #${c.image_id}`), el("figcaption", { class: "muted" }, `J = ${fixed(c.jaccard, 2)}`)))))
+        el("figcaption", {}, `${c.class} #${c.image_id}`), el("figcaption", { class: "muted" }, `J = ${fixed(c.jaccard, 2)}`),
+        changeCaption(c)))))
       : empty(cmp.same_dataset ? "No neighbourhood changed." : "Different image sets: nothing to match."));
 }
