@@ -243,6 +243,12 @@ def test_compare_shares_scales_states_units_and_keeps_the_image(page, runs: dict
     changed = api("GET", "/compare", params={"a": runs["a"], "b": runs["b"]})["changed"][0]
     entered = len(set(changed["b_neighbors"]) - set(changed["a_neighbors"]))
     assert page.locator(".changes").first.inner_text() == f"+{entered} −{entered}"  # k in, k out
+    pa, pb = (api("GET", f"/runs/{runs[r]}/class-pairs") for r in ("a", "b"))
+    page.wait_for_function("() => document.getElementById('class-pairs-diff')?.data?.[0]?.z?.length === 3")
+    z = page.evaluate("document.getElementById('class-pairs-diff').data[0].z")
+    at = lambda p, r, c: p["confusion"][p["classes"].index(r)][p["classes"].index(c)]  # noqa: E731
+    assert z == [[None if r == c else at(pb, r, c) - at(pa, r, c) for c in pa["classes"]] for r in pa["classes"]]
+    assert page.locator("#pairs-diff-what option[value=gap]").is_disabled()  # euclidean vs cosine
     for cell in page.locator("#compare-metrics td.num").all_inner_texts():
         assert re.match(r"^(—|-?\d+\.\d{3}|[▲▼] [+−]\d+\.\d{3}|0\.000)$", cell), cell
     x, y = _point_position(page, "map-a", 2)

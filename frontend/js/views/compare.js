@@ -7,6 +7,7 @@ import { configPatch, describePatch } from "../configform.js";
 import { el, empty, errorBox, fill, fixed, loading, signed } from "../dom.js";
 import { pairedBars } from "../explore/classstats.js";
 import { classLegend } from "../explore/legend.js";
+import { pairsDiffPanel } from "../explore/pairs.js";
 import { MapView, hasLogdet, mapControls, sharedRange, thumbUrl } from "../explore/map.js";
 import { METRIC_NAMES } from "../explore/metrics.js";
 import { gallery } from "../explore/retrieval.js";
@@ -53,6 +54,7 @@ function draw(root, cmp, runs, cleanups) {
   const pairs = el("div", { class: "grid-2" });
   root.append(pairs);
   pairedBars(pairs, cmp, cleanups);
+  if (cmp.same_dataset) root.append(pairsDiffPanel(a, b, cleanups));
 }
 
 function mapsSection(root, cmp, cleanups) {
