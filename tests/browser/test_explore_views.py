@@ -353,3 +353,26 @@ def test_leaderboard_sorts_filters_and_keeps_the_sort_in_the_url(page, runs: dic
     page.wait_for_selector("#leaderboard th[aria-sort=ascending] button[data-sort=distance]")
     page.check(f"#leaderboard tr[data-run='{runs['a']}'] input[type=checkbox]")
     assert page.is_checked(f"#pick-{runs['a']}")  # the table and the tree pick the same runs
+
+
+def test_a_selection_in_compare_is_the_same_images_in_both_maps(page, runs: dict) -> None:
+    page.goto(f"/?compare={runs['a']},{runs['b']}&proj=pca")
+    for div in ("map-a", "map-b"):
+        _map_ready(page, div)
+    page.hover("#map-a")
+    page.click("#map-a .modebar-btn[data-val='select'][data-attr='dragmode']")
+    left, top, width, height = page.evaluate("""() => { const gd = document.getElementById('map-a');
+        const r = gd.getBoundingClientRect(); const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        return [r.left + xa._offset, r.top + ya._offset, xa._length, ya._length]; }""")
+    page.mouse.move(left + 2, top + 2)
+    page.mouse.down()
+    page.mouse.move(left + width / 2, top + height - 2, steps=8)
+    page.mouse.up()
+    page.wait_for_selector("#selection-a-size")
+    size = page.locator("#selection-a-size").inner_text()
+    n = int(size.split()[0])
+    page.wait_for_selector(f"#selection-b-size:has-text('{size}')")
+    page.wait_for_function(f"() => document.getElementById('map-b').data[0].selectedpoints?.length === {n}")
+    assert 0 < n < TEST_POINTS and re.search(r"sel=\d+", page.url)
+    page.reload()
+    page.wait_for_selector(f"#selection-b-size:has-text('{size}')", timeout=RUN_TIMEOUT_MS)

@@ -13,11 +13,12 @@ const ROWS = [
   ["logdet", "log|det J| (mean)"],
 ];
 
-/** Returns {node, show(imageIds, split)}; `onClear()` empties the map's selection, `onPick(id)` opens an image. */
-export function selectionPanel(run, { onClear, onPick }) {
+/** Returns {node, show(imageIds, split)}; `onClear()` empties the map's selection, `onPick(id)` opens an image;
+ * `id` prefixes the element ids and `title` heads the panel (compare has one per run). */
+export function selectionPanel(run, { onClear, onPick, id = "selection", title = "Selection" }) {
   const body = el("div", { "aria-live": "polite" });
-  const node = el("section", { class: "panel", id: "selection-panel", "aria-labelledby": "selection-h", hidden: true },
-    el("header", {}, el("h2", { id: "selection-h" }, "Selection"),
+  const node = el("section", { class: "panel", id: `${id}-panel`, "aria-labelledby": `${id}-h`, hidden: true },
+    el("header", {}, el("h2", { id: `${id}-h` }, title),
       el("span", { class: "help" }, "box or lasso on the map (toolbar), shift-click to add or remove one image"),
       el("div", { class: "actions" }, el("button", { type: "button", onclick: () => onClear() }, "Clear selection"))),
     body);
@@ -41,13 +42,13 @@ export function selectionPanel(run, { onClear, onPick }) {
     const pct = (v) => (typeof v === "number" ? `${fixed(100 * v, 1)} %` : "—");
     return el("div", { class: "grid-2" },
       el("div", {},
-        el("p", {}, el("strong", { id: "selection-size" }, `${s.size} images`), ` of ${s.size + s.rest_size} (${s.split}); `,
+        el("p", {}, el("strong", { id: `${id}-size` }, `${s.size} images`), ` of ${s.size + s.rest_size} (${s.split}); `,
           `${pct(s.knn_inside)} of their 10 nearest neighbours are selected too (random: ${pct(s.expected)}).`),
-        el("table", { id: "selection-classes" }, el("thead", {}, el("tr", {}, el("th", {}, "class"),
+        el("table", { id: `${id}-classes` }, el("thead", {}, el("tr", {}, el("th", {}, "class"),
           el("th", { class: "num" }, "selected"), el("th", { class: "num" }, "of the class"))),
         el("tbody", {}, s.classes.map((c) => el("tr", {}, el("td", { class: "clip", title: c.class }, c.class),
           el("td", { class: "num" }, c.count), el("td", { class: "num" }, pct(c.count / c.total))))))),
-      el("table", { id: "selection-stats" }, el("thead", {}, el("tr", {}, el("th", {}, ""),
+      el("table", { id: `${id}-stats` }, el("thead", {}, el("tr", {}, el("th", {}, ""),
         el("th", { class: "num" }, "selection"), el("th", { class: "num" }, "rest"))),
       el("tbody", {}, ROWS.filter(([key]) => s[key]?.selection !== null && s[key]?.selection !== undefined)
         .map(([key, label]) => el("tr", {}, el("td", {}, label),
@@ -60,9 +61,9 @@ export function selectionPanel(run, { onClear, onPick }) {
   function grid(imageIds) {
     const shown = imageIds.slice(0, GRID);
     return el("div", {},
-      el("div", { class: "gallery", id: "selection-grid" }, shown.map((id) => el("button", { type: "button", class: "plain",
-        title: `image #${id}: show its neighbours`, onclick: () => onPick(id) },
-      el("img", { src: thumbUrl(run.dataset_id, id), alt: `image #${id}`, loading: "lazy" })))),
+      el("div", { class: "gallery", id: `${id}-grid` }, shown.map((image) => el("button", { type: "button", class: "plain",
+        title: `image #${image}: show its neighbours`, onclick: () => onPick(image) },
+      el("img", { src: thumbUrl(run.dataset_id, image), alt: `image #${image}`, loading: "lazy" })))),
       imageIds.length > GRID ? el("p", { class: "small muted" }, `first ${GRID} of ${imageIds.length} shown`) : null);
   }
 

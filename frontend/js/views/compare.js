@@ -8,6 +8,7 @@ import { el, empty, errorBox, fill, fixed, loading, signed } from "../dom.js";
 import { pairedBars } from "../explore/classstats.js";
 import { classLegend } from "../explore/legend.js";
 import { pairsDiffPanel } from "../explore/pairs.js";
+import { selectionPanel } from "../explore/selection.js";
 import { MapView, hasLogdet, mapControls, sharedRange, thumbUrl } from "../explore/map.js";
 import { METRIC_NAMES } from "../explore/metrics.js";
 import { gallery } from "../explore/retrieval.js";
@@ -79,6 +80,20 @@ function mapsSection(root, cmp, cleanups) {
     fill(neighbours, answers.map((ans, i) => el("div", {}, el("h3", {}, `${"AB"[i]}: ${runLabel(views[i].run)}`),
       ans instanceof Error ? errorBox(ans) : gallery(ans, select))));
   }
+  // A selection on either map is the same images in both: each run's panel measures them in that run.
+  const panels = views.map((v, i) => selectionPanel(v.run, { id: `selection-${"ab"[i]}`, title: `Selection in ${"AB"[i]}`,
+    onClear: () => views.forEach((w) => w.select([])), onPick: (id) => select(id) }));
+  let syncing = false;
+  views.forEach((v, i) => v.on("select", (ids) => {
+    panels[i].show(ids.filter((id) => v.index.has(id)), state.split);
+    if (syncing) return;
+    syncing = true;
+    views[1 - i].select(ids);
+    syncing = false;
+    setParams({ sel: ids.join(",") });
+  }));
+  const fromUrl = (p.get("sel") || "").split(",").filter((v) => /^\d+$/.test(v)).map(Number);
+  views.forEach((v) => { v.selected = fromUrl; });
   views.forEach((v, i) => {
     const other = views[1 - i];
     v.on("hover", (id) => other.mark(selected === null ? [id] : [id, selected]));
@@ -102,6 +117,7 @@ function mapsSection(root, cmp, cleanups) {
     fill(controls, mapControls(state, onControl, { noLogdet, prefix: "cmp" }));
     await drawBoth();
     legend.update();
+    views.forEach((v, i) => panels[i].show(v.selected.filter((id) => v.index.has(id)), state.split));
   }
   // One colour scale for both maps: the same colour is the same value in A and B.
   const drawBoth = () => {
@@ -120,6 +136,7 @@ function mapsSection(root, cmp, cleanups) {
       el("div", { class: "actions" }, divs.map((d, i) => el("button", { type: "button",
         onclick: () => downloadPng(d, `dmlscope-compare-${"ab"[i]}`) }, `Download ${"AB"[i]} as PNG`)))),
     controls, status, el("div", { class: "grid-2" }, divs), legend.node,
+    el("div", { class: "grid-2" }, panels.map((sp) => sp.node)),
     el("h3", {}, "Selected image: nearest neighbours in A and B"),
     neighbours));
   fill(neighbours, empty("Click a point in either map (or a changed image below)."));
