@@ -125,9 +125,12 @@ def test_legend_keeps_colours_hides_isolates_and_searches(page, runs: dict) -> N
     page.click(f".legend-item[data-label='{label}']")  # hide one class
     page.wait_for_function(f"() => document.querySelector(\".legend-item[data-label='{label}']\").ariaPressed === 'false'")
     assert _visible(page) == TEST_POINTS - PER_CLASS
-    page.dblclick(f".legend-item[data-label='{label}']")  # isolate it
+    page.click(f".legend-item[data-label='{label}']", modifiers=["Alt"])  # isolate it
     page.wait_for_function(f"() => document.querySelectorAll(\".legend-item[aria-pressed='true']\").length === 1")
     assert _visible(page) == PER_CLASS
+    page.click(".legend button:has-text('show all')")
+    page.dblclick(f".legend-item[data-label='{label}']")  # a double-click isolates too
+    page.wait_for_function(f"() => document.querySelectorAll(\".legend-item[aria-pressed='true']\").length === 1")
     page.click(".legend button:has-text('show all')")
     page.wait_for_function("() => !document.querySelector(\".legend-item[aria-pressed='false']\")")
     assert _visible(page) == TEST_POINTS
