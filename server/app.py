@@ -22,7 +22,7 @@ from server.errors import BadRequest, install_error_handlers
 from server.folder_lock import ServerLock
 from server.jobs import JobManager
 from server.middleware import AllowedHosts, BearerAuth, BodyLimit, SameOrigin, SecurityHeaders
-from server.routes import datasets, explore, model_import, runs, sweeps, system
+from server.routes import analysis, datasets, explore, model_import, runs, sweeps, system
 from server.settings import Settings, is_loopback
 from server.store import Store
 from server.sweeps import SweepManager
@@ -92,13 +92,14 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
                 sweep_manager.stop()  # first: runs the job manager interrupts now are not sweep failures
                 jobs.stop()
                 explore.clear_caches()
+                analysis.clear_caches()
 
     app = FastAPI(title="dmlscope", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Deep-metric-learning workbench API; see docs/api.md for the event stream and the "
                               "binary points layout.")
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (system, datasets, runs, sweeps, explore, model_import):
+    for module in (system, datasets, runs, sweeps, explore, analysis, model_import):
         app.include_router(module.router)
     docs_csp = _mount_docs(app)
     _mount_frontend(app)

@@ -69,6 +69,10 @@ export const api = {
   stats: (id) => request("GET", `runs/${id}/stats`),
   neighbors: (id, imageId, k = 10, within) => request("GET", `runs/${id}/neighbors?${q({ image_id: imageId, k, within })}`),
   query: (id, form) => request("POST", `runs/${id}/query`, { form }),
+  history: (id) => request("GET", `runs/${id}/history`),
+  failures: (id, split, sort, limit = 40) => request("GET", `runs/${id}/failures?${q({ split, sort, limit })}`),
+  classPairs: (id, split) => request("GET", `runs/${id}/class-pairs?${q({ split })}`),
+  selection: (id, imageIds, split) => request("POST", `runs/${id}/selection`, { json: { image_ids: imageIds, split } }),
   compare: (a, b, k = 10, limit = 20) => request("GET", `compare?${q({ a, b, k, limit })}`),
 
   sweepVariants: () => request("GET", "sweeps/variants"),

@@ -52,6 +52,25 @@ export function fmt(value, digits = 3) {
   return value.toFixed(digits);
 }
 
+/** A measured value with a fixed number of decimals ("1.000" beside "0.998", never "1"), "—" when missing. */
+export function fixed(value, digits = 3) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  if (typeof value !== "number") return String(value);
+  return Math.abs(value) >= 1e5 ? value.toExponential(2) : value.toFixed(digits);
+}
+
+/** A difference with its sign and the same decimals as the values ("+0.012", "−0.004", "0.000"). */
+export function signed(value, digits = 3) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  const text = fixed(Math.abs(value), digits);
+  if (Number(text) === 0) return fixed(0, digits);
+  return `${value > 0 ? "+" : "−"}${text}`;
+}
+
+const MAX_LABEL = 14;
+/** A class name short enough for an axis tick ("a_very_long_cl…"); show the whole name on hover. */
+export const shortName = (name) => (name.length > MAX_LABEL ? `${name.slice(0, MAX_LABEL - 1)}…` : name);
+
 /** Seconds as "1 min 05 s" (for ETAs). */
 export function duration(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "—";

@@ -53,7 +53,10 @@ async function showHealth() {
   try {
     const health = await api.health();
     const q = health.queue || {};
-    fill(status, `${health.device} · ${q.running ?? 0} running, ${q.queued ?? 0} queued`);
+    const text = `${health.device} · ${q.running ?? 0} running, ${q.queued ?? 0} queued`;
+    const shown = status.querySelector("#queue-text");
+    if (shown && (!health.auth_required || status.querySelector("#api-token"))) { shown.textContent = text; return; }
+    fill(status, el("span", { id: "queue-text" }, text));  // the token field is kept while the user types in it
     if (health.auth_required) status.append(" ", tokenField());
   } catch (err) {
     fill(status, el("span", { role: "alert" }, `server unreachable: ${err.detail || err.message}`));
@@ -69,3 +72,7 @@ function tokenField() {
 
 route();
 showHealth();
+// The header's "N running, M queued" follows the queue: refreshed every few seconds while the tab is shown.
+const HEALTH_MS = 3000;
+setInterval(() => { if (!document.hidden) showHealth(); }, HEALTH_MS);
+document.addEventListener("visibilitychange", () => { if (!document.hidden) showHealth(); });

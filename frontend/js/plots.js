@@ -70,17 +70,22 @@ export function markerFor({ kind, values, labels = [], colors = null, title = ""
   };
 }
 
-/** Draw (or redraw) a projection map: trace 0 = all points, trace 1 = highlighted points. */
-export function drawMap(div, { x, y, marker, title, xTitle = "", yTitle = "" }) {
-  const points = { type: "scattergl", mode: "markers", x, y, marker, hoverinfo: "none", showlegend: false };
+// Maps keep Plotly's box and lasso selection (the selection panel reads them).
+const MAP_CONFIG = { ...CONFIG, modeBarButtonsToRemove: ["toggleSpikelines"] };
+
+/** Draw (or redraw) a projection map: trace 0 = all points, trace 1 = highlighted points. `selected`: rows
+ * of trace 0 drawn as selected (the others dimmed), null for no selection; `dragmode`: pan, select, lasso. */
+export function drawMap(div, { x, y, marker, title, xTitle = "", yTitle = "", selected = null, dragmode = "pan" }) {
+  const points = { type: "scattergl", mode: "markers", x, y, marker, hoverinfo: "none", showlegend: false,
+    selectedpoints: selected, unselected: { marker: { opacity: 0.15 } } };
   const highlight = {
     type: "scattergl", mode: "markers", x: [], y: [], hoverinfo: "skip", showlegend: false,
     marker: { size: 16, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2.5 } },
   };
   const axis = (text) => ({ title: { text }, zeroline: false, showgrid: false, showticklabels: false });
   return Plotly().react(div, [points, highlight],
-    layout(title, { xaxis: axis(xTitle), yaxis: axis(yTitle), dragmode: "pan" }),
-    CONFIG);
+    layout(title, { xaxis: axis(xTitle), yaxis: axis(yTitle), dragmode: dragmode || "pan" }),
+    MAP_CONFIG);
 }
 
 /** Mark the points `indices` (positions in trace 0) with rings in the highlight trace. */
@@ -104,10 +109,13 @@ export function downloadPng(div, filename) {
     height: div.clientHeight || 500, scale: 2 });
 }
 
-/** Listen to hover/unhover/click on a map; handlers get (pointIndex, mouseEvent). Only trace 0 counts. */
-export function onPoints(div, { hover, unhover, click }) {
+/** Listen to hover/unhover/click on a map; handlers get (pointIndex, mouseEvent). Only trace 0 counts.
+ * `selected(pointIndices)` follows a box / lasso selection, `deselect()` its clearing. */
+export function onPoints(div, { hover, unhover, click, selected, deselect }) {
   const first = (ev) => ev.points.find((p) => p.curveNumber === 0);
   if (hover) div.on("plotly_hover", (ev) => { const p = first(ev); if (p) hover(p.pointIndex, ev.event); });
   if (unhover) div.on("plotly_unhover", () => unhover());
   if (click) div.on("plotly_click", (ev) => { const p = first(ev); if (p) click(p.pointIndex, ev.event); });
+  if (selected) div.on("plotly_selected", (ev) => { if (ev) selected(ev.points.filter((p) => p.curveNumber === 0).map((p) => p.pointIndex)); });
+  if (deselect) div.on("plotly_deselect", () => deselect());
 }

@@ -69,13 +69,18 @@ def check_trainable(image_set: ImageSet, config: RunConfig) -> None:
     what to change, instead of failing in its worker minutes later.
     """
     train_idx, _ = zero_shot_split(image_set, config.split)
-    train_classes = len(np.unique(image_set.labels[train_idx]))
+    _, per_class = np.unique(image_set.labels[train_idx], return_counts=True)
+    train_classes = len(per_class)
     if config.classes_per_batch > train_classes:
         raise DatasetError(f"classes_per_batch is {config.classes_per_batch} but the {config.split.mode} split trains "
                            f"on {train_classes} of this set's {len(image_set.class_names)} classes; set "
                            f"classes_per_batch to at most {train_classes}")
     if config.image_size is None and image_set.native_size is None:
         raise DatasetError("the images of this set have different sizes; set image_size (e.g. 64 or 224)")
+    if config.samples_per_class > per_class.max():
+        raise DatasetError(f"samples_per_class is {config.samples_per_class} but the largest training class has "
+                           f"{per_class.max()} images, so every batch would repeat images of every class; set "
+                           f"samples_per_class to at most {per_class.max()}")
 
 
 class MPerClassSampler:

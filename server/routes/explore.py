@@ -383,14 +383,21 @@ def compare(store: StoreDep, a: str = Query(..., pattern=ID_PATTERN), b: str = Q
                          same_dataset=same, changed=_changed(va, vb, k, limit) if same else [])
 
 
+def _named_metrics(view: _View) -> dict[str, Any]:
+    """metrics.json with each per-class record named: evaluate() keys them by integer label only."""
+    metrics = view.art.metrics or {}
+    return {split: {**m, "per_class": [{"name": view.class_names[int(r["label"])], **r} for r in m.get("per_class", [])]}
+            if isinstance(m, dict) else m for split, m in metrics.items()}
+
+
 def _stats_csv(view: _View) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     metric_keys = ("recall_at_1", "map_at_r", "r_precision")
     writer.writerow(["class", "split", *CLASS_KEYS, "nearest_class", *metric_keys])
-    metrics = view.art.metrics or {}
+    metrics = _named_metrics(view)
     for split in SPLITS:
-        per_class_metrics = {m.get("name"): m for m in metrics.get(split, {}).get("per_class", [])}
+        per_class_metrics = {m["name"]: m for m in metrics.get(split, {}).get("per_class", [])}
         for name, row in view.art.class_compactness(split).items():
             m = per_class_metrics.get(name, {})
             nearest = row.get("nearest_class")
@@ -404,7 +411,8 @@ def _download(data: bytes, media_type: str, filename: str) -> Response:
     return Response(data, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-@router.get("/runs/{run_id}/export", operation_id="explore-export", response_class=Response)
+@router.api_route("/runs/{run_id}/export", methods=["GET", "HEAD"], operation_id="explore-export",
+                  response_class=Response)
 def export(run_id: RunId, store: StoreDep, what: Literal["checkpoint", "embeddings", "stats"],
            format: Literal["json", "csv"] = "json") -> Response:
     view = _View.of(store, _finished(store, run_id))
@@ -419,5 +427,5 @@ def export(run_id: RunId, store: StoreDep, what: Literal["checkpoint", "embeddin
         return _download(buf.getvalue(), "application/octet-stream", f"dmlscope-{run_id}-embeddings.npz")
     if format == "csv":
         return _download(_stats_csv(view).encode(), "text/csv", f"dmlscope-{run_id}-stats.csv")
-    doc = {"run": run_public(view.rec).model_dump(mode="json"), "metrics": view.art.metrics, "stats": view.art.stats}
+    doc = {"run": run_public(view.rec).model_dump(mode="json"), "metrics": _named_metrics(view), "stats": view.art.stats}
     return _download(json.dumps(doc, indent=1).encode(), "application/json", f"dmlscope-{run_id}-stats.json")

@@ -2,6 +2,7 @@
 export, and importing an exported checkpoint."""
 from __future__ import annotations
 
+import csv
 import io
 import json
 import struct
@@ -254,3 +255,24 @@ def test_torchscript_that_is_not_an_embedder_fails_clearly(trained: Trained) -> 
         run = wait_for(c, r.json()["id"], ("done", "failed"))
         assert run["status"] == "failed" and expected[what] in run["error"], (what, run["error"])
         c.delete(f"/api/runs/{run['id']}")
+
+
+def test_the_stats_exports_carry_the_per_class_metrics_by_class_name(trained: Trained) -> None:
+    c, a = trained.client, trained.a
+    metrics = c.get(f"/api/runs/{a['id']}/stats").json()["metrics"]
+    csv_text = c.get(f"/api/runs/{a['id']}/export", params={"what": "stats", "format": "csv"}).text
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    names = [n["name"] for n in trained.dataset["classes"]]
+    assert len(rows) == 4
+    for row in rows:
+        record = next(m for m in metrics[row["split"]]["per_class"] if m["label"] == names.index(row["class"]))
+        for key in ("recall_at_1", "map_at_r", "r_precision"):
+            assert row[key] != "" and float(row[key]) == pytest.approx(record[key]), (row, key)
+    doc = json.loads(c.get(f"/api/runs/{a['id']}/export", params={"what": "stats"}).content)
+    assert {r["name"] for s in ("train", "test") for r in doc["metrics"][s]["per_class"]} == set(names)
+
+
+def test_export_answers_head(trained: Trained) -> None:
+    for what in ("stats", "embeddings", "checkpoint"):
+        r = trained.client.head(f"/api/runs/{trained.a['id']}/export", params={"what": what})
+        assert r.status_code == 200 and "attachment" in r.headers["content-disposition"], what

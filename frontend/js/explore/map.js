@@ -25,22 +25,20 @@ export function hasLogdet(points) {
   return Boolean(col) && col.some((v) => !Number.isNaN(v));
 }
 
-/** The classes present in `points` (label indices, ascending) and label → colour. Colours follow the rank
- * among the present classes, so a split's few classes get the most distinct colours, and two runs showing
- * the same images (a comparison) colour every class alike. */
+/** The classes present in `points` (label indices, ascending) and label → colour. A class's colour follows
+ * its label in the dataset, never its rank among the classes shown, so switching the split (or comparing two
+ * runs) keeps every class's colour. */
 export function classColors(points) {
   const present = [...new Set(points.columns.label)].sort((a, b) => a - b);
-  return { present, color: new Map(present.map((label, i) => [label, classColor(i)])) };
+  return { present, color: new Map(present.map((label) => [label, classColor(label)])) };
 }
 
-/** Marker options for colouring `points` by `key`. */
-function coloring(points, key) {
+/** Marker options for colouring `points` by `key`; `range` [cmin, cmax] fixes a continuous scale (compare). */
+function coloring(points, key, range = null) {
   const c = points.columns;
-  if (key === "class") {
-    const { present, color } = classColors(points);
-    const code = new Map(present.map((label, i) => [label, i]));
-    return markerFor({ kind: "category", values: Int32Array.from(c.label, (l) => code.get(l)),
-      labels: present.map((l) => points.class_names[l]), colors: present.map((l) => color.get(l)), title: "class" });
+  if (key === "class") {  // the legend below the map names the classes (and isolates/hides them)
+    return { ...markerFor({ kind: "category", values: c.label, labels: points.class_names,
+      colors: points.class_names.map((_, i) => classColor(i)), title: "class" }), showscale: false };
   }
   if (key === "correct") {
     return markerFor({ kind: "category", values: c.correct_at_1, labels: ["wrong", "right"],
@@ -55,7 +53,24 @@ function coloring(points, key) {
     // colour array breaks the colour bar. lipschitz_network is a seeded sample: Plotly draws the NaN rest grey.
     return { size: 5, color: "#b8c0cc", opacity: 0.7, showscale: false };
   }
-  return markerFor({ kind: "continuous", values: column, title: key === "logdet" ? "log|det J|" : "Lipschitz" });
+  const marker = markerFor({ kind: "continuous", values: column,
+    title: key === "logdet" ? "log|det J|" : "Lipschitz" });
+  return range ? { ...marker, cmin: range[0], cmax: range[1] } : marker;
+}
+
+const CONTINUOUS = ["logdet", "lipschitz", "lipschitz_network"];
+const continuous = (points, key) => points.columns[key];
+
+/** [min, max] of a continuous colouring over several maps (NaN skipped), so that one colour means one value
+ * in all of them; null for a categorical colouring or when no map has a value. */
+export function sharedRange(pointsList, key) {
+  if (!CONTINUOUS.includes(key)) return null;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const points of pointsList) {
+    for (const v of continuous(points, key) || []) if (!Number.isNaN(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  }
+  return lo <= hi ? [lo, hi] : null;
 }
 
 /** One map in a div: load(split, projection), draw(coloring), mark(imageIds), hover/click callbacks. */
@@ -66,8 +81,13 @@ export class MapView {
     this.title = title;
     this.points = null;
     this.index = new Map(); // image_id → row
-    this.handlers = { hover: [], click: [], unhover: [] };
+    this.handlers = { hover: [], click: [], unhover: [], select: [] };
     this.marked = []; // image ids ringed on the map; kept across redraws
+    this.hidden = new Set(); // labels not drawn (the legend's hide / isolate)
+    this.wrongOnly = false; // draw only the images whose nearest neighbour has another class
+    this.selected = []; // image ids of the lasso / box selection; kept across redraws
+    this.colorKey = "class";
+    this.range = null;
   }
 
   async load(split, projection) {
@@ -82,15 +102,38 @@ export class MapView {
     this.points.columns.y = y;
   }
 
-  async draw(colorKey) {
-    const { x, y } = this.points.columns;
+  /** True for the rows the filters let through (legend, wrong@1 only). */
+  visible(row) {
+    const c = this.points.columns;
+    return !this.hidden.has(c.label[row]) && !(this.wrongOnly && c.correct_at_1[row]);
+  }
+
+  /** Draw with colouring `colorKey` (default: the last one); `range` fixes a continuous colour scale. */
+  async draw(colorKey = this.colorKey, range = this.range) {
+    this.colorKey = colorKey;
+    this.range = range;
+    const c = this.points.columns;
+    const filtered = this.hidden.size || this.wrongOnly;
+    // Filtered-out points become NaN (not drawn) so that point indices stay image rows.
+    const x = filtered ? Float32Array.from(c.x, (v, i) => (this.visible(i) ? v : NaN)) : c.x;
+    const y = filtered ? Float32Array.from(c.y, (v, i) => (this.visible(i) ? v : NaN)) : c.y;
     const fresh = !this.div.data;
     const note = colorKey === "logdet" && !hasLogdet(this.points) ? " (flow layer off: no log|det J|)" : "";
-    await drawMap(this.div, { x, y, marker: coloring(this.points, colorKey), title: this.title + note,
+    const rows = this.selected.map((id) => this.index.get(id)).filter((r) => r !== undefined);
+    await drawMap(this.div, { x, y, marker: coloring(this.points, colorKey, range), title: this.title + note,
       xTitle: `${PROJECTIONS[this.points.projection] || this.points.projection} 1`,
-      yTitle: `${PROJECTIONS[this.points.projection] || this.points.projection} 2` });
+      yTitle: `${PROJECTIONS[this.points.projection] || this.points.projection} 2`,
+      selected: this.selected.length ? rows : null, dragmode: this.div._fullLayout?.dragmode });
     if (fresh) this.listen();
     this.mark(this.marked);
+  }
+
+  /** Replace the selection (image ids) and tell the "select" handlers; `redraw` false when Plotly already
+   * shows it (a box or lasso drawn on this map). */
+  select(imageIds, { redraw = true } = {}) {
+    this.selected = [...new Set(imageIds)];
+    if (redraw && this.points) this.draw();
+    this.handlers.select.forEach((f) => f(this.selected));
   }
 
   listen() {
@@ -101,7 +144,17 @@ export class MapView {
         this.handlers.hover.forEach((f) => f(id, mouse));
       },
       unhover: () => { hideCard(); this.handlers.unhover.forEach((f) => f()); },
-      click: (row) => this.handlers.click.forEach((f) => f(this.points.columns.image_id[row])),
+      click: (row, ev) => {
+        const id = this.points.columns.image_id[row];
+        if (ev?.shiftKey) {  // shift-click extends (or shrinks) the selection
+          this.select(this.selected.includes(id) ? this.selected.filter((s) => s !== id) : [...this.selected, id]);
+          return;
+        }
+        this.handlers.click.forEach((f) => f(id));
+      },
+      // Plotly reports an empty selection when a drag starts, then the real one: only a deselect clears.
+      selected: (rows) => rows.length && this.select(rows.map((r) => this.points.columns.image_id[r]), { redraw: false }),
+      deselect: () => this.select([], { redraw: false }),
     });
   }
 

@@ -1,6 +1,6 @@
 // Retrieval and clustering metrics of a run, seen (train) classes next to unseen (test) ones: the gap
 // between the two columns is the generalisation the regularizers are about.
-import { el, empty, fmt } from "../dom.js";
+import { el, empty, fixed } from "../dom.js";
 
 export const METRIC_NAMES = {
   recall_at_1: "Recall@1", recall_at_2: "Recall@2", recall_at_4: "Recall@4", recall_at_8: "Recall@8",
@@ -24,8 +24,8 @@ function splitTable(id, names, test, train) {
   return el("table", { id },
     el("thead", {}, el("tr", {}, el("th", {}, ""), el("th", { class: "num" }, "test (unseen)"), el("th", { class: "num" }, "train (seen)"))),
     el("tbody", {}, keys.map((k) => el("tr", {}, el("td", {}, names[k]),
-      el("td", { class: `num ${k === "margin" && test?.[k] < 0 ? "worse" : ""}` }, fmt(test?.[k])),
-      el("td", { class: `num ${k === "margin" && train?.[k] < 0 ? "worse" : ""}` }, fmt(train?.[k]))))));
+      el("td", { class: `num ${k === "margin" && test?.[k] < 0 ? "worse" : ""}` }, fixed(test?.[k])),
+      el("td", { class: `num ${k === "margin" && train?.[k] < 0 ? "worse" : ""}` }, fixed(train?.[k]))))));
 }
 
 /** The metrics and global geometry tables of GET /api/runs/{id}/stats. */

@@ -2,28 +2,39 @@
 // Server-Sent Events while it trains, from history.json (one point per epoch) once it is done.
 import { api, followRun } from "../api.js";
 import { duration, el, errorBox, fill } from "../dom.js";
-import { layout, purge, react } from "../plots.js";
+import { classColor, layout, purge, react } from "../plots.js";
 
 const REDRAW_MS = 300; // progress events can arrive many times a second; redraw the curves at most this often
 
-/** Loss curves: one line per term (the loss and each weighted regulariser) against `x`. */
-function drawCurves(div, x, termSeries, xTitle) {
-  const traces = Object.entries(termSeries).map(([term, y]) => ({
-    type: "scatter", mode: x.length > 1 ? "lines" : "markers", name: term, x, y,
-  }));
-  return react(div, traces, layout("Loss terms", {
-    xaxis: { title: { text: xTitle } }, yaxis: { title: { text: "value (weighted)" } },
-    legend: { orientation: "h", y: -0.25 }, margin: { l: 56, r: 16, t: 36, b: 70 },
-  }));
-}
-
-/** Per-epoch curves from history.json entries ({epoch, terms: {name: value}}). */
-export function historyCurves(div, history) {
+/** Per-term series {x, terms: {name: values}} from history.json entries ({epoch, terms: {name: value}}). */
+function fromHistory(history) {
   const terms = {};
   history.forEach((h, i) => {
     for (const [name, v] of Object.entries(h.terms)) (terms[name] ??= new Array(history.length).fill(null))[i] = v;
   });
-  return drawCurves(div, history.map((h) => h.epoch), terms, "epoch");
+  return { x: history.map((h) => h.epoch), terms };
+}
+
+/** Loss curves against the epoch: each term's epoch means (the whole history) and, while training, its
+ * per-step values (x = completed epochs + step/steps), one colour per term. */
+function drawCurves(div, epochMeans, steps, epochs) {
+  const names = [...new Set([...Object.keys(epochMeans.terms), ...Object.keys(steps.terms)])];
+  const traces = (series, means) => Object.entries(series.terms).map(([term, y]) => ({
+    type: "scatter", mode: means ? (series.x.length > 1 ? "lines+markers" : "markers") : "lines", x: series.x, y,
+    name: means ? `${term} (epoch mean)` : `${term} (per step)`, legendgroup: term,
+    line: { color: classColor(names.indexOf(term)), width: means ? 2.5 : 1 }, opacity: means ? 1 : 0.55, cliponaxis: false,
+  }));
+  const last = Math.max(epochs || 0, ...epochMeans.x, ...steps.x.map(Math.ceil), 1);
+  return react(div, [...traces(epochMeans, true), ...traces(steps, false)], layout("Loss terms", {
+    xaxis: { title: { text: "epoch" }, range: [0, last], tick0: 0, dtick: Math.max(1, Math.ceil(last / 10)) },
+    yaxis: { title: { text: "value (weighted)" } },
+    legend: { orientation: "h", y: -0.25 }, margin: { l: 56, r: 16, t: 36, b: 70 },
+  }));
+}
+
+/** Per-epoch curves of a finished (or stopped) run from its history.json entries. */
+export function historyCurves(div, history, epochs = history.length) {
+  return drawCurves(div, fromHistory(history), { x: [], terms: {} }, epochs);
 }
 
 function progressText(p) {
@@ -48,26 +59,34 @@ export function progressPanel(run, on) {
     try { await api.cancel(run.id); text.textContent = "Cancelling after the current step…"; } catch (err) { fill(errors, errorBox(err, "Not cancelled")); cancel.disabled = false; }
   } }, "Cancel");
 
-  const x = [];
-  const series = {};
+  // The whole history first (epochs completed before this page opened), then each step as it arrives.
+  let past = { x: [], terms: {} };
+  let epochs = run.config?.epochs;
+  const live = { x: [], terms: {} };
   let timer = null;
   const redraw = () => {
     timer = null;
     curves.hidden = false;
-    drawCurves(curves, x, series, x[0] > 1 ? "step (since this page was opened)" : "step");
+    drawCurves(curves, past, live, epochs);
   };
+  const schedule = () => { if (!timer) timer = setTimeout(redraw, REDRAW_MS); };
+  api.history(run.id).then((h) => {
+    past = fromHistory(h.history);
+    epochs = h.epochs;
+    if (past.x.length) schedule();
+  }).catch(() => {}); // the live steps still draw; the header shows the run's state
   const onProgress = (p) => {
     bar.value = p.fraction || 0;
     text.textContent = progressText(p);
     if (p.stage !== "train" || !p.steps) return;
-    const step = (p.epoch - 1) * p.steps + p.step;
-    if (x.length && step <= x.at(-1)) return; // a replayed state
-    x.push(step);
+    const at = p.epoch - 1 + p.step / p.steps;
+    if (live.x.length && at <= live.x.at(-1)) return; // a replayed state
+    live.x.push(at);
     for (const [term, v] of Object.entries(p.terms)) {
-      (series[term] ??= new Array(x.length - 1).fill(null)).push(v);
+      (live.terms[term] ??= new Array(live.x.length - 1).fill(null)).push(v);
     }
-    for (const s of Object.values(series)) if (s.length < x.length) s.push(null);
-    if (!timer) timer = setTimeout(redraw, REDRAW_MS);
+    for (const s of Object.values(live.terms)) if (s.length < live.x.length) s.push(null);
+    schedule();
   };
   const close = followRun(run.id, {
     run: (r) => {

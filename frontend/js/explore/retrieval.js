@@ -26,8 +26,13 @@ export function gallery(answer, onPick, caption = "") {
 
 /** The retrieval panel of a run page. `onQuery(imageId)` is told each dataset image asked about (to keep it
  * in the URL); `onResult(answer)` lets the map ring the query and its neighbours. */
-export function retrievalPanel(run, classNames, { onQuery, onResult }) {
+export function retrievalPanel(run, classNames, { split = "test", onQuery, onResult }) {
   const k = el("select", { id: "knn-k" }, [5, 10, 20].map((v) => el("option", { value: v, selected: v === 10 }, v)));
+  // The uploaded image is searched among the images of one split: by default the map's (test for "both").
+  const within = el("select", { id: "query-within" },
+    el("option", { value: "test" }, "test images (unseen classes)"), el("option", { value: "train" }, "train images (seen classes)"));
+  const setSplit = (mapSplit) => { within.value = mapSplit === "train" ? "train" : "test"; };
+  setSplit(split);
   const out = el("div", { "aria-live": "polite" }, empty("Click a point on the map, or upload a query image."));
   let lastQuery = null;
 
@@ -54,12 +59,13 @@ export function retrievalPanel(run, classNames, { onQuery, onResult }) {
     const form = new FormData();
     form.append("file", file.files[0]);
     form.append("k", k.value);
+    form.append("within", within.value);
     if (cls.value) form.append("class_name", cls.value);
     fill(out, el("p", { class: "state loading" }, "Embedding the uploaded image…"));
     try {
       const answer = await api.query(run.id, form);
       answer.query.data_url = URL.createObjectURL(file.files[0]);
-      fill(out, gallery(answer, show, "Nearest neighbours of the uploaded image among the test images."));
+      fill(out, gallery(answer, show, `Nearest neighbours of the uploaded image among the ${within.value} images.`));
       onResult(answer);
     } catch (err) {
       fill(out, errorBox(err, "Query failed"));
@@ -67,6 +73,7 @@ export function retrievalPanel(run, classNames, { onQuery, onResult }) {
   } },
   el("label", { for: "query-file" }, "or upload a query image", file),
   el("label", { for: "query-class" }, "of class", cls),
+  el("label", { for: "query-within" }, "among the", within),
   el("button", { type: "submit" }, "Search"));
 
   // The keyboard's way to pick an image (the map itself takes a mouse).
@@ -80,5 +87,5 @@ export function retrievalPanel(run, classNames, { onQuery, onResult }) {
     el("header", {}, el("h2", { id: "retrieval-h" }, "Nearest neighbours"),
       el("div", { class: "actions" }, el("label", { for: "knn-k" }, "k", k))),
     el("div", { class: "query-forms" }, byId, upload), out);
-  return { node, show };
+  return { node, show, setSplit };
 }

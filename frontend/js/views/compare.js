@@ -4,9 +4,12 @@
 import { alignTo } from "../align.js";
 import { api } from "../api.js";
 import { configPatch, describePatch } from "../configform.js";
-import { el, empty, errorBox, fill, fmt, loading } from "../dom.js";
+import { el, empty, errorBox, fill, fixed, loading, signed } from "../dom.js";
 import { pairedBars } from "../explore/classstats.js";
-import { MapView, hasLogdet, mapControls, thumbUrl } from "../explore/map.js";
+import { classLegend } from "../explore/legend.js";
+import { pairsDiffPanel } from "../explore/pairs.js";
+import { selectionPanel } from "../explore/selection.js";
+import { MapView, hasLogdet, mapControls, sharedRange, thumbUrl } from "../explore/map.js";
 import { METRIC_NAMES } from "../explore/metrics.js";
 import { gallery } from "../explore/retrieval.js";
 import { downloadPng } from "../plots.js";
@@ -21,8 +24,8 @@ export function renderCompare(root, pair) {
     return () => {};
   }
   root.append(loading("the comparison"));
-  Promise.all([api.compare(a, b), api.runs({ status: "done" })])
-    .then(([cmp, { data: runs }]) => { fill(root); draw(root, cmp, runs, cleanups); })
+  Promise.all([api.compare(a, b), api.runs({ status: "done" }), api.stats(a), api.stats(b)])
+    .then(([cmp, { data: runs }, sa, sb]) => { fill(root); draw(root, { ...cmp, stats: { a: sa, b: sb } }, runs, cleanups); })
     .catch((err) => fill(root, errorBox(err, "Cannot compare"), el("a", { href: href({ tab: "runs" }), "data-nav": true }, "Pick two runs")));
   return () => cleanups.splice(0).forEach((f) => f());
 }
@@ -48,10 +51,11 @@ function draw(root, cmp, runs, cleanups) {
     cmp.same_dataset ? null : el("p", { class: "state error" }, "The runs use different image sets: maps are not aligned and no images are shared.")));
 
   const maps = mapsSection(root, cmp, cleanups);
-  root.append(el("div", { class: "grid-2" }, metricsTable(cmp), changedPanel(cmp, maps.select)));
+  root.append(el("div", { class: "grid-2" }, el("div", {}, metricsTable(cmp), geometryTable(cmp)), changedPanel(cmp, maps.select)));
   const pairs = el("div", { class: "grid-2" });
   root.append(pairs);
   pairedBars(pairs, cmp, cleanups);
+  if (cmp.same_dataset) root.append(pairsDiffPanel(a, b, cleanups));
 }
 
 function mapsSection(root, cmp, cleanups) {
@@ -69,12 +73,27 @@ function mapsSection(root, cmp, cleanups) {
   const markAll = (ids) => views.forEach((v) => v.mark(ids));
   async function select(imageId) {
     selected = imageId;
+    setParams({ image: imageId });
     markAll([imageId]);
     fill(neighbours, loading("neighbours in both runs"), null);
     const answers = await Promise.all(views.map((v) => api.neighbors(v.run.id, imageId, 10).catch((err) => err)));
     fill(neighbours, answers.map((ans, i) => el("div", {}, el("h3", {}, `${"AB"[i]}: ${runLabel(views[i].run)}`),
       ans instanceof Error ? errorBox(ans) : gallery(ans, select))));
   }
+  // A selection on either map is the same images in both: each run's panel measures them in that run.
+  const panels = views.map((v, i) => selectionPanel(v.run, { id: `selection-${"ab"[i]}`, title: `Selection in ${"AB"[i]}`,
+    onClear: () => views.forEach((w) => w.select([])), onPick: (id) => select(id) }));
+  let syncing = false;
+  views.forEach((v, i) => v.on("select", (ids) => {
+    panels[i].show(ids.filter((id) => v.index.has(id)), state.split);
+    if (syncing) return;
+    syncing = true;
+    views[1 - i].select(ids);
+    syncing = false;
+    setParams({ sel: ids.join(",") });
+  }));
+  const fromUrl = (p.get("sel") || "").split(",").filter((v) => /^\d+$/.test(v)).map(Number);
+  views.forEach((v) => { v.selected = fromUrl; });
   views.forEach((v, i) => {
     const other = views[1 - i];
     v.on("hover", (id) => other.mark(selected === null ? [id] : [id, selected]));
@@ -96,23 +115,32 @@ function mapsSection(root, cmp, cleanups) {
     const noLogdet = !views.some((v) => hasLogdet(v.points));
     if (state.color === "logdet" && noLogdet) state.color = "class";
     fill(controls, mapControls(state, onControl, { noLogdet, prefix: "cmp" }));
-    await Promise.all(views.map((v) => v.draw(state.color)));
+    await drawBoth();
+    legend.update();
+    views.forEach((v, i) => panels[i].show(v.selected.filter((id) => v.index.has(id)), state.split));
   }
+  // One colour scale for both maps: the same colour is the same value in A and B.
+  const drawBoth = () => {
+    const range = sharedRange(views.map((v) => v.points), state.color);
+    return Promise.all(views.map((v) => v.draw(state.color, range)));
+  };
   function onControl(change) {
     Object.assign(state, change);
     setParams(change);
-    if ("color" in change) views.forEach((v) => v.draw(state.color));
+    if ("color" in change) drawBoth();
     else load();
   }
+  const legend = classLegend(views);
   root.append(el("section", { class: "panel", "aria-labelledby": "maps-h" },
     el("header", {}, el("h2", { id: "maps-h" }, "Maps side by side"),
       el("div", { class: "actions" }, divs.map((d, i) => el("button", { type: "button",
         onclick: () => downloadPng(d, `dmlscope-compare-${"ab"[i]}`) }, `Download ${"AB"[i]} as PNG`)))),
-    controls, status, el("div", { class: "grid-2" }, divs),
+    controls, status, el("div", { class: "grid-2" }, divs), legend.node,
+    el("div", { class: "grid-2" }, panels.map((sp) => sp.node)),
     el("h3", {}, "Selected image: nearest neighbours in A and B"),
     neighbours));
   fill(neighbours, empty("Click a point in either map (or a changed image below)."));
-  load();
+  load().then(() => { if (/^\d+$/.test(p.get("image") || "")) select(Number(p.get("image"))); });
   return { select };
 }
 
@@ -121,12 +149,13 @@ function metricsTable(cmp) {
   for (const split of ["test", "train"]) {
     for (const [name, m] of Object.entries(cmp.metrics?.[split] || {})) {
       if (!(name in METRIC_NAMES) || typeof m?.a !== "number") continue;
-      const cls = m.diff > 0 ? "better" : m.diff < 0 ? "worse" : "";
-      const sign = m.diff > 0 ? "▲ +" : m.diff < 0 ? "▼ " : "";
+      const shown = Number(signed(m.diff).replace("−", "-"));  // the arrow follows the difference as shown
+      const cls = shown > 0 ? "better" : shown < 0 ? "worse" : "";
+      const sign = shown > 0 ? "▲ " : shown < 0 ? "▼ " : "";
       rows.push(el("tr", {}, el("td", {}, split === "test" ? "test (unseen)" : "train (seen)"),
         el("td", {}, METRIC_NAMES[name]),
-        el("td", { class: "num" }, fmt(m.a)), el("td", { class: "num" }, fmt(m.b)),
-        el("td", { class: `num ${cls}` }, `${sign}${fmt(m.diff)}`)));
+        el("td", { class: "num" }, fixed(m.a)), el("td", { class: "num" }, fixed(m.b)),
+        el("td", { class: `num ${cls}`, title: `B − A = ${m.diff}` }, `${sign}${signed(m.diff)}`)));
     }
   }
   return el("section", { class: "panel", "aria-labelledby": "cmp-metrics-h" },
@@ -134,6 +163,43 @@ function metricsTable(cmp) {
     rows.length ? el("table", { id: "compare-metrics" }, el("thead", {}, el("tr", {}, el("th", {}, "split"), el("th", {}, "metric"),
       el("th", { class: "num" }, "A"), el("th", { class: "num" }, "B"), el("th", { class: "num" }, "B − A"))), el("tbody", {}, rows))
       : empty("No metrics to compare."));
+}
+
+const GEOMETRY = [
+  ["delta1", "δ1: largest intra-class distance", false], ["delta2", "δ2: smallest inter-class distance", false],
+  ["margin", "margin δ2 − δ1", false], ["pi_ratio", "π_intra / π_inter", true], ["spectral_decay", "spectral decay ρ(Φ)", true],
+  ["radius_ratio", "radius test ÷ train (r* / r)", true]];
+
+/** The global geometry of both runs on their test (unseen) classes; distances are in each run's own units,
+ * so only the unit-free rows get a difference when the two distances differ. */
+function geometryTable(cmp) {
+  const same = cmp.a.config.distance.name === cmp.b.config.distance.name;
+  const value = (which, key) => {
+    if (key === "radius_ratio") {
+      const s = cmp[which].summary || {};
+      return s.test?.radius_mean && s.train?.radius_mean ? s.test.radius_mean / s.train.radius_mean : null;
+    }
+    return cmp.stats?.[which]?.stats?.test?.global?.[key];
+  };
+  return el("section", { class: "panel", "aria-labelledby": "cmp-geometry-h" },
+    el("header", {}, el("h2", { id: "cmp-geometry-h" }, "Global geometry (test classes)"),
+      el("span", { class: "help" }, same ? "same distance: all rows compare" : "different distances: only the unit-free rows (✓) compare")),
+    el("table", { id: "compare-geometry" }, el("thead", {}, el("tr", {}, el("th", {}, ""), el("th", {}, "unit-free"),
+      el("th", { class: "num" }, "A"), el("th", { class: "num" }, "B"), el("th", { class: "num" }, "B − A"))),
+    el("tbody", {}, GEOMETRY.map(([key, label, free]) => {
+      const [a, b] = [value("a", key), value("b", key)];
+      const diff = (same || free) && typeof a === "number" && typeof b === "number" ? signed(b - a) : "—";
+      return el("tr", {}, el("td", {}, label), el("td", {}, free ? "✓" : ""), el("td", { class: "num" }, fixed(a)),
+        el("td", { class: "num" }, fixed(b)), el("td", { class: "num" }, diff));
+    }))));
+}
+
+/** "+3 −3": how many neighbours entered B's k-NN set and left A's; the title lists them. */
+function changeCaption(c) {
+  const entered = c.b_neighbors.filter((id) => !c.a_neighbors.includes(id));
+  const left = c.a_neighbors.filter((id) => !c.b_neighbors.includes(id));
+  return el("figcaption", { class: "muted changes", title: `entered in B: ${entered.map((i) => `#${i}`).join(", ") || "none"}\nleft from A: ${left.map((i) => `#${i}`).join(", ") || "none"}` },
+    `+${entered.length} −${left.length}`);
 }
 
 function changedPanel(cmp, select) {
@@ -144,6 +210,7 @@ function changedPanel(cmp, select) {
     cmp.changed.length ? el("div", { class: "gallery" }, cmp.changed.map((c) => el("button", { type: "button", class: "plain",
       onclick: () => select(c.image_id), title: `image #${c.image_id}: show its neighbours in A and B` },
       el("figure", {}, el("img", { src: c.thumb_url || thumbUrl(ds, c.image_id), alt: `${c.class} #${c.image_id}` }),
-        el("figcaption", {}, `${c.class} #${c.image_id}`), el("figcaption", { class: "muted" }, `J = ${fmt(c.jaccard, 2)}`)))))
+        el("figcaption", {}, `${c.class} #${c.image_id}`), el("figcaption", { class: "muted" }, `J = ${fixed(c.jaccard, 2)}`),
+        changeCaption(c)))))
       : empty(cmp.same_dataset ? "No neighbourhood changed." : "Different image sets: nothing to match."));
 }

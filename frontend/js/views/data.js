@@ -152,9 +152,11 @@ async function showDataset(box, dataset, refresh) {
   const thumbs = el("div", {}, loading("thumbnails"));
   const actions = el("div", { class: "actions" },
     el("a", { class: "button", href: href({ tab: "train", dataset: dataset.id }), "data-nav": true }, "Train on this set"),
-    el("button", { type: "button", class: "danger", onclick: () => removeDataset(dataset, box, refresh) }, "Delete"));
+    el("button", { type: "button", class: "danger", onclick: () => removeDataset(dataset, deleteStatus, refresh) }, "Delete"));
+  const deleteStatus = el("div", { id: "delete-status" });
   fill(box,
     el("header", {}, el("h2", { id: "detail-h" }, dataset.name), el("span", { class: "badge" }, dataset.source), actions),
+    deleteStatus,
     el("p", { class: "muted" }, `${dataset.num_images} images · ${dataset.num_classes} classes · `,
       `${dataset.channels === 1 ? "greyscale" : "colour"}`, dataset.native_size ? ` · ${dataset.native_size} px` : "",
       dataset.has_predefined_split ? " · predefined train/test split" : ""),
@@ -192,22 +194,46 @@ function rejected(dataset) {
       el("tbody", {}, skipped.map((s) => el("tr", {}, el("td", { class: "mono" }, s.path), el("td", {}, s.reason)))))));
 }
 
-async function removeDataset(dataset, box, refresh) {
-  if (!window.confirm(`Delete the image set “${dataset.name}”?`)) return;
+const CANCEL_POLL_MS = 500;
+
+/** Delete a set, saying what it takes: its runs go with it, and queued or running ones are cancelled first
+ * (the server refuses while any is active). Messages land in `status`, under the set's header. */
+async function removeDataset(dataset, status, refresh) {
+  const show = (err) => {
+    fill(status, errorBox(err, "Not deleted"));
+    status.scrollIntoView({ block: "nearest" });
+  };
+  fill(status);
   try {
-    await api.deleteDataset(dataset.id);
+    const { data: runs } = await api.runs({ dataset_id: dataset.id });
+    const active = runs.filter((r) => r.status === "queued" || r.status === "running");
+    const question = active.length
+      ? `“${dataset.name}” has ${plural(active.length, "run")} queued or running (${active.map((r) => r.name || r.id).join(", ")}).\n\n`
+        + `Cancel ${active.length === 1 ? "it" : "them"} and delete the set with all its ${plural(runs.length, "run")}?`
+      : runs.length ? `Delete the image set “${dataset.name}” and its ${plural(runs.length, "run")} (results included)?`
+        : `Delete the image set “${dataset.name}”?`;
+    if (!window.confirm(question)) return;
+    if (active.length) {
+      fill(status, el("p", { class: "state loading", role: "status" }, `Cancelling ${plural(active.length, "run")}…`));
+      await Promise.all(active.map((r) => api.cancel(r.id)));
+      await until(async () => (await api.runs({ dataset_id: dataset.id })).data.every((r) => r.status !== "queued" && r.status !== "running"));
+    }
+    await api.deleteDataset(dataset.id, runs.length > 0);
   } catch (err) {
-    if (err.status !== 409 || !window.confirm(`${err.detail}\n\nDelete the set and its runs?`)) {
-      box.append(errorBox(err, "Not deleted"));
-      return;
-    }
-    try {
-      await api.deleteDataset(dataset.id, true);
-    } catch (err2) {
-      box.append(errorBox(err2, "Not deleted"));
-      return;
-    }
+    show(err);
+    return;
   }
   setParams({ dataset: null });
   refresh();
+}
+
+/** Resolve once `check()` is true (polled; a run stops after its current step), or fail after `seconds`. */
+async function until(check, seconds = 120) {
+  const end = Date.now() + seconds * 1000;
+  while (!(await check())) {
+    if (Date.now() > end) {
+      throw { error: "The runs did not stop", detail: "they are still active; open them from the Runs tab and cancel them there" };
+    }
+    await new Promise((resolve) => setTimeout(resolve, CANCEL_POLL_MS));
+  }
 }

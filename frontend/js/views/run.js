@@ -4,12 +4,16 @@ import { api, exportUrl } from "../api.js";
 import { configForm, configPatch, describePatch } from "../configform.js";
 import { el, errorBox, fill, loading } from "../dom.js";
 import { classPanels } from "../explore/classstats.js";
+import { failurePanel } from "../explore/failures.js";
+import { classLegend } from "../explore/legend.js";
 import { logdetPanel } from "../explore/logdet.js";
 import { MapView, hasLogdet, mapControls } from "../explore/map.js";
 import { metricsPanel } from "../explore/metrics.js";
+import { pairsPanel } from "../explore/pairs.js";
 import { historyCurves, progressPanel } from "../explore/progress.js";
 import { retrievalPanel } from "../explore/retrieval.js";
-import { downloadPng } from "../plots.js";
+import { selectionPanel } from "../explore/selection.js";
+import { downloadPng, purge } from "../plots.js";
 import { configLine, runLabel, statusBadge, underTrainedNote } from "../runinfo.js";
 import { href, navigate, params, setParams } from "../url.js";
 
@@ -43,11 +47,30 @@ function draw(root, run, cleanups) {
   }
   if (run.status !== "done") {
     root.append(errorBox({ error: `This run is ${run.status}`, detail: run.error || "resume it to continue from its last saved epoch" }),
-      retrainPanel(run));
+      keptPanel(run, cleanups), retrainPanel(run));
     return;
   }
   root.append(retrainPanel(run));
   explore(root, run, cleanups);
+}
+
+/** What a stopped (cancelled, failed, interrupted) run kept: the last saved epoch's checkpoint and the
+ * loss curves up to it (GET /api/runs/{id}/history). */
+function keptPanel(run, cleanups) {
+  const text = el("div", { id: "kept-text" }, loading("what was kept"));
+  const curves = el("div", { class: "plot short", id: "history-curves" });
+  cleanups.push(() => purge(curves));
+  api.history(run.id).then((h) => {
+    if (h.checkpoint_epoch === null) {
+      fill(text, `No epoch finished before the run stopped: nothing was kept, and Resume starts from the beginning.`);
+      return;
+    }
+    fill(text, el("strong", {}, `Kept: the checkpoint of epoch ${h.checkpoint_epoch} of ${h.epochs}`),
+      ` and the loss curves up to it. Resume continues from epoch ${h.checkpoint_epoch + 1}.`);
+    historyCurves(curves, h.history, h.epochs);
+  }).catch((err) => fill(text, errorBox(err, "Could not read what was kept")));
+  return el("section", { class: "panel", id: "kept", "aria-labelledby": "kept-h" },
+    el("header", {}, el("h2", { id: "kept-h" }, "What was kept")), text, curves);
 }
 
 function headerPanel(run) {
@@ -154,17 +177,26 @@ function explore(root, run, cleanups) {
   const controls = el("div");
   const below = el("div");
   const view = new MapView(mapDiv, run);
+  view.selected = (p.get("sel") || "").split(",").filter((v) => /^\d+$/.test(v)).map(Number);
   cleanups.push(() => view.destroy());
+  const legend = classLegend([view]);
   let retrieval = null;
   let logdet = null;
+  let failures = null;
+  let pairs = null;
+  const selection = selectionPanel(run, { onClear: () => view.select([]), onPick: (id) => retrieval?.show(id) });
+  view.on("select", (ids) => {
+    setParams({ sel: ids.join(",") });
+    selection.show(ids, state.split);
+  });
 
   const mapPanel = el("section", { class: "panel", "aria-labelledby": "map-h" },
     el("header", {}, el("h2", { id: "map-h" }, "Embedding map"),
       el("div", { class: "actions" }, el("button", { type: "button", onclick: () => downloadPng(mapDiv, `dmlscope-${run.id}-map`) }, "Download PNG"))),
-    controls, mapStatus, mapDiv,
-    el("p", { class: "help" }, "Hover a point to see its image; click it to list its nearest neighbours. A 2-D projection distorts distances: trust the neighbours, not the picture."));
+    controls, mapStatus, mapDiv, legend.node,
+    el("p", { class: "help" }, "Hover a point to see its image; click it to list its nearest neighbours; box or lasso (toolbar) or shift-click to select. A 2-D projection distorts distances: trust the neighbours, not the picture."));
   const side = el("div");
-  root.append(el("div", { class: "grid-3" }, mapPanel, side), below);
+  root.append(el("div", { class: "grid-3" }, mapPanel, side), selection.node, below);
 
   async function load() {
     fill(mapStatus, el("p", { class: "state loading" },
@@ -179,14 +211,21 @@ function explore(root, run, cleanups) {
     const noLogdet = !hasLogdet(view.points);
     if ((state.color === "logdet" && noLogdet) || (state.color === "split" && state.split !== "all")) state.color = "class";
     fill(controls, mapControls(state, onControl, { noLogdet }));
+    view.selected = view.selected.filter((id) => view.index.has(id));
     await view.draw(state.color);
+    legend.update();
+    selection.show(view.selected, state.split);
     logdet?.update(view.points);
   }
   function onControl(change) {
     Object.assign(state, change);
     setParams(change);
     if ("color" in change) view.draw(state.color);
-    else load();
+    else load().then(() => {
+      retrieval?.setSplit(state.split);
+      failures?.load(state.split);
+      pairs?.load(state.split);
+    });
   }
   view.on("click", (imageId) => retrieval?.show(imageId));
 
@@ -194,6 +233,7 @@ function explore(root, run, cleanups) {
     await load();
     if (!view.points) return;
     retrieval = retrievalPanel(run, view.points.class_names, {
+      split: state.split,
       onQuery: (imageId) => setParams({ image: imageId }),
       onResult: (answer) => view.mark([answer.query.image_id, ...answer.neighbors.map((n) => n.image_id)]
         .filter((id) => id !== null)),
@@ -201,11 +241,19 @@ function explore(root, run, cleanups) {
     side.append(retrieval.node);
     if (p.get("image")) retrieval.show(Number(p.get("image")));
     logdet = logdetPanel(run, view, cleanups);
+    const pick = (id) => { retrieval.show(id); mapPanel.scrollIntoView({ block: "start" }); };
+    failures = failurePanel(run, { noLogdet: !hasLogdet(view.points), onPick: pick });
+    pairs = pairsPanel(run, { onPick: (classes) => {
+      legend.isolate(classes.map((c) => view.points.class_names.indexOf(c)));
+      mapPanel.scrollIntoView({ block: "start" });
+    } }, cleanups);
     const curves = el("div", { class: "plot short", id: "history-curves" });
     const stats = el("div", {}, loading("statistics"));
-    fill(below, stats, logdet.node,
+    fill(below, stats, el("div", { class: "grid-2" }, failures.node, pairs.node), logdet.node,
       el("section", { class: "panel", "aria-labelledby": "curves-h" }, el("header", {}, el("h2", { id: "curves-h" }, "Training loss")), curves));
     logdet.update(view.points);
+    failures.load(state.split);
+    pairs.load(state.split);
     try {
       const s = await api.stats(run.id);
       const classes = el("div");

@@ -1,9 +1,10 @@
 // Runs tab: every run as a tree (a retrained run sits under its parent), live status while runs are active,
 // and "pick two to compare".
 import { api } from "../api.js";
-import { el, empty, errorBox, fill, fmt, loading } from "../dom.js";
+import { el, empty, errorBox, fill, fixed, loading } from "../dom.js";
 import { href, navigate } from "../url.js";
 import { configLine, headline, statusBadge } from "../runinfo.js";
+import { leaderboard } from "./leaderboard.js";
 
 const POLL_MS = 2000;
 const ACTIVE = new Set(["queued", "running"]);
@@ -13,22 +14,32 @@ export function renderRuns(root) {
   const compareButton = el("button", { type: "button", class: "primary", disabled: true,
     onclick: () => navigate({ compare: [...picked].join(",") }) }, "Compare the two selected");
   const list = el("div", {}, loading("runs"));
+  const board = leaderboard(picked, (id, on) => onPick(id, on));
   root.append(el("section", { class: "panel", "aria-labelledby": "runs-h" },
     el("header", {}, el("h2", { id: "runs-h" }, "Runs"),
       el("span", { class: "help" }, "Tick two runs to compare them side by side."),
       el("div", { class: "actions" }, compareButton,
         el("a", { class: "button", href: href({ tab: "train" }), "data-nav": true }, "New run"))),
-    list));
+    list),
+  el("section", { class: "panel", "aria-labelledby": "board-h" },
+    el("header", {}, el("h2", { id: "board-h" }, "Leaderboard"),
+      el("span", { class: "help" }, "click a column to sort; test = classes never seen in training")),
+    board.node));
 
   let timer = null;
   const onPick = (id, on) => {
     if (on) picked.add(id); else picked.delete(id);
     compareButton.disabled = picked.size !== 2;
+    for (const box of root.querySelectorAll(`input[type=checkbox][aria-label$="for comparison"]`)) {
+      const row = box.closest("[data-run]");
+      if (row?.dataset.run === id && box.checked !== on) box.checked = on; // the tree and the table agree
+    }
   };
   async function refresh() {
     try {
       const [{ data: runs }, { data: sets }] = await Promise.all([api.runs(), api.datasets()]);
       const datasets = Object.fromEntries(sets.map((d) => [d.id, d.name]));
+      board.update(runs, datasets);
       fill(list, runs.length ? runTree(runs, datasets, picked, onPick)
         : empty("No runs yet.", el("a", { href: href({ tab: "train" }), "data-nav": true }, "Train the first one")));
       timer = runs.some((r) => ACTIVE.has(r.status)) ? setTimeout(refresh, POLL_MS) : null;
@@ -62,5 +73,5 @@ function runTree(runs, datasets, picked, onPick) {
 
 function headlineText(run) {
   const h = headline(run);
-  return h.length ? el("span", { class: "small mono" }, h.map(([k, v]) => `${k} ${fmt(v)}`).join(" · ")) : null;
+  return h.length ? el("span", { class: "small mono" }, h.map(([k, v]) => `${k} ${fixed(v)}`).join(" · ")) : null;
 }
