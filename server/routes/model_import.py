@@ -141,10 +141,14 @@ def torchscript_config(store: Store, dataset_id: str, image_size: int | None, di
     from models.data import DatasetError, zero_shot_split
     from models.distances import create_distance, list_distances
 
-    free = [n for n in list_distances() if not any(True for _ in create_distance(n, dim=2).parameters())]
+    def fixed(name: str) -> bool:  # neither learned nor estimated from training embeddings (a `refresh` method)
+        d = create_distance(name, dim=2)
+        return not any(True for _ in d.parameters()) and not hasattr(d, "refresh")
+
+    free = [n for n in list_distances() if fixed(n)]
     if distance not in free:
-        raise BadRequest(f"distance {distance!r} cannot measure a TorchScript module (a learnable distance has no "
-                         f"trained parameters in it); choose one of {', '.join(free)}")
+        raise BadRequest(f"distance {distance!r} cannot measure a TorchScript module (its metric is learned or "
+                         f"estimated during training, and the module has no training); choose one of {', '.join(free)}")
     config = RunConfig(image_size=image_size, distance={"name": distance})
     image_set = store.image_set(dataset_id)
     if image_size is None and image_set.native_size is None:

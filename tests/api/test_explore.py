@@ -179,9 +179,12 @@ def test_import_refuses_code_and_junk(trained: Trained) -> None:
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), scripted)
     r = c.post("/api/models/import", files={"file": ("m.pt", scripted.getvalue(), "x")}, data={"dataset_id": ds})
     assert r.status_code == 400 and "allow_torchscript=true" in r.json()["detail"]
-    r = c.post("/api/models/import", files={"file": ("m.pt", scripted.getvalue(), "x")},
-               data={"dataset_id": ds, "allow_torchscript": "true", "distance": "mahalanobis"})
-    assert r.status_code == 400 and "learnable" in r.json()["detail"] and "euclidean" in r.json()["detail"]
+    for distance in ("mahalanobis", "relative_mahalanobis"):  # learned L / M estimated from training embeddings
+        r = c.post("/api/models/import", files={"file": ("m.pt", scripted.getvalue(), "x")},
+                   data={"dataset_id": ds, "allow_torchscript": "true", "distance": distance})
+        detail = r.json()["detail"]
+        assert r.status_code == 400 and "learned or estimated" in detail and "euclidean" in detail, distance
+        assert "relative_mahalanobis" not in detail.split("choose one of")[1]
     pickle_bomb = io.BytesIO()
     torch.save({"format": 1, "payload": Image.new("L", (2, 2))}, pickle_bomb)  # an arbitrary Python object
     r = c.post("/api/models/import", files={"file": ("m.pt", pickle_bomb.getvalue(), "x")}, data={"dataset_id": ds})
