@@ -40,7 +40,7 @@ export function lossOverlay() {
     });
     await react(chart, traces, layout("Loss per epoch of the ticked runs", {
       xaxis: { title: { text: "epoch" }, dtick: 1 }, yaxis: { title: { text: "loss (epoch mean)" } },
-      legend: { orientation: "h", y: -0.25 }, margin: { l: 56, r: 16, t: 36, b: 70 },
+      showlegend: true, legend: { orientation: "h", y: -0.25 }, margin: { l: 56, r: 16, t: 36, b: 70 },
     }));
   }
   chart.hidden = true;

@@ -34,13 +34,15 @@ export async function drawGroups(table, datasets, datasetId) {
   fill(table, el("table", { id: "leaderboard-groups" },
     el("thead", {}, el("tr", {}, ["configuration", "image set", "n", "seeds"].map((h) => el("th", {}, h)),
       NUMBERS.map(([, label, title]) => el("th", { class: "num", title }, label)))),
-    el("tbody", {}, groups.map((g) => el("tr", { "data-group": g.config_key },
-      el("td", { class: "clip", title: `runs: ${g.run_ids.join(", ")}` },
-        `${g.config.loss.name} · ${g.config.distance.name} · ${regs(g.config)} · flow ${g.config.flow.enabled ? `×${g.config.flow.depth}` : "off"}`
-        + ` · ${g.config.epochs} epochs · lr ${g.config.optimizer.lr}`, " ",
+    el("tbody", {}, groups.map((g) => {
+      const text = `${g.config.loss.name} · ${g.config.distance.name} · ${regs(g.config)} · flow ${g.config.flow.enabled ? `×${g.config.flow.depth}` : "off"}`
+        + ` · ${g.config.epochs} epochs · lr ${g.config.optimizer.lr}`;
+      return el("tr", { "data-group": g.config_key },
+      el("td", { class: "clip", title: `${text}\nruns: ${g.run_ids.join(", ")}` }, text, " ",
         el("a", { href: href({ run: g.run_ids[0] }), "data-nav": true, class: "small" }, "newest run")),
       el("td", {}, datasets[g.dataset_id] || g.dataset_id),
       el("td", { class: "num", "data-n": g.n, title: `${g.n} finished of ${g.run_ids.length} runs` }, `n = ${g.n}`),
       el("td", { class: "small" }, g.seeds.join(", ")),
-      NUMBERS.map(([k]) => el("td", { class: "num mono", title: `n = ${g.metrics[k].n}` }, spread(g.metrics[k]))))))));
+      NUMBERS.map(([k]) => el("td", { class: "num mono", title: `n = ${g.metrics[k].n}` }, spread(g.metrics[k]))));
+    }))));
 }
