@@ -181,6 +181,7 @@ class PointsPublic(_Out):
     projection: Literal["pca", "umap"]
     count: int
     class_names: list[str]
+    params: dict[str, float]  # n_neighbors, min_dist, dim: the map drawn (columns has "z" when dim is 3)
     columns: dict[str, list[float] | list[int] | None]
 
 
