@@ -116,6 +116,11 @@ class RunConfig(_Strict):
         check_config(self)
         return self
 
+    def skeleton(self) -> "RunConfig":
+        """The same architecture with no weights source: for a model whose every weight comes from a checkpoint
+        (never open a file, nor download, because a checkpoint's config names one)."""
+        return self.model_copy(update={"pretrained_weights": None, "pretrained": None, "weights_id": None})
+
     @property
     def batch_size(self) -> int:
         return self.classes_per_batch * self.samples_per_class
