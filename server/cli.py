@@ -1,4 +1,4 @@
-"""`dmlscope train | eval | compare | sweep | serve`: the command line over the same store and data folder as the
+"""`dmlscope train | eval | compare | sweep | serve | import`: the command line over the same store and data folder as the
 server, so a run trained here shows up in the browser and the other way round.
 
 Bad input (an unknown loss, a missing folder, a malformed flag) ends with one `dmlscope: error: ...` line and
@@ -484,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(default $DMLSCOPE_ALLOWED_HOSTS)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_serve)
+
+    from server.cli_import import add_import_parser
+
+    add_import_parser(sub, _add_data_dir)
     return parser
 
 
