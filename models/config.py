@@ -75,7 +75,7 @@ class RunConfig(_Strict):
     pretrained: Literal["imagenet"] | None = None  # torchvision's ImageNet weights, via the torch cache (downloaded if online)
     weights_id: str | None = Field(None, pattern=r"^[0-9a-f]{12}$")  # an uploaded weights file (GET /api/weights)
     pretrained_weights: str | None = Field(None, min_length=1, max_length=4096)  # a local state_dict file (never downloaded); CLI only, not the API
-    freeze_bn: bool = False  # BatchNorm layers of the backbone keep their (pretrained) statistics and affine weights
+    freeze_bn: bool = Field(False, title="Freeze BatchNorm")  # BatchNorm layers of the backbone keep their (pretrained) statistics and affine weights
     image_size: int | None = Field(None, ge=8, le=1024)  # None: follow the dataset
     embedding_dim: int = Field(64, ge=2, le=4096)
     flow: FlowConfig = Field(default_factory=FlowConfig)
