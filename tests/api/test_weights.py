@@ -97,3 +97,18 @@ def test_a_run_must_choose_an_existing_file_for_its_backbone(client: TestClient,
     r = client.post("/api/runs", json={"dataset_id": dataset["id"],
                                        "config": {**TINY_CONFIG, "weights_id": "../../etc/passwd"}})
     assert r.status_code == 422
+
+
+def test_offline_imagenet_fails_the_run_with_what_to_do(client: TestClient, dataset: dict[str, Any], tmp_path: Path,
+                                                        monkeypatch: Any) -> None:
+    # the worker process inherits this environment: an empty torch cache, downloads refused by a closed port
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    config = {**TINY_CONFIG, "backbone": "resnet18", "image_size": 32, "pretrained": "imagenet", "freeze_bn": True}
+    r = client.post("/api/runs", json={"dataset_id": dataset["id"], "config": config})
+    assert r.status_code == 201, r.text
+    run = wait_for(client, r.json()["id"], ("done", "failed"))
+    assert run["status"] == "failed"
+    assert "could not download the ImageNet weights of resnet18" in run["error"]
+    assert "POST /api/weights" in run["error"] and str(tmp_path / "torch") in run["error"]
