@@ -58,6 +58,9 @@ class EmbeddingNet(nn.Module):
         self.register_buffer("pixel_std", _channel_buffer(std, in_channels, 1.0, "std"))
         if bool((self.pixel_std <= 0).any()):
             raise ValueError("std must be positive in every channel (a constant image set cannot be normalised)")
+        if config.weights_id and not config.pretrained_weights:  # never train from scratch in its place, silently
+            raise ValueError(f"weights_id {config.weights_id} names an uploaded file only the server can resolve "
+                             "(server.weights.with_weights_file); outside it, give pretrained_weights=PATH")
         self.backbone = create_backbone(config.backbone, in_channels, image_size, weights=config.pretrained_weights,
                                         pretrained=config.pretrained)
         self.freeze_bn = config.freeze_bn

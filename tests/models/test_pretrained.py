@@ -88,6 +88,13 @@ def test_pretrained_needs_published_weights_and_excludes_a_file(tmp_path):
         RunConfig(backbone="resnet18", pretrained="imagenet", weights_id="0123456789ab")
 
 
+def test_an_unresolved_weights_id_never_trains_from_scratch_silently():
+    config = RunConfig(backbone="resnet18", weights_id="0123456789ab")
+    with pytest.raises(ValueError, match="only the server can resolve"):
+        EmbeddingNet(config, 3, 32)
+    assert EmbeddingNet(config.skeleton(), 3, 32).backbone.out_features == 512  # a checkpoint's skeleton builds
+
+
 def test_frozen_batchnorm_keeps_statistics_and_affine_weights():
     config = RunConfig(backbone="small_cnn", freeze_bn=True, embedding_dim=8)
     model = EmbeddingNet(config, 3, 16)
