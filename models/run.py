@@ -95,7 +95,7 @@ def load_model(source: str | Path, device: str = "auto") -> LoadedModel:
     config = RunConfig.model_validate(ckpt["config"])
     # Every weight comes from the checkpoint: never open the pretrained file its config may name (it could be
     # any path, in a checkpoint someone uploaded).
-    skeleton = config.model_copy(update={"pretrained_weights": None})
+    skeleton = config.skeleton()
     model = build_model(skeleton, int(ckpt["in_channels"]), int(ckpt["image_size"]))
     model.load_state_dict(ckpt["model"])
     distance = build_distance(config)

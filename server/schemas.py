@@ -73,6 +73,13 @@ class SkippedFile(_Out):
     reason: str
 
 
+class PredefinedSplit(_Out):
+    train_images: int
+    test_images: int
+    train_classes: int
+    test_classes: int
+
+
 class DatasetPublic(_Out):
     id: str
     name: str
@@ -84,6 +91,8 @@ class DatasetPublic(_Out):
     native_size: int | None
     classes: list[ClassCount]
     has_predefined_split: bool
+    predefined_split: PredefinedSplit | None = Field(None, description="the benchmark's own train/test split "
+                                                                        "(split.mode 'predefined'), when it has one")
     skipped: list[SkippedFile] = Field(description=f"the first {SKIPPED_SHOWN} files the import skipped, with why; "
                                                    "all of them at GET /api/datasets/{id}/skipped")
     skipped_count: int

@@ -58,6 +58,9 @@ export const api = {
   uploadDataset: (form) => request("POST", "datasets", { form }),
   deleteDataset: (id, force = false) => request("DELETE", `datasets/${id}${force ? "?force=true" : ""}`),
 
+  weights: () => request("GET", "weights"),
+  uploadWeights: (form) => request("POST", "weights", { form }),
+
   runs: (params = {}) => request("GET", `runs?${q(params)}`),
   runGroups: (params = {}) => request("GET", `run-groups?${q(params)}`),
   run: (id) => request("GET", `runs/${id}`),
