@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
                               "binary points layout.")
     app.state.settings = settings
     install_error_handlers(app)
-from server.routes import analysis, datasets, explore, model_import, run_groups, runs, sweeps, system, weights
+    for module in (system, datasets, runs, run_groups, sweeps, explore, analysis, model_import, weights):
         app.include_router(module.router)
     docs_csp = _mount_docs(app)
     _mount_frontend(app)
