@@ -278,6 +278,7 @@ def measure_embeddings_file(image_set: ImageSet, run_dir: str | Path, config: Ru
         vectors, ids = data["vectors"], data["ids"]
         ef = EmbeddingsFile(vectors, None, ids, data["train"] if "train" in data else None)
     rows = split_rows(ef, image_set.labels[ids], config.split)
+    rows = {s: r[np.argsort(ids[r], kind="stable")] for s, r in rows.items()}  # image order, as in every run
     split = {s: ids[rows[s]] for s in rows}
     _write_start(run_dir, config, split)
     headline, timings = _measure_embeddings({s: vectors[rows[s]] for s in rows}, build_distance(config), image_set,

@@ -469,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.set_defaults(func=cmd_sweep)
 
+    from server.cli_import import add_import_parser
+
+    add_import_parser(sub, _add_data_dir)
+
     env_help = "\n".join(f"  {var:28s} {desc} (default: {default or 'unset'})"
                          for var, default, desc in Settings.field_help())
     p = sub.add_parser("serve", help="serve the web app and HTTP API", formatter_class=argparse.RawTextHelpFormatter,

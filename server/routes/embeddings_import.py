@@ -59,30 +59,40 @@ def prepare(store: Store, path: Path, dataset_id: str | None, distance: str) -> 
     return Prepared(ef, config, dataset_id, ids)
 
 
-def record(store: Store, prepared: Prepared, name: str, status: str = "queued") -> RunRecord:
-    """Record the run (and, with no linked dataset, its labels-only dataset) and place the checked vectors in
-    its folder; on any failure nothing recorded stays behind."""
-    dataset_id, created = prepared.dataset_id, None
-    if dataset_id is None:
-        classes, labels = np.unique(prepared.file.labels, return_inverse=True)
-        created = store.add_labels_only(f"embeddings: {name}"[:200], lambda dest: write_labels_only_set(
-            dest, [str(c) for c in classes], labels.astype(np.int64)))
-        dataset_id = created.id
+def dataset_for(store: Store, prepared: Prepared, name: str) -> tuple[str, bool]:
+    """(dataset id, whether it was created now): the linked dataset, or a new labels-only one for the file."""
+    if prepared.dataset_id is not None:
+        return prepared.dataset_id, False
+    classes, labels = np.unique(prepared.file.labels, return_inverse=True)
+    created = store.add_labels_only(f"embeddings: {name}"[:200], lambda dest: write_labels_only_set(
+        dest, [str(c) for c in classes], labels.astype(np.int64)))
+    return created.id, True
+
+
+def place_input(store: Store, prepared: Prepared, run_dir: Path) -> None:
+    """The checked vectors into the run folder, atomically, for `measure_embeddings_file`."""
+    tmp = store.temp_path(".npz")
+    try:
+        save_input(tmp, prepared.file, prepared.ids)
+        os.replace(tmp, run_dir / EMBEDDINGS_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def record(store: Store, prepared: Prepared, name: str) -> RunRecord:
+    """Record the queued run (and its labels-only dataset if need be) with the vectors in its folder; on any
+    failure nothing recorded stays behind."""
+    dataset_id, created = dataset_for(store, prepared, name)
     rec = None
     try:
-        rec = store.create_run(dataset_id, prepared.config, name=name, origin="embeddings", status=status)
-        tmp = store.temp_path(".npz")
-        try:
-            save_input(tmp, prepared.file, prepared.ids)
-            os.replace(tmp, store.run_dir(rec.id) / EMBEDDINGS_FILE)
-        finally:
-            tmp.unlink(missing_ok=True)
+        rec = store.create_run(dataset_id, prepared.config, name=name, origin="embeddings")
+        place_input(store, prepared, store.run_dir(rec.id))
     except BaseException:
         if rec is not None:
             store.set_status(rec.id, "failed", "its embeddings could not be stored")
             store.delete_run(rec.id)
-        if created is not None:
-            store.delete_dataset(created.id, force=True)
+        if created:
+            store.delete_dataset(dataset_id, force=True)
         raise
     return rec
 
