@@ -22,7 +22,8 @@ const ACTIVE = new Set(["queued", "running"]);
 export function renderRun(root, runId) {
   const cleanups = [];
   root.append(loading("the run"));
-  api.run(runId).then((run) => {
+  api.run(runId).then(async (run) => {
+    if (run.origin === "embeddings") await markNoImages(run, cleanups);
     fill(root);
     draw(root, run, cleanups);
   }).catch((err) => fill(root, errorBox(err, `Run ${runId}`), el("a", { href: href({ tab: "runs" }), "data-nav": true }, "All runs")));
@@ -50,6 +51,7 @@ function draw(root, run, cleanups) {
       keptPanel(run, cleanups), retrainPanel(run));
     return;
   }
+  if (run.origin === "embeddings") imagesNote(root);
   root.append(retrainPanel(run));
   explore(root, run, cleanups);
 }
@@ -97,9 +99,28 @@ function headerPanel(run) {
     run.status === "done" ? el("p", { class: "small" }, "Export: ",
       el("a", { href: exportUrl(run.id, "stats", "csv"), download: true }, "per-class stats (CSV)"), " · ",
       el("a", { href: exportUrl(run.id, "stats", "json"), download: true }, "metrics + stats (JSON)"), " · ",
-      el("a", { href: exportUrl(run.id, "embeddings"), download: true }, "embeddings (.npz of .npy arrays)"), " · ",
-      el("a", { href: exportUrl(run.id, "checkpoint"), download: true }, "checkpoint (.pt)")) : null,
+      el("a", { href: exportUrl(run.id, "embeddings"), download: true }, "embeddings (.npz of .npy arrays)"),
+      run.origin === "embeddings" ? null : [" · ", el("a", { href: exportUrl(run.id, "checkpoint"), download: true },
+        "checkpoint (.pt)")]) : null,
     errors);
+}
+
+/** Imported embeddings linked to no dataset of images: mark the page (body.no-images) before anything is
+ * drawn, so no thumbnail is requested (dom.js `el`, hovercard.js) and the layout leaves them out. */
+async function markNoImages(run, cleanups) {
+  try {
+    if ((await api.dataset(run.dataset_id)).has_images !== false) return;
+  } catch { return; }
+  document.body.classList.add("no-images");
+  cleanups.push(() => document.body.classList.remove("no-images"));
+}
+
+/** What imported embeddings offer: every view of the vectors, none of a network's or (unlinked) the images'. */
+function imagesNote(root) {
+  root.append(el("p", { class: "state", role: "note", id: "embeddings-note" },
+    "Imported embeddings: measured without a model, so image queries, log|det J| and Lipschitz maps do not apply.",
+    document.body.classList.contains("no-images") ? " No dataset of images is linked, so there are no thumbnails: "
+      + "points and neighbours are shown by class and id." : null));
 }
 
 /** A warning when over half of the flow's coupling scales sit at their tanh bound (docs/determinant.md). */

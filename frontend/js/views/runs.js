@@ -4,6 +4,7 @@ import { api } from "../api.js";
 import { el, empty, errorBox, fill, fixed, loading } from "../dom.js";
 import { href, navigate } from "../url.js";
 import { configLine, headline, statusBadge } from "../runinfo.js";
+import { embeddingsPanel } from "./embeddingsform.js";
 import { leaderboard } from "./leaderboard.js";
 
 const POLL_MS = 2000;
@@ -21,6 +22,7 @@ export function renderRuns(root) {
       el("div", { class: "actions" }, compareButton,
         el("a", { class: "button", href: href({ tab: "train" }), "data-nav": true }, "New run"))),
     list),
+  embeddingsPanel(),
   el("section", { class: "panel", "aria-labelledby": "board-h" },
     el("header", {}, el("h2", { id: "board-h" }, "Leaderboard"),
       el("span", { class: "help" }, "click a column to sort; test = classes never seen in training")),
