@@ -40,5 +40,12 @@ def test_upload_npz_and_open_its_map(page, tmp_path: Path, shots: Path) -> None:
     page.mouse.move(x, y)
     page.wait_for_function("() => document.getElementById('hover-card').style.display === 'block'")
     assert "kind-" in page.text_content("#hover-card .caption")
+    page.mouse.click(x, y)  # neighbours by vector, shown by class and rank without thumbnails
+    page.wait_for_function("() => document.getElementById('retrieval-h').closest('section')"
+                           ".querySelectorAll('figure').length === 11")  # the query and its 10 neighbours
+    assert "1. kind-" in page.text_content("section:has(#retrieval-h) .gallery")
     assert page.locator("a[href*='what=checkpoint']").count() == 0
+    assert "imported embeddings · 8-d · cosine" in page.locator("section:has(#run-h) > p.small").first.text_content()
+    page.wait_for_selector("#failures-h, #pairs-h", timeout=30_000)
+    assert page.locator("#retrain, #curves-h, #logdet-h").count() == 0  # no network: nothing to retrain or plot
     page.screenshot(path=shots / "embeddings-import.png", full_page=True)

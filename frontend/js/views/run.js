@@ -51,8 +51,8 @@ function draw(root, run, cleanups) {
       keptPanel(run, cleanups), retrainPanel(run));
     return;
   }
-  if (run.origin === "embeddings") imagesNote(root);
-  root.append(retrainPanel(run));
+  if (run.origin === "embeddings") imagesNote(root);  // nothing to retrain: no network, no training
+  else root.append(retrainPanel(run));
   explore(root, run, cleanups);
 }
 
@@ -92,7 +92,7 @@ function headerPanel(run) {
   describeLineage(lineage, run);
   return el("section", { class: "panel", "aria-labelledby": "run-h" },
     el("header", {}, el("h2", { id: "run-h" }, runLabel(run)), statusBadge(run), actions),
-    el("p", { class: "small" }, configLine(run.config), el("span", { class: "muted mono" }, `  · id ${run.id}`)),
+    el("p", { class: "small" }, configLine(run.config, run.origin), el("span", { class: "muted mono" }, `  · id ${run.id}`)),
     underTrainedNote(run),
     lineage,
     saturationWarning(run.summary),
@@ -261,7 +261,8 @@ function explore(root, run, cleanups) {
     });
     side.append(retrieval.node);
     if (p.get("image")) retrieval.show(Number(p.get("image")));
-    logdet = logdetPanel(run, view, cleanups);
+    const network = run.origin !== "embeddings";  // imported embeddings: no flow layer, no training history
+    logdet = network ? logdetPanel(run, view, cleanups) : null;
     const pick = (id) => { retrieval.show(id); mapPanel.scrollIntoView({ block: "start" }); };
     failures = failurePanel(run, { noLogdet: !hasLogdet(view.points), onPick: pick });
     pairs = pairsPanel(run, { onPick: (classes) => {
@@ -270,9 +271,9 @@ function explore(root, run, cleanups) {
     } }, cleanups);
     const curves = el("div", { class: "plot short", id: "history-curves" });
     const stats = el("div", {}, loading("statistics"));
-    fill(below, stats, el("div", { class: "grid-2" }, failures.node, pairs.node), logdet.node,
-      el("section", { class: "panel", "aria-labelledby": "curves-h" }, el("header", {}, el("h2", { id: "curves-h" }, "Training loss")), curves));
-    logdet.update(view.points);
+    fill(below, stats, el("div", { class: "grid-2" }, failures.node, pairs.node), logdet?.node, network ?
+      el("section", { class: "panel", "aria-labelledby": "curves-h" }, el("header", {}, el("h2", { id: "curves-h" }, "Training loss")), curves) : null);
+    logdet?.update(view.points);
     failures.load(state.split);
     pairs.load(state.split);
     try {
@@ -280,7 +281,7 @@ function explore(root, run, cleanups) {
       const classes = el("div");
       fill(stats, metricsPanel(s), classes);
       classPanels(classes, s, run, cleanups);
-      historyCurves(curves, s.history || []);
+      if (network) historyCurves(curves, s.history || []);
     } catch (err) {
       fill(stats, errorBox(err, "No statistics"));
     }

@@ -67,7 +67,7 @@ function runTree(runs, datasets, picked, onPick) {
       statusBadge(run),
       ACTIVE.has(run.status) && run.progress ? el("span", { class: "small" }, `${Math.round(100 * run.progress.fraction)} %`) : null,
       el("span", { class: "muted small" }, datasets[run.dataset_id] || run.dataset_id),
-      el("span", { class: "small" }, configLine(run.config)),
+      el("span", { class: "small" }, configLine(run.config, run.origin)),
       headlineText(run)),
     children[run.id] ? el("ul", { "aria-label": `runs retrained from ${run.name || run.id}` }, children[run.id].map(item)) : null);
   return el("ul", { class: "run-list" }, runs.filter((r) => !r.parent_id || !ids.has(r.parent_id)).map(item));
