@@ -49,3 +49,8 @@ def test_upload_npz_and_open_its_map(page, tmp_path: Path, shots: Path) -> None:
     page.wait_for_selector("#failures-h, #pairs-h", timeout=30_000)
     assert page.locator("#retrain, #curves-h, #logdet-h").count() == 0  # no network: nothing to retrain or plot
     page.screenshot(path=shots / "embeddings-import.png", full_page=True)
+
+    page.goto("/?tab=data")  # its labels-only dataset: an empty state, no thumbnail requested, nothing to train
+    page.click("text=embeddings: outside vectors")
+    assert "no images" in page.text_content("#labels-only")
+    assert page.locator("text=Train on this set").count() == 0
