@@ -81,6 +81,9 @@ def test_labels_only_import_is_measured_like_any_run(client: TestClient, setting
     other = wait_for(c, post(c, npz(vectors=vectors * 2, labels=names)).json()["id"], ("done", "failed"))
     assert other["status"] == "done", other
     assert c.get("/api/compare", params={"a": rid, "b": other["id"]}).status_code == 200
+    sel = c.post(f"/api/runs/{rid}/selection", json={"image_ids": [18, 19, 20, 25], "split": "test"})
+    assert sel.status_code == 200, sel.text
+    assert c.get(f"/api/runs/{rid}/failures", params={"sort": "lipschitz"}).status_code == 400  # no network maps
     assert c.get(f"/api/runs/{rid}/export", params={"what": "embeddings"}).status_code == 200
     assert c.get(f"/api/runs/{rid}/export", params={"what": "stats"}).status_code == 200
     for r in (c.get(f"/api/datasets/{ds}/images/20/thumb"),
