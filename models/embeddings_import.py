@@ -130,6 +130,9 @@ def _checked(arrays: dict[str, Any]) -> EmbeddingsFile:
         raise EmbeddingsFileError(f"vectors: expected an (N, D) float array, got {vectors.dtype} of shape "
                                   f"{vectors.shape}")
     n, dim = vectors.shape
+    if n < MIN_CLASSES * MIN_PER_CLASS:
+        raise EmbeddingsFileError(f"vectors: {n} rows; the zero-shot protocol needs at least "
+                                  f"{MIN_CLASSES * MIN_PER_CLASS} ({MIN_CLASSES} classes of {MIN_PER_CLASS})")
     if not 2 <= dim <= MAX_DIM:
         raise EmbeddingsFileError(f"vectors: {dim} dimensions; a run records 2 to {MAX_DIM}")
     vectors = vectors.astype(np.float32)

@@ -128,6 +128,10 @@ def _bad_cases() -> list[tuple[str, bytes, dict[str, str], str]]:
         ("no vectors", npz(labels=y), {}, "vectors"),
         ("no labels", npz(vectors=v), {}, "labels"),
         ("1-d vectors", npz(vectors=v[:, 0], labels=y), {}, "vectors"),
+        ("no rows", npz(vectors=v[:0], labels=y[:0]), {}, "vectors: 0 rows"),
+        ("bool labels", npz(vectors=v, labels=y > 2), {}, "labels"),
+        ("empty class name", npz(vectors=v, labels=np.where(y == 0, "", "a" + y.astype(str))), {}, "labels: empty"),
+        ("truncated", npz(vectors=v, labels=y)[:300], {}, "file"),
         ("int vectors", npz(vectors=v.astype(np.int32), labels=y), {}, "vectors"),
         ("NaN", npz(vectors=nan, labels=y), {}, "vectors: row 3"),
         ("1 dimension", npz(vectors=v[:, :1], labels=y), {}, "vectors"),
@@ -161,6 +165,16 @@ def test_bad_files_are_400_naming_the_field_and_write_nothing(client: TestClient
     assert r.status_code == 400, r.text
     assert field in r.json()["detail"]
     nothing_written(client, settings.data_dir, 0)
+
+
+def test_compressed_npz_without_labels_takes_the_datasets(client: TestClient, dataset: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    v, _ = clustered(4, 8, 6)
+    np.savez_compressed(buf, vectors=v, image_ids=np.arange(32), split=np.arange(32) % 2)
+    r = post(client, buf.getvalue(), dataset_id=dataset["id"])
+    assert r.status_code == 201, r.text
+    run = wait_for(client, r.json()["id"], ("done", "failed"))
+    assert run["status"] == "done" and run["summary"]["num_train"] == 16, run
 
 
 def test_linked_dataset_refusals(client: TestClient, dataset: dict[str, Any], settings: Any) -> None:
