@@ -193,15 +193,13 @@ def _split(split: np.ndarray) -> np.ndarray:
 
 
 # ---- resolving against the dataset, and the split ----------------------------------------------------------
-def class_names_of(ef: EmbeddingsFile) -> list[str]:
-    """The classes of a file with no dataset: sorted names (numbers as decimal strings, in numeric order)."""
-    return [str(c) for c in np.unique(ef.labels)]
-
-
 def resolve(ef: EmbeddingsFile, image_set: ImageSet | None) -> np.ndarray:
     """Each row's image id in `image_set`: the file's `image_ids`, checked to exist and to carry the file's
-    labels; without a dataset the rows themselves (`image_set` is then the labels-only set written for it)."""
-    if image_set is None or not image_set.has_images:
+    labels; without a dataset (None) the row numbers, which index the labels-only set written for the file."""
+    if image_set is not None and not image_set.has_images:
+        raise EmbeddingsFileError("dataset_id: that dataset holds the labels of other imported embeddings, not "
+                                  "images; leave dataset_id out")
+    if image_set is None:
         if ef.image_ids is not None:
             raise EmbeddingsFileError("image_ids: they refer to a stored dataset; send its dataset_id too")
         return np.arange(len(ef), dtype=np.int64)
@@ -232,6 +230,7 @@ def split_rows(ef: EmbeddingsFile, labels: np.ndarray, split: SplitConfig) -> di
     if len(counts) < MIN_CLASSES:
         raise EmbeddingsFileError(f"labels: {len(counts)} classes; the zero-shot protocol needs at least {MIN_CLASSES}")
     if ef.train is None:
+        # zero_shot_split reads only labels, class_names and split: the file's classes stand in for an image set
         classes = SimpleNamespace(labels=compact, class_names=[str(c) for c in range(len(counts))], split=None)
         try:
             train, test = zero_shot_split(classes, split)

@@ -92,6 +92,8 @@ def test_labels_only_import_is_measured_like_any_run(client: TestClient, setting
         assert r.status_code == 409, r.text
     r = c.post("/api/runs", json={"dataset_id": ds, "config": {"image_size": 16}})
     assert r.status_code == 400 and "no images" in r.json()["detail"]
+    r = post(c, npz(vectors=vectors, labels=names), dataset_id=ds)  # linking to a labels-only set
+    assert r.status_code == 400 and r.json()["detail"].startswith("dataset_id:"), r.text
 
 
 def test_linked_dataset_with_ids_split_and_npy(client: TestClient, dataset: dict[str, Any]) -> None:
