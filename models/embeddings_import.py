@@ -35,7 +35,7 @@ from models.progress import CancelCheck, ProgressCallback, ignore_progress, neve
 
 EMBEDDINGS_FILE = "embeddings_input.npz"  # the checked vectors in a run folder: `vectors`, `ids`, `train`
 FIELDS = ("vectors", "labels", "image_ids", "split")
-MAX_DIM = RunConfig.model_fields["embedding_dim"].metadata[1].le  # as for a trained run
+MAX_DIM = next(m.le for m in RunConfig.model_fields["embedding_dim"].metadata if hasattr(m, "le"))  # as trained
 MAX_NAME = 200  # characters of one class name
 MIN_CLASSES, MIN_PER_CLASS = 4, 2  # the zero-shot protocol: ≥ 2 classes a side, each class a positive pair
 
