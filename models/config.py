@@ -71,8 +71,11 @@ class SplitConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    backbone: str = Field("small_cnn", max_length=NAME_MAX)  # small_cnn | resnet18 | resnet50
+    backbone: str = Field("small_cnn", max_length=NAME_MAX)  # small_cnn | resnet18/34/50/101 | efficientnet_b0 | vit_b_16 | googlenet
+    pretrained: Literal["imagenet"] | None = None  # torchvision's ImageNet weights, via the torch cache (downloaded if online)
+    weights_id: str | None = Field(None, pattern=r"^[0-9a-f]{12}$")  # an uploaded weights file (GET /api/weights)
     pretrained_weights: str | None = Field(None, min_length=1, max_length=4096)  # a local state_dict file (never downloaded); CLI only, not the API
+    freeze_bn: bool = Field(False, title="Freeze BatchNorm")  # BatchNorm layers of the backbone keep their (pretrained) statistics and affine weights
     image_size: int | None = Field(None, ge=8, le=1024)  # None: follow the dataset
     embedding_dim: int = Field(64, ge=2, le=4096)
     flow: FlowConfig = Field(default_factory=FlowConfig)
@@ -100,11 +103,23 @@ class RunConfig(_Strict):
         return regs
 
     @model_validator(mode="after")
+    def _one_weights_source(self) -> "RunConfig":
+        if self.pretrained and (self.weights_id or self.pretrained_weights):
+            raise ValueError("pretrained: 'imagenet' and a weights file (weights_id / pretrained_weights) exclude "
+                             "each other; choose one")
+        return self
+
+    @model_validator(mode="after")
     def _check_components(self) -> "RunConfig":
         from models.compat import check_config  # late import: the registries import torch
 
         check_config(self)
         return self
+
+    def skeleton(self) -> "RunConfig":
+        """The same architecture with no weights source: for a model whose every weight comes from a checkpoint
+        (never open a file, nor download, because a checkpoint's config names one)."""
+        return self.model_copy(update={"pretrained_weights": None, "pretrained": None, "weights_id": None})
 
     @property
     def batch_size(self) -> int:

@@ -58,7 +58,15 @@ class EmbeddingNet(nn.Module):
         self.register_buffer("pixel_std", _channel_buffer(std, in_channels, 1.0, "std"))
         if bool((self.pixel_std <= 0).any()):
             raise ValueError("std must be positive in every channel (a constant image set cannot be normalised)")
-        self.backbone = create_backbone(config.backbone, in_channels, image_size, weights=config.pretrained_weights)
+        if config.weights_id and not config.pretrained_weights:  # never train from scratch in its place, silently
+            raise ValueError(f"weights_id {config.weights_id} names an uploaded file only the server can resolve "
+                             "(server.weights.with_weights_file); outside it, give pretrained_weights=PATH")
+        self.backbone = create_backbone(config.backbone, in_channels, image_size, weights=config.pretrained_weights,
+                                        pretrained=config.pretrained)
+        self.freeze_bn = config.freeze_bn
+        if self.freeze_bn:  # Proxy-Anchor's frozen BatchNorm: pretrained statistics survive small P×K batches
+            for module in self._backbone_batchnorms():
+                module.requires_grad_(False)
         self.head = nn.Linear(self.backbone.out_features, config.embedding_dim)
         flow = config.flow
         self.flow = self.flow_dueling = None
@@ -66,6 +74,18 @@ class EmbeddingNet(nn.Module):
             self.flow = FlowMetricLayer(config.embedding_dim, flow.depth, flow.hidden, flow.coupling)
             if flow.dueling:
                 self.flow_dueling = FlowMetricLayer(config.embedding_dim, flow.depth, flow.hidden, flow.coupling)
+
+    def _backbone_batchnorms(self) -> list[nn.Module]:
+        return [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def train(self, mode: bool = True) -> "EmbeddingNet":
+        """As nn.Module.train, but with `freeze_bn` the backbone's BatchNorm layers stay in eval mode (running
+        statistics neither used from the batch nor updated)."""
+        super().train(mode)
+        if self.freeze_bn:
+            for module in self._backbone_batchnorms():
+                module.eval()
+        return self
 
     def normalise(self, x: Tensor) -> Tensor:
         """Raw 0..255 pixels (B, C, H, W) → the backbone's standardised float input."""

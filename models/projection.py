@@ -1,4 +1,4 @@
-"""2-D maps of an embedding (PCA, UMAP) and their alignment to a parent run's map.
+"""2-D and 3-D maps of an embedding (PCA, UMAP) and their alignment to a parent run's map.
 
 Both work on the distance's retrieval view when a distance is given (the space the distance measures: centred
 vectors for SNR, L·x for Mahalanobis, the unit sphere for cosine), else on the raw embeddings. UMAP is fed a
@@ -13,6 +13,7 @@ is placed with `transform` from each point's neighbours in the sample. Its defau
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
@@ -24,6 +25,9 @@ from models.retrieval import RetrievalIndex, as_tensor, dissimilarity, view_of
 
 SAMPLE_THRESHOLD = 20_000  # fitting UMAP on 100k points takes ~40 s warm at 2 cores; 20k + transform ~10 s
 N_NEIGHBORS = 15  # umap-learn's default
+MIN_DIST = 0.1  # umap-learn's default
+NEIGHBORS_RANGE = (2, 200)
+MIN_DIST_RANGE = (0.0, 0.99)
 _UMAP_SCALE = 10.0  # umap-learn scales its own initialisations to this largest |coordinate|
 
 
@@ -43,11 +47,41 @@ def knn_graph(embeddings: np.ndarray | Tensor, distance: BaseDistance | None = N
     return ids, np.maximum(dissimilarity(distance, values), 0.0).astype(np.float32)
 
 
-def pca_2d(points: np.ndarray, seed: int = 0) -> np.ndarray:
-    """First two principal coordinates (N, 2) float32; sklearn's sign convention makes them deterministic."""
+@dataclass(frozen=True)
+class MapParams:
+    """How a map is drawn beyond its method: UMAP's n_neighbors and min_dist, and 2 or 3 dimensions."""
+    n_neighbors: int = N_NEIGHBORS
+    min_dist: float = MIN_DIST
+    dim: int = 2
+
+    def __post_init__(self) -> None:
+        check_params(self.n_neighbors, self.min_dist, self.dim)
+
+    def suffix(self, method: str) -> str:
+        """What a cached map's file name adds for these parameters: nothing for the default 2-D map (the
+        files written before the parameters existed stay valid), only the dimension for PCA (it has no other)."""
+        dim = "" if self.dim == 2 else f"_{self.dim}d"
+        if method != "umap" or (self.n_neighbors, self.min_dist) == (N_NEIGHBORS, MIN_DIST):
+            return dim
+        return f"{dim}_nn{self.n_neighbors}_md{self.min_dist:g}"
+
+
+def check_params(n_neighbors: int, min_dist: float, dim: int) -> None:
+    """ValueError naming the parameter when a map's UMAP settings or dimension are out of range."""
+    if not NEIGHBORS_RANGE[0] <= n_neighbors <= NEIGHBORS_RANGE[1]:
+        raise ValueError(f"n_neighbors must be between {NEIGHBORS_RANGE[0]} and {NEIGHBORS_RANGE[1]}, got {n_neighbors}")
+    if not MIN_DIST_RANGE[0] <= min_dist <= MIN_DIST_RANGE[1]:
+        raise ValueError(f"min_dist must be between {MIN_DIST_RANGE[0]} and {MIN_DIST_RANGE[1]}, got {min_dist}")
+    if dim not in (2, 3):
+        raise ValueError(f"dim must be 2 or 3, got {dim}")
+
+
+def pca_2d(points: np.ndarray, seed: int = 0, dim: int = 2) -> np.ndarray:
+    """First `dim` (2 or 3) principal coordinates (N, dim) float32; sklearn's sign convention makes them
+    deterministic."""
     n, d = points.shape
-    out = np.zeros((n, 2), dtype=np.float32)
-    width = min(2, n - 1, d)
+    out = np.zeros((n, dim), dtype=np.float32)
+    width = min(dim, n - 1, d)
     if width > 0:
         out[:, :width] = PCA(n_components=width, random_state=seed).fit_transform(points)
     return out
@@ -72,13 +106,14 @@ def _sparse(ids: np.ndarray, dists: np.ndarray, n_columns: int) -> scipy.sparse.
                                    shape=(rows, n_columns))
 
 
-def _umap(knn: tuple[np.ndarray, np.ndarray], init: np.ndarray, seed: int):
+def _umap(knn: tuple[np.ndarray, np.ndarray], init: np.ndarray, seed: int, min_dist: float = MIN_DIST):
     import umap  # lazy: ~20 s import
 
     ids, dists = _self_first(*knn)
     graph = _sparse(ids[:, 1:], dists[:, 1:], len(ids))
     model = umap.UMAP(n_neighbors=ids.shape[1], metric="precomputed", precomputed_knn=(ids, dists),
-                      init=_scaled(init), random_state=seed, n_jobs=1)
+                      init=_scaled(init), random_state=seed, n_jobs=1,
+                      n_components=init.shape[1], min_dist=min_dist)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="umap")
         # umap only checks that the matrix is structurally symmetric; the k-NN lists above are what it uses.
@@ -89,40 +124,41 @@ def _umap(knn: tuple[np.ndarray, np.ndarray], init: np.ndarray, seed: int):
 def project(embeddings: np.ndarray | Tensor, method: str = "pca", init: np.ndarray | None = None,
             knn: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0,
             sample_threshold: int = SAMPLE_THRESHOLD, distance: BaseDistance | None = None,
-            n_neighbors: int = N_NEIGHBORS) -> np.ndarray:
-    """A 2-D map (N, 2) float32 of embeddings (N, D).
+            n_neighbors: int = N_NEIGHBORS, min_dist: float = MIN_DIST, dim: int = 2) -> np.ndarray:
+    """A map (N, dim) float32 of embeddings (N, D), dim 2 or 3.
 
-    method "pca" (instant) or "umap". For UMAP: `init` (N, 2) starts from a parent run's map (default: this
+    method "pca" (instant) or "umap". For UMAP: `init` (N, dim) starts from a parent run's map (default: this
     run's PCA map); `knn` = `knn_graph(...)` of these same embeddings if the caller already has it — used
-    when all points are fitted, recomputed on the sample past `sample_threshold`. Seeded: the same input gives
-    the same map.
+    when all points are fitted, recomputed on the sample past `sample_threshold`; `n_neighbors` and `min_dist`
+    are umap-learn's (`check_params` ranges). Seeded: the same input gives the same map.
     """
+    check_params(n_neighbors, min_dist, dim)
     x = as_tensor(embeddings)
     points = view_of(distance, x)[0] if distance is not None else x.numpy()
     n = len(points)
     if method == "pca":
-        return pca_2d(points, seed)
+        return pca_2d(points, seed, dim)
     if method != "umap":
         raise ValueError(f"unknown projection method '{method}'; choose 'pca' or 'umap'")
-    if init is not None and np.shape(init) != (n, 2):
-        raise ValueError(f"init must be one 2-D position per point, shape ({n}, 2); got {np.shape(init)}")
-    if n <= 3:  # UMAP needs a neighbourhood; a handful of points is best shown as is
-        return pca_2d(points, seed)
-    start = np.asarray(init, dtype=np.float32) if init is not None else pca_2d(points, seed)
+    if init is not None and np.shape(init) != (n, dim):
+        raise ValueError(f"init must be one {dim}-D position per point, shape ({n}, {dim}); got {np.shape(init)}")
+    if n <= dim + 1:  # UMAP needs a neighbourhood; a handful of points is best shown as is
+        return pca_2d(points, seed, dim)
+    start = np.asarray(init, dtype=np.float32) if init is not None else pca_2d(points, seed, dim)
     distance = distance or _euclidean()
     if n <= sample_threshold:
         if knn is not None and len(knn[0]) != n:
             raise ValueError(f"knn must list neighbours of all {n} points (knn_graph of these embeddings), "
                              f"got {len(knn[0])} rows")
         graph = knn if knn is not None else knn_graph(x, distance, min(n_neighbors, n))
-        return _umap(graph, start, seed).embedding_.astype(np.float32)
+        return _umap(graph, start, seed, min_dist).embedding_.astype(np.float32)
 
     sample = np.sort(np.random.default_rng(seed).choice(n, size=sample_threshold, replace=False))
     rest = np.setdiff1d(np.arange(n), sample)
-    model = _umap(knn_graph(x[sample], distance, min(n_neighbors, sample_threshold)), start[sample], seed)
+    model = _umap(knn_graph(x[sample], distance, min(n_neighbors, sample_threshold)), start[sample], seed, min_dist)
     ids, values = RetrievalIndex(x[sample], distance).search(x[rest], model.n_neighbors)
     dists = np.maximum(dissimilarity(distance, values), 0.0).astype(np.float32)
-    out = np.empty((n, 2), dtype=np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
     out[sample] = model.embedding_
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="umap")

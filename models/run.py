@@ -29,7 +29,7 @@ from models.evaluate import evaluate
 from models.geometry import common_space_stats, headline
 from models.network import EmbeddingNet
 from models.progress import Cancelled, CancelCheck, Progress, ProgressCallback, ignore_progress, never_cancel
-from models.projection import align, project
+from models.projection import MapParams, align, project
 from models.stats import class_stats, local_lipschitz, logdet_map
 from models.trainer import (CHECKPOINT, HISTORY, TrainResult, atomic_write, atomic_write_json, build_distance,
                             build_model, load_checkpoint, select_device, train)
@@ -95,7 +95,7 @@ def load_model(source: str | Path, device: str = "auto") -> LoadedModel:
     config = RunConfig.model_validate(ckpt["config"])
     # Every weight comes from the checkpoint: never open the pretrained file its config may name (it could be
     # any path, in a checkpoint someone uploaded).
-    skeleton = config.model_copy(update={"pretrained_weights": None})
+    skeleton = config.skeleton()
     model = build_model(skeleton, int(ckpt["in_channels"]), int(ckpt["image_size"]))
     model.load_state_dict(ckpt["model"])
     distance = build_distance(config)
@@ -230,7 +230,7 @@ def _measure_embeddings(embeddings: dict[str, np.ndarray], distance: BaseDistanc
     embeddings = {**embeddings, "all": np.concatenate([embeddings["train"], embeddings["test"]])}
     for s in PROJECTION_SPLITS:
         xy = project(embeddings[s], "pca", seed=seed, distance=distance)
-        _save_npy(run_dir / f"projection_pca_{s}.npy", _aligned(xy, split, s, parent_dir, "pca"))
+        _save_npy(run_dir / projection_file("pca", s), _aligned(xy, split, s, parent_dir, "pca"))
     timings["project_s"] = time.perf_counter() - t
     return {s: headline(metrics[s], stats[s], common[s]) for s in SPLITS}, timings
 
@@ -240,13 +240,13 @@ def _split_ids(split: dict[str, np.ndarray], which: str) -> np.ndarray:
 
 
 def _aligned(xy: np.ndarray, split: dict[str, np.ndarray], which: str, parent_dir: Path | None,
-             method: str) -> np.ndarray:
+             method: str, params: MapParams = MapParams()) -> np.ndarray:
     """`xy` rotated/scaled onto the parent run's map of the same images, so a retrain keeps its parent's layout;
     unchanged without a parent map or with fewer than 3 shared images."""
     if parent_dir is None:
         return xy
     parent = load_run(parent_dir)
-    parent_xy = parent.projection(method, which)
+    parent_xy = parent.projection(method, which, params)
     if parent_xy is None:
         return xy
     try:
@@ -511,9 +511,9 @@ class RunArtifacts:
         """(N,) the whole network's local Lipschitz constant, NaN where not sampled (models.diagnostics)."""
         return self._npy(f"lipschitz_network_{split}.npy")
 
-    def projection(self, method: str, split: str) -> np.ndarray | None:
-        """(N, 2) map if computed (PCA always is; UMAP after `ensure_projection`)."""
-        return self._npy(f"projection_{method}_{split}.npy")
+    def projection(self, method: str, split: str, params: MapParams = MapParams()) -> np.ndarray | None:
+        """(N, dim) map if computed (the 2-D PCA always is; the others after `ensure_projection`)."""
+        return self._npy(projection_file(method, split, params))
 
     def class_compactness(self, split: str) -> dict[str, dict[str, Any]]:
         """Per-class stats of one split keyed by class name (what `compare` aligns two runs on)."""
@@ -525,17 +525,23 @@ def load_run(run_dir: str | Path) -> RunArtifacts:
     return RunArtifacts(run_dir)
 
 
-def ensure_projection(run_dir: str | Path, method: str, split: str = "test",
-                      parent_dir: str | Path | None = None) -> np.ndarray:
-    """The run's 2-D map of `split` ("train", "test" or "all"), computed on first call and cached in the folder.
+def projection_file(method: str, split: str, params: MapParams = MapParams()) -> str:
+    """The one place a cached map's file name is made: per method, split and `MapParams`."""
+    return f"projection_{method}_{split}{params.suffix(method)}.npy"
 
-    UMAP starts from the parent run's map of the same images when there is one (else this run's PCA) and is
-    then Procrustes-aligned to it, so a retrained run's map keeps its parent's layout.
+
+def ensure_projection(run_dir: str | Path, method: str, split: str = "test",
+                      parent_dir: str | Path | None = None, params: MapParams = MapParams()) -> np.ndarray:
+    """The run's map of `split` ("train", "test" or "all"), computed on first call and cached in the folder
+    under `projection_file` (one file per method, split and `params`).
+
+    UMAP starts from the parent run's map of the same images and parameters when there is one (else this run's
+    PCA) and is then Procrustes-aligned to it, so a retrained run's map keeps its parent's layout.
     """
     if split not in PROJECTION_SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(PROJECTION_SPLITS)}")
     run = load_run(run_dir)
-    cached = run.projection(method, split)
+    cached = run.projection(method, split, params)
     if cached is not None:
         return np.asarray(cached)
     parts = [run.embeddings(s) for s in (SPLITS if split == "all" else (split,))]
@@ -546,10 +552,11 @@ def ensure_projection(run_dir: str | Path, method: str, split: str = "test",
     init = None
     parent = load_run(parent_dir) if parent_dir else None
     if parent is not None:
-        parent_xy = parent.projection(method, split)
+        parent_xy = parent.projection(method, split, params)
         if parent_xy is not None and np.array_equal(_split_ids(parent.split, split), _split_ids(run.split, split)):
             init = np.asarray(parent_xy)
-    xy = project(embeddings, method, init=init, seed=run.config.seed, distance=distance)
-    xy = _aligned(xy, run.split, split, Path(parent_dir) if parent_dir else None, method)
-    _save_npy(run.dir / f"projection_{method}_{split}.npy", xy)
+    xy = project(embeddings, method, init=init, seed=run.config.seed, distance=distance,
+                 n_neighbors=params.n_neighbors, min_dist=params.min_dist, dim=params.dim)
+    xy = _aligned(xy, run.split, split, Path(parent_dir) if parent_dir else None, method, params)
+    _save_npy(run.dir / projection_file(method, split, params), xy)
     return xy

@@ -163,8 +163,9 @@ def _restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
 
 
 def _comparable(config: RunConfig) -> dict[str, Any]:
-    # Epochs may grow between resumes ("train longer"); the device may change; anything else must match.
-    return config.model_dump(mode="json", exclude={"epochs", "device", "amp"})
+    # Epochs may grow between resumes ("train longer"); the device may change; anything else must match. Where
+    # the initial weights file lies does not matter: a resumed model takes every weight from its checkpoint.
+    return config.model_dump(mode="json", exclude={"epochs", "device", "amp", "pretrained_weights"})
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`dmlscope train | eval | compare | sweep | serve`: the command line over the same store and data folder as the
+"""`dmlscope train | eval | compare | sweep | serve | import`: the command line over the same store and data folder as the
 server, so a run trained here shows up in the browser and the other way round.
 
 Bad input (an unknown loss, a missing folder, a malformed flag) ends with one `dmlscope: error: ...` line and
@@ -74,7 +74,8 @@ def config_patch(args: argparse.Namespace) -> dict[str, Any]:
                         ("flow.coupling", args.coupling), ("epochs", args.epochs), ("seed", args.seed),
                         ("backbone", args.backbone), ("embedding_dim", args.embedding_dim),
                         ("optimizer.lr", args.lr), ("device", args.device), ("image_size", args.image_size),
-                        ("steps_per_epoch", args.steps_per_epoch), ("pretrained_weights", args.pretrained_weights)]:
+                        ("steps_per_epoch", args.steps_per_epoch), ("pretrained_weights", args.pretrained_weights),
+                        ("pretrained", args.pretrained), ("freeze_bn", args.freeze_bn)]:
         put(path, value)
     for item in args.set or []:
         key, value = _key_value(item, "--set")
@@ -199,6 +200,7 @@ def run_in_store(store: Any, dataset: Any, config: Any, name: str | None, parent
     from models.progress import Cancelled
     from models.run import execute_run
     from models.trainer import TrainingDiverged
+    from server.weights import with_weights_file
 
     if work is None:  # refuse what cannot train on this set before recording a run that would only fail
         check_trainable(store.image_set(dataset.id), config)
@@ -210,8 +212,8 @@ def run_in_store(store: Any, dataset: Any, config: Any, name: str | None, parent
     try:
         with _StopOnSigint() as stop:
             if work is None:
-                summary = execute_run(store.image_set(dataset.id), config, run_dir, on_progress=bar,
-                                      should_cancel=stop, parent_dir=parent_dir)
+                summary = execute_run(store.image_set(dataset.id), with_weights_file(store, config), run_dir,
+                                      on_progress=bar, should_cancel=stop, parent_dir=parent_dir)
             else:
                 summary = work(run_dir, bar, stop)
     except (Cancelled, KeyboardInterrupt):
@@ -408,8 +410,11 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int)
     g.add_argument("--steps-per-epoch", type=int, help="default: one pass over the train images")
     g.add_argument("--seed", type=int)
-    g.add_argument("--backbone", help="small_cnn, resnet18, resnet50")
+    g.add_argument("--backbone", help="small_cnn, resnet18/34/50/101, efficientnet_b0, vit_b_16, googlenet")
+    g.add_argument("--pretrained", choices=["imagenet"], help="torchvision's ImageNet weights (torch cache; downloaded "
+                                                               "once when online)")
     g.add_argument("--pretrained-weights", help="a local state_dict file for the backbone (never downloaded)")
+    g.add_argument("--freeze-bn", action="store_true", default=None, help="keep the backbone's BatchNorm frozen")
     g.add_argument("--embedding-dim", type=int)
     g.add_argument("--image-size", type=int, help="default: the images' own size")
     g.add_argument("--lr", type=float)
@@ -469,10 +474,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.set_defaults(func=cmd_sweep)
 
-    from server.cli_import import add_import_parser
-
-    add_import_parser(sub, _add_data_dir)
-
     env_help = "\n".join(f"  {var:28s} {desc} (default: {default or 'unset'})"
                          for var, default, desc in Settings.field_help())
     p = sub.add_parser("serve", help="serve the web app and HTTP API", formatter_class=argparse.RawTextHelpFormatter,
@@ -483,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(default $DMLSCOPE_ALLOWED_HOSTS)")
     _add_data_dir(p)
     p.set_defaults(func=cmd_serve)
+
+    from server.cli_import import add_import_parser
+
+    add_import_parser(sub, _add_data_dir)
     return parser
 
 

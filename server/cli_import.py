@@ -1,17 +1,43 @@
-"""`dmlscope import …`: bring outside results into the store. `import embeddings FILE` measures a vectors file
-(.npz / .npy, see models.embeddings_import) as a run of origin `embeddings`, in this process, checked exactly
-as `POST /api/embeddings` checks it (server/routes/embeddings_import.py)."""
+"""`dmlscope import …`: bring outside data and results into the store.
+
+`import cub|cars|sop|inshop PATH` copies a local copy of a DML benchmark, in its published layout, into the data
+folder with its standard split, so `split.mode = "predefined"` trains on it from every surface. The server has no
+route for this on purpose: a folder on the server would be a path taken from a request.
+
+`import embeddings FILE` measures a vectors file (.npz / .npy, see models.embeddings_import) as a run of origin
+`embeddings`, in this process, checked exactly as `POST /api/embeddings` checks it
+(server/routes/embeddings_import.py).
+"""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any, Callable
 
+# CLI name → what the user should have unpacked there (models.data.benchmarks reads the layout itself)
+LAYOUTS = {"cub": "CUB_200_2011/ (images.txt, image_class_labels.txt, classes.txt, images/)",
+           "cars": "cars_annos.mat + car_ims/, or the devkit layout (devkit/, cars_train/, cars_test/)",
+           "sop": "Stanford_Online_Products/ (Ebay_train.txt, Ebay_test.txt, <category>_final/)",
+           "inshop": "list_eval_partition.txt (or Eval/list_eval_partition.txt) and img/"}
+
 
 def add_import_parser(sub: Any, add_data_dir: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser("import", help="import outside results into the store (embeddings)",
-                       description="Import results made elsewhere; they appear in the browser like any run.")
+    """Register `import` and its sub-commands on the CLI's sub-parsers (`add_data_dir` adds the shared
+    --data-dir flag)."""
+    p = sub.add_parser("import", help="import a benchmark (CUB, Cars, SOP, In-Shop) with its standard split, or "
+                                      "embeddings made elsewhere",
+                       description="Import data or results made elsewhere; they appear in the browser like any other.")
     kinds = p.add_subparsers(dest="kind", required=True, parser_class=type(p))
+    for kind, layout in LAYOUTS.items():
+        b = kinds.add_parser(kind, help=f"a local copy of {kind}: {layout}",
+                             description=f"Import {kind} from the folder its archive was unpacked into (as "
+                                         f"published): {layout}. Its train/test split is kept: train with --set "
+                                         "split.mode=predefined (or choose 'predefined' in the browser).")
+        b.add_argument("path", metavar="PATH", help="the benchmark's folder")
+        b.add_argument("--name", help="dataset name shown in the browser (default: the kind and folder name)")
+        add_data_dir(b)
+        b.set_defaults(func=cmd_import_benchmark)
+
     e = kinds.add_parser("embeddings", help="vectors + labels (.npz/.npy) measured as a run, with no model",
                          description="FILE: an .npz with vectors (N, D), labels (N,) [, image_ids, split], or an "
                                      ".npy structured array with those fields (docs/api.md, POST /api/embeddings).")
@@ -21,6 +47,29 @@ def add_import_parser(sub: Any, add_data_dir: Callable[[argparse.ArgumentParser]
     e.add_argument("--distance", default="euclidean", help="a distance that needs no training (default euclidean)")
     add_data_dir(e)
     e.set_defaults(func=cmd_import_embeddings)
+
+
+def cmd_import_benchmark(args: argparse.Namespace) -> int:
+    from server.cli import BadInput, _settings
+    from server.store import Store
+
+    path = Path(args.path).expanduser()
+    if not path.is_dir():
+        raise BadInput(f"{path} is not a folder; give the folder the {args.kind} archive was unpacked into "
+                       f"({LAYOUTS[args.kind]})")
+    store = Store.open(_settings(args))
+    rec = store.import_benchmark(args.kind, path, args.name)
+    info, split = rec.info, rec.info["predefined_split"]
+    print(f"dataset {rec.id} {rec.name!r}: {info['num_images']} images, {info['num_classes']} classes; predefined "
+          f"split: train {split['train_images']} images / {split['train_classes']} classes, test "
+          f"{split['test_images']} images / {split['test_classes']} classes")
+    if info["skipped"]:
+        print(f"skipped {len(info['skipped'])} file(s), e.g. {info['skipped'][0]['path']}: "
+              f"{info['skipped'][0]['reason']}")
+    for warning in info["warnings"]:
+        print(f"warning: {warning}")
+    print(f"train on it: dmlscope train --data {rec.id} --set split.mode=predefined")
+    return 0
 
 
 def cmd_import_embeddings(args: argparse.Namespace) -> int:

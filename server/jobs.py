@@ -22,6 +22,7 @@ from typing import Any
 from server.errors import Conflict, QueueFull
 from server.settings import Settings
 from server.store import ACTIVE, RunRecord, Store
+from server.weights import with_weights_file
 
 log = logging.getLogger("dmlscope.jobs")
 _POLL_S = 0.2
@@ -332,7 +333,8 @@ class JobManager:
         if rec.parent_id is not None and self.store.get_run(rec.parent_id).status == "done":
             parent_dir = str(self.store.run_dir(rec.parent_id))  # only a finished parent has maps to align to
         return (rec.id, rec.origin, str(self.store.dataset_dir(rec.dataset_id)), str(self.store.run_dir(rec.id)),
-                parent_dir, rec.run_config().model_dump_json(), self.settings.device, self.settings.torch_threads)
+                parent_dir, with_weights_file(self.store, rec.run_config()).model_dump_json(), self.settings.device,
+                self.settings.torch_threads)
 
     def _launch(self, run_id: str, args: tuple) -> None:
         cancel = self._ctx.Event()

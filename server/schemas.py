@@ -73,6 +73,13 @@ class SkippedFile(_Out):
     reason: str
 
 
+class PredefinedSplit(_Out):
+    train_images: int
+    test_images: int
+    train_classes: int
+    test_classes: int
+
+
 class DatasetPublic(_Out):
     id: str
     name: str
@@ -85,6 +92,8 @@ class DatasetPublic(_Out):
     classes: list[ClassCount]
     has_predefined_split: bool
     has_images: bool = Field(True, description="false for the labels-only dataset of imported embeddings")
+    predefined_split: PredefinedSplit | None = Field(None, description="the benchmark's own train/test split "
+                                                                        "(split.mode 'predefined'), when it has one")
     skipped: list[SkippedFile] = Field(description=f"the first {SKIPPED_SHOWN} files the import skipped, with why; "
                                                    "all of them at GET /api/datasets/{id}/skipped")
     skipped_count: int
@@ -182,6 +191,7 @@ class PointsPublic(_Out):
     projection: Literal["pca", "umap"]
     count: int
     class_names: list[str]
+    params: dict[str, float]  # n_neighbors, min_dist, dim: the map drawn (columns has "z" when dim is 3)
     columns: dict[str, list[float] | list[int] | None]
 
 

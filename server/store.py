@@ -112,7 +112,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 class DatasetRecord:
     id: str
     name: str
-    source: str  # builtin | upload | zip | folder | embeddings (labels only, no images)
+    source: str  # builtin | upload | zip | folder | benchmark | embeddings (labels only, no images)
     builtin: str | None
     created_at: str
     info: dict[str, Any]  # num_images, num_classes, classes, channels, native_size, skipped, warnings, ...
@@ -146,6 +146,9 @@ def _dataset_info(report: "ImportReport") -> dict[str, Any]:
         "num_images": len(s), "num_classes": len(s.class_names), "channels": int(s.channels),
         "native_size": s.native_size, "classes": [{"name": n, "count": c} for n, c in zip(s.class_names, counts)],
         "has_predefined_split": s.split is not None, "has_images": s.has_images,
+        "predefined_split": None if s.split is None else {
+            "train_images": int(s.split.sum()), "test_images": int((~s.split).sum()),
+            "train_classes": len(set(s.labels[s.split].tolist())), "test_classes": len(set(s.labels[~s.split].tolist()))},
         "skipped": [{"path": k.path, "reason": k.reason} for k in report.skipped],
         "warnings": list(report.warnings),
     }
@@ -272,6 +275,14 @@ class Store:
         if path.is_file() and path.suffix.lower() == ".zip":
             return self._add_dataset(name or path.stem, "zip", lambda dest: import_zip(path, dest, self.upload_limits()))
         raise BadRequest(f"{path} is neither a folder with one sub-folder per class nor a .zip file")
+
+    def import_benchmark(self, kind: str, path: Path, name: str | None = None) -> DatasetRecord:
+        """Import a local copy of a DML benchmark in its published layout, with its predefined split (CLI use:
+        the path is the local user's, never a request's)."""
+        from models.data import import_benchmark
+
+        return self._add_dataset(name or f"{kind} ({Path(path).resolve().name})", "benchmark",
+                                 lambda dest: import_benchmark(kind, path, dest, self.upload_limits()))
 
     def import_zip_upload(self, zip_path: Path, name: str) -> DatasetRecord:
         from models.data import import_zip

@@ -58,7 +58,11 @@ export const api = {
   uploadDataset: (form) => request("POST", "datasets", { form }),
   deleteDataset: (id, force = false) => request("DELETE", `datasets/${id}${force ? "?force=true" : ""}`),
 
+  weights: () => request("GET", "weights"),
+  uploadWeights: (form) => request("POST", "weights", { form }),
+
   runs: (params = {}) => request("GET", `runs?${q(params)}`),
+  runGroups: (params = {}) => request("GET", `run-groups?${q(params)}`),
   run: (id) => request("GET", `runs/${id}`),
   createRun: (datasetId, config, name) => request("POST", "runs", { json: { dataset_id: datasetId, config, name } }),
   retrain: (id, patch, name) => request("POST", `runs/${id}/retrain`, { json: { patch, name } }),
@@ -84,8 +88,9 @@ export const api = {
   resumeSweep: (id) => request("POST", `sweeps/${id}/resume`),
 
   /** Points of a run's map as typed arrays (binary format of docs/api.md). */
-  async points(id, split, projection) {
-    const response = await request("GET", `runs/${id}/points?${q({ split, projection, format: "binary" })}`, { raw: true });
+  /** `params`: {n_neighbors, min_dist, dim} (server defaults for those left out). */
+  async points(id, split, projection, params = {}) {
+    const response = await request("GET", `runs/${id}/points?${q({ split, projection, ...params, format: "binary" })}`, { raw: true });
     return decodePoints(await response.arrayBuffer());
   },
 };

@@ -5,8 +5,9 @@ import { el, fill } from "./dom.js";
 
 // Components are picked from registries; every other schema property is drawn generically.
 const COMPONENT_FIELDS = new Set(["backbone", "loss", "miner", "distance", "regularizers"]);
-const HIDDEN_FIELDS = new Set(["pretrained_weights"]); // a local file path: CLI only, not the API
-const MODEL_FIELDS = ["embedding_dim", "image_size"];
+// pretrained_weights is a local file path: CLI only, not the API; weights_id is the uploaded-weights list below
+const HIDDEN_FIELDS = new Set(["pretrained_weights", "weights_id"]);
+const MODEL_FIELDS = ["pretrained", "freeze_bn", "embedding_dim", "image_size"];
 
 const HELP = {
   "distance.normalize": "L2-normalise embeddings before measuring (explicit, never implied)",
@@ -19,6 +20,8 @@ const HELP = {
   "flow.coupling": "affine = Real-NVP, additive = NICE (volume-preserving ablation)",
   "split.mode": "zero-shot protocol: train on some classes, test on the unseen rest",
   amp: "mixed precision, CUDA only",
+  pretrained: "torchvision's ImageNet weights, fetched once into the server's torch cache (offline: upload a file)",
+  freeze_bn: "keep the backbone's BatchNorm statistics and weights frozen (Proxy-Anchor's recipe)",
 };
 // Parts of the papers that are our reconstruction (SPEC: show R/S items as "approximation").
 const APPROXIMATE = new Set(["density", "det"]);
@@ -48,9 +51,11 @@ function scalarInput(id, schema, value) {
   const variants = schema.anyOf || [schema];
   const nullable = variants.some((v) => v.type === "null");
   const s = variants.find((v) => v.type !== "null") || {};
-  if (s.enum) {
-    const select = el("select", { id }, s.enum.map((v) => el("option", { value: v, selected: v === value }, v)));
-    return { input: select, read: () => select.value };
+  const choices = s.enum || (s.const !== undefined ? [s.const] : null); // Literal["x"] comes as a const
+  if (choices) {
+    const none = nullable ? [el("option", { value: "", selected: value == null }, "none")] : [];
+    const select = el("select", { id }, none, choices.map((v) => el("option", { value: v, selected: v === value }, v)));
+    return { input: select, read: () => (select.value === "" && nullable ? null : select.value) };
   }
   if (s.type === "boolean") {
     const box = el("input", { id, type: "checkbox", checked: Boolean(value) });
@@ -149,11 +154,26 @@ function regularizerRows(prefix, components, start) {
   };
 }
 
+/** The uploaded weights files (GET /api/weights) as a select of ids; "none" is null. */
+function weightsField(prefix, weights, startId) {
+  const id = `${prefix}-weights_id`;
+  const option = (w) => el("option", { value: w.id, selected: w.id === startId }, `${w.name} (${w.backbone})`);
+  const select = el("select", { id, "data-path": "weights_id" },
+    el("option", { value: "", selected: !startId }, "none"), weights.map(option));
+  return {
+    nodes: [el("label", { for: id }, "Weights file"),
+      el("div", {}, select, el("span", { class: "help" }, " an uploaded state_dict for this backbone"))],
+    read: () => select.value || null,
+    add(w) { select.append(option(w)); select.value = w.id; },
+  };
+}
+
 /**
- * Build the form. `components` is GET /api/components; `start` a full RunConfig (defaults, or a run's config).
- * Returns {node, read(): RunConfig, markErrors(fields)}.
+ * Build the form. `components` is GET /api/components; `start` a full RunConfig (defaults, or a run's config);
+ * `weights` the uploaded weights files offered as a list (null: the start's choice is kept as is).
+ * Returns {node, read(): RunConfig, markErrors(fields), addWeights(record), backbone()}.
  */
-export function configForm(components, start, prefix = "cfg") {
+export function configForm(components, start, prefix = "cfg", weights = null) {
   const root = components.run_config.schema;
   const readers = []; // [path, read]
   const plain = (path, schema) => {
@@ -170,9 +190,10 @@ export function configForm(components, start, prefix = "cfg") {
     return Object.entries(schema.properties).map(([name, s]) => plain(`${key}.${name}`, s));
   };
 
-  // RunConfig has no backbone parameters (weights are a CLI-only local file): offer the choice only.
+  // RunConfig has no backbone parameters (weights come from `pretrained` or a file): offer the choice only.
   const backbones = components.backbones.map((c) => ({ ...c, params: [] }));
   const backbone = componentField(prefix, "Backbone", "backbone", backbones, { name: start.backbone, params: {} });
+  const weightsChoice = weights ? weightsField(prefix, weights, start.weights_id) : null;
   const loss = componentField(prefix, "Loss", "loss", components.losses, start.loss);
   const miner = componentField(prefix, "Miner", "miner", components.miners, start.miner);
   const distance = componentField(prefix, "Distance", "distance", components.distances, start.distance);
@@ -187,7 +208,7 @@ export function configForm(components, start, prefix = "cfg") {
   const group = (legend, ...rows) => el("fieldset", {}, el("legend", {}, legend), el("div", { class: "form-grid" }, rows));
 
   const node = el("div", { class: "config-form" },
-    group("Model", backbone.nodes, MODEL_FIELDS.filter((k) => k in root.properties).map((k) => plain(k, root.properties[k]))),
+    group("Model", backbone.nodes, weightsChoice?.nodes, MODEL_FIELDS.filter((k) => k in root.properties).map((k) => plain(k, root.properties[k]))),
     group("Loss and miner", loss.nodes, miner.nodes),
     group("Distance", distance.nodes, normalize),
     el("fieldset", { class: "wide" }, el("legend", {}, "Regularizers (weight λ × term, added to the loss)"), regs.node),
@@ -199,6 +220,7 @@ export function configForm(components, start, prefix = "cfg") {
     read() {
       const cfg = clone(start);
       cfg.backbone = backbone.read().name;
+      if (weightsChoice) cfg.weights_id = weightsChoice.read();
       cfg.loss = loss.read();
       cfg.miner = miner.read();
       cfg.distance = { ...cfg.distance, ...distance.read() }; // normalize is one of the plain readers
@@ -206,6 +228,8 @@ export function configForm(components, start, prefix = "cfg") {
       for (const [path, read] of readers) setPath(cfg, path, read());
       return cfg;
     },
+    addWeights: (record) => weightsChoice?.add(record),
+    backbone: () => backbone.read().name,
     /** Mark the inputs named by a 422 answer's `fields` (loc like ["body","config","loss","name"]). */
     markErrors(fields = []) {
       for (const bad of node.querySelectorAll("[aria-invalid]")) bad.removeAttribute("aria-invalid");

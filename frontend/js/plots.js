@@ -74,14 +74,24 @@ export function markerFor({ kind, values, labels = [], colors = null, title = ""
 const MAP_CONFIG = { ...CONFIG, modeBarButtonsToRemove: ["toggleSpikelines"] };
 
 /** Draw (or redraw) a projection map: trace 0 = all points, trace 1 = highlighted points. `selected`: rows
- * of trace 0 drawn as selected (the others dimmed), null for no selection; `dragmode`: pan, select, lasso. */
-export function drawMap(div, { x, y, marker, title, xTitle = "", yTitle = "", selected = null, dragmode = "pan" }) {
+ * of trace 0 drawn as selected (the others dimmed), null for no selection; `dragmode`: pan, select, lasso.
+ * With `z` (a 3-D map) both traces are scatter3d (rotate by dragging; no box/lasso there): the selection is
+ * shown by dimming the other points' colour. */
+export function drawMap(div, { x, y, z = null, marker, title, xTitle = "", yTitle = "", zTitle = "", selected = null, dragmode = "pan" }) {
+  const ring = { size: 16, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2.5 } };
+  if (z) {
+    const dim = selected ? { ...marker, opacity: 0.35 } : marker;  // scatter3d has no selectedpoints
+    const points = { type: "scatter3d", mode: "markers", x, y, z, marker: { ...dim, size: 3 }, hoverinfo: "none", showlegend: false };
+    const highlight = { type: "scatter3d", mode: "markers", x: [], y: [], z: [], hoverinfo: "skip", showlegend: false,
+      marker: { size: 8, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2 } } };
+    const axis = (text) => ({ title: { text }, showticklabels: false, showspikes: false });
+    return Plotly().react(div, [points, highlight],
+      layout(title, { scene: { xaxis: axis(xTitle), yaxis: axis(yTitle), zaxis: axis(zTitle), dragmode: "orbit" } }),
+      MAP_CONFIG);
+  }
   const points = { type: "scattergl", mode: "markers", x, y, marker, hoverinfo: "none", showlegend: false,
     selectedpoints: selected, unselected: { marker: { opacity: 0.15 } } };
-  const highlight = {
-    type: "scattergl", mode: "markers", x: [], y: [], hoverinfo: "skip", showlegend: false,
-    marker: { size: 16, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2.5 } },
-  };
+  const highlight = { type: "scattergl", mode: "markers", x: [], y: [], hoverinfo: "skip", showlegend: false, marker: ring };
   const axis = (text) => ({ title: { text }, zeroline: false, showgrid: false, showticklabels: false });
   return Plotly().react(div, [points, highlight],
     layout(title, { xaxis: axis(xTitle), yaxis: axis(yTitle), dragmode: dragmode || "pan" }),
@@ -91,9 +101,10 @@ export function drawMap(div, { x, y, marker, title, xTitle = "", yTitle = "", se
 /** Mark the points `indices` (positions in trace 0) with rings in the highlight trace. */
 export function highlight(div, indices) {
   if (!div.data) return;
-  const xs = div.data[0].x;
-  const ys = div.data[0].y;
-  Plotly().restyle(div, { x: [indices.map((i) => xs[i])], y: [indices.map((i) => ys[i])] }, [1]);
+  const [{ x, y, z }] = div.data;
+  const update = { x: [indices.map((i) => x[i])], y: [indices.map((i) => y[i])] };
+  if (z) update.z = [indices.map((i) => z[i])];
+  Plotly().restyle(div, update, [1]);
 }
 
 export function react(div, data, lay, config = CONFIG) {
@@ -110,12 +121,16 @@ export function downloadPng(div, filename) {
 }
 
 /** Listen to hover/unhover/click on a map; handlers get (pointIndex, mouseEvent). Only trace 0 counts.
- * `selected(pointIndices)` follows a box / lasso selection, `deselect()` its clearing. */
+ * `selected(pointIndices)` follows a box / lasso selection, `deselect()` its clearing. A 3-D scene's events
+ * carry no mouse event and number points by `pointNumber`: the last mouse position over the div stands in. */
 export function onPoints(div, { hover, unhover, click, selected, deselect }) {
   const first = (ev) => ev.points.find((p) => p.curveNumber === 0);
-  if (hover) div.on("plotly_hover", (ev) => { const p = first(ev); if (p) hover(p.pointIndex, ev.event); });
+  const row = (p) => p.pointIndex ?? p.pointNumber;
+  let mouse = null;
+  div.addEventListener("mousemove", (ev) => { mouse = ev; });
+  if (hover) div.on("plotly_hover", (ev) => { const p = first(ev); if (p) hover(row(p), ev.event || mouse); });
   if (unhover) div.on("plotly_unhover", () => unhover());
-  if (click) div.on("plotly_click", (ev) => { const p = first(ev); if (p) click(p.pointIndex, ev.event); });
+  if (click) div.on("plotly_click", (ev) => { const p = first(ev); if (p) click(row(p), ev.event || mouse); });
   if (selected) div.on("plotly_selected", (ev) => { if (ev) selected(ev.points.filter((p) => p.curveNumber === 0).map((p) => p.pointIndex)); });
   if (deselect) div.on("plotly_deselect", () => deselect());
 }

@@ -1,8 +1,9 @@
 // The page state lives in the URL so that a view can be bookmarked and shared:
 //   /?run=<id>[&color=class|logdet|lipschitz|correct|split][&proj=umap|pca][&split=test|train|all][&image=<id>]
+//          [&nn=<UMAP n_neighbors>][&md=<UMAP min_dist>][&dim=3]
 //   /?compare=<a>,<b>[&proj=…][&split=…]
 //   /?sweep=<id>                 (a sweep: progress, runs, results)
-//   /?tab=data|train|runs|sweeps (the workbench)
+//   /?tab=data|train|runs|sweeps (the workbench; runs: [&sort=-map_at_r][&group=config])
 
 export function params() {
   return new URLSearchParams(window.location.search);

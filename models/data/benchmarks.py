@@ -2,8 +2,10 @@
 
 Each keeps its zero-shot protocol (SPEC §4) as the image set's predefined split: CUB-200-2011 trains on
 classes 1–100 and tests on 101–200, Cars196 on 1–98 / 99–196 (the first half of the class ids), Stanford
-Online Products as its Ebay_train.txt / Ebay_test.txt say. Labels follow class-id order, so `first_half`
-equals the published split for CUB and Cars. Images go through the same safe decoding as uploads.
+Online Products as its Ebay_train.txt / Ebay_test.txt say, In-Shop as its list_eval_partition.txt says (train
+vs query + gallery: the test side holds both, measured all-against-all like the others, not query → gallery).
+Labels follow class-id order, so `first_half` equals the published split for CUB and Cars. Images go through
+the same safe decoding as uploads.
 """
 from __future__ import annotations
 
@@ -113,14 +115,38 @@ def _sop(root: Path) -> tuple[Path, list[_Record]]:
     return base, records
 
 
-BENCHMARKS: dict[str, Callable[[Path], tuple[Path, list[_Record]]]] = {"cub200": _cub, "cars196": _cars, "sop": _sop}
+_INSHOP = ("the In-Shop (DeepFashion) layout: list_eval_partition.txt (or Eval/list_eval_partition.txt) and the "
+           "img/ folder it names")
+
+
+def _inshop(root: Path) -> tuple[Path, list[_Record]]:
+    partition = next((p for p in (root / "list_eval_partition.txt", root / "Eval" / "list_eval_partition.txt")
+                      if p.is_file()), None)
+    if partition is None:
+        raise DatasetError(f"list_eval_partition.txt is missing (looked in {root} and {root / 'Eval'}); {_INSHOP}")
+    lines = partition.read_text(encoding="utf-8").splitlines()[2:]  # a count, then "image_name item_id evaluation_status"
+    records = []
+    for number, line in enumerate(filter(str.strip, lines), start=3):
+        parts = line.split()
+        if len(parts) != 3 or parts[2] not in ("train", "query", "gallery") or not parts[1].startswith("id_"):
+            raise DatasetError(f"{partition.name} line {number} is not 'img/… id_NNNNNNNN train|query|gallery': "
+                               f"{line[:120]!r}")
+        rel, item, status = parts
+        records.append(_Record(int(item.removeprefix("id_")), item, rel, status == "train"))
+    return root, records
+
+
+BENCHMARKS: dict[str, Callable[[Path], tuple[Path, list[_Record]]]] = {"cub200": _cub, "cars196": _cars, "sop": _sop,
+                                                                      "inshop": _inshop}
+ALIASES = {"cub": "cub200", "cars": "cars196"}  # the short names of the CLI
 
 
 def import_benchmark(kind: str, root: str | Path, dest: str | Path, limits: UploadLimits | None = None,
                      max_side: int = 256) -> ImportReport:
-    """Import a local copy of a benchmark (`kind` in BENCHMARKS) with its predefined zero-shot split."""
+    """Import a local copy of a benchmark (`kind` in BENCHMARKS or ALIASES) with its predefined zero-shot split."""
+    kind = ALIASES.get(kind, kind)
     if kind not in BENCHMARKS:
-        raise DatasetError(f"unknown benchmark {kind!r}; choose one of: {', '.join(BENCHMARKS)}")
+        raise DatasetError(f"unknown benchmark {kind!r}; choose one of: {', '.join([*ALIASES, *BENCHMARKS])}")
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder; give the folder the {kind} archive unpacked into")

@@ -12,6 +12,7 @@ import json
 import struct
 import threading
 from collections import OrderedDict
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -21,7 +22,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from server.errors import BadRequest, Conflict, NotFound
+from models.projection import MapParams
 from server.routes.deps import RunId, StoreDep
+from server.routes.mapparams import MapParamsDep
 from server.schemas import (ChangedImage, ClassCompare, ComparePublic, MetricDiff, Neighbor, NeighborQuery,
                             NeighborsPublic, PointsPublic, StatsPublic, run_public, thumb_url)
 from server.store import ID_PATTERN, RunRecord, Store, atomic_write_bytes
@@ -169,17 +172,17 @@ class _View:
 
         return self.cached_array(f"correct_at_1_{split}", compute)
 
-    def projection(self, method: str, split: str) -> np.ndarray:
-        """(N, 2) map; UMAP is computed on first use, aligned to the parent run's map (models.run)."""
-        from models.run import ensure_projection
+    def projection(self, method: str, split: str, params: MapParams) -> np.ndarray:
+        """(N, dim) map; computed on first use, aligned to the parent run's map (models.run)."""
+        from models.run import ensure_projection, projection_file
 
         parent = _parent(self.store, self.rec)
         if parent is not None:  # the parent's map first: a child's map starts from it and is aligned to it
-            _View.of(self.store, parent).projection(method, split)
-        path = self.art.dir / f"projection_{method}_{split}.npy"
+            _View.of(self.store, parent).projection(method, split, params)
+        path = self.art.dir / projection_file(method, split, params)
         with _file_locks.get(str(path), threading.Lock):
             return ensure_projection(self.art.dir, method, split,
-                                     self.store.run_dir(parent.id) if parent is not None else None)
+                                     self.store.run_dir(parent.id) if parent is not None else None, params)
 
 
 def _parent(store: Store, rec: RunRecord) -> RunRecord | None:
@@ -192,19 +195,20 @@ def _parent(store: Store, rec: RunRecord) -> RunRecord | None:
     return parent if parent.status == "done" else None
 
 
-def _points(view: _View, split: str, projection: str) -> dict[str, np.ndarray | None]:
+def _points(view: _View, split: str, projection: str, params: MapParams) -> dict[str, np.ndarray | None]:
     splits: tuple[Split, ...] = SPLITS if split == "all" else (split,)  # type: ignore[assignment]
 
     def column(get: Callable[[Split], np.ndarray | None], dtype: Any) -> np.ndarray | None:
         parts = [get(s) for s in splits]
         return None if any(p is None for p in parts) else np.concatenate([np.asarray(p) for p in parts]).astype(dtype)
 
-    xy = view.projection(projection, split)
+    xy = view.projection(projection, split, params)
     return {
         "image_id": column(view.image_ids, np.int32),
         "label": column(view.labels, np.int32),
         "split": np.concatenate([np.full(len(view.image_ids(s)), SPLITS.index(s), np.int32) for s in splits]),
         "x": np.asarray(xy[:, 0], np.float32), "y": np.asarray(xy[:, 1], np.float32),
+        **({"z": np.asarray(xy[:, 2], np.float32)} if params.dim == 3 else {}),
         "logdet": column(view.art.logdet, np.float32),
         "lipschitz": column(view.art.lipschitz, np.float32),
         "lipschitz_network": column(view.art.lipschitz_network, np.float32),  # NaN outside the sampled images
@@ -232,21 +236,22 @@ def _binary(header: dict[str, Any], columns: dict[str, np.ndarray | None], count
             responses={200: {"content": {"application/octet-stream": {}},
                              "description": "JSON, or the binary layout of docs/api.md with format=binary"}})
 def points(run_id: RunId, store: StoreDep, split: Literal["train", "test", "all"] = "test",
-           projection: Literal["pca", "umap"] = "umap", format: Literal["json", "binary"] = "json") -> Response:
+           projection: Literal["pca", "umap"] = "umap", format: Literal["json", "binary"] = "json",
+           params: MapParamsDep = MapParams()) -> Response:
     rec = _finished(store, run_id)
 
     def encode() -> bytes:
         view = _View.of(store, rec)
-        columns = _points(view, split, projection)
+        columns = _points(view, split, projection, params)
         count = len(columns["image_id"])
         header = {"run_id": rec.id, "split": split, "projection": projection, "count": count,
-                  "class_names": view.class_names}
+                  "class_names": view.class_names, "params": asdict(params)}
         if format == "binary":
             return _binary(header, columns, count)
         return PointsPublic(**header, columns={k: None if v is None else v.tolist()
                                                for k, v in columns.items()}).model_dump_json().encode()
 
-    body = _bodies.get((rec.id, "points", split, projection, format), encode)
+    body = _bodies.get((rec.id, "points", split, projection, params, format), encode)
     return Response(body, media_type="application/octet-stream" if format == "binary" else "application/json")
 
 

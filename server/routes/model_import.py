@@ -88,7 +88,7 @@ def _check_weights(ckpt: dict, config: RunConfig, in_channels: int, image_size: 
     a tensor of the wrong shape is a 400 now, not a failed run later."""
     from models.trainer import build_distance, build_model
 
-    skeleton = config.model_copy(update={"pretrained_weights": None})
+    skeleton = config.skeleton()
     parts = (("model", f"a {config.backbone} model with embedding_dim {config.embedding_dim} at {image_size} px",
               lambda: build_model(skeleton, in_channels, image_size)),
              ("distance", f"a {config.distance.name} distance in {config.embedding_dim} dimensions",

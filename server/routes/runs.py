@@ -14,15 +14,18 @@ from server.errors import BadRequest, config_validation_error
 from server.routes.deps import JobsDep, RunId, StoreDep
 from server.schemas import RunCreate, RunPublic, RunRetrain, RunsPublic, run_public
 from server.store import ID_PATTERN, TERMINAL, RunRecord, Store
+from server.weights import check_weights_choice
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 KEEPALIVE_S = 15.0
 
 
 def check_fits(store: Store, dataset_id: str, config: RunConfig) -> None:
-    """400 now, not a failed worker later: the dataset must split and batch the way the config asks."""
+    """400 now, not a failed worker later: the dataset must split and batch the way the config asks, and an
+    uploaded weights file it chooses must exist and fit its backbone."""
     from models.data import DatasetError, check_trainable
 
+    check_weights_choice(store, config)
     try:
         check_trainable(store.image_set(dataset_id), config)
     except DatasetError as e:

@@ -30,9 +30,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's data folder (a test may add to it from the command line, as a user would)."""
+    return tmp_path_factory.mktemp("dmlscope-data")
+
+
+@pytest.fixture(scope="session")
+def server(server_data: Path) -> Iterator[str]:
     """Base URL of `uvicorn server.app:create_app` with a fresh data folder and the small built-in `digits`."""
-    data = tmp_path_factory.mktemp("dmlscope-data")
+    data = server_data
     port = _free_port()
     env = {**os.environ, "DMLSCOPE_DATA_DIR": str(data), "DMLSCOPE_BUILTIN_DATASETS": "digits",
            "DMLSCOPE_DEVICE": "cpu", "DMLSCOPE_TORCH_THREADS": "1"}

@@ -168,3 +168,17 @@ def sop_tree(root: Path) -> None:
     files["Ebay_train.txt"] = header + "\n".join(rows[True]) + "\n"
     files["Ebay_test.txt"] = header + "\n".join(rows[False]) + "\n"
     write_tree(base, files)
+
+
+def inshop_tree(root: Path, eval_folder: bool = True) -> None:
+    """In-Shop (DeepFashion): Eval/list_eval_partition.txt (a count, a header, then `img/… id_N status`) and
+    img/; items 1–2 train, 3–4 split between query and gallery as in the published list."""
+    rows, files = [], {}
+    for item, status_of in ((1, "train"), (7, "train"), (12, "query gallery"), (30, "gallery query")):
+        for k, status in enumerate((status_of.split() * 2)[:2]):
+            rel = f"img/WOMEN/Dresses/id_{item:08d}/{k:02d}_1_front.jpg"
+            files[rel] = solid(COLOURS[item % 6], (8, 11), fmt="JPEG", seed=item * 10 + k)
+            rows.append(f"{rel:<60} id_{item:08d}   {status}")
+    listing = f"{len(rows)}\nimage_name item_id evaluation_status\n" + "\n".join(rows) + "\n"
+    files["Eval/list_eval_partition.txt" if eval_folder else "list_eval_partition.txt"] = listing
+    write_tree(root, files)

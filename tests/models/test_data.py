@@ -1,12 +1,14 @@
 """Image sets: built-in data, the stored form (re-encoding, sizes, statistics, pixel cache), benchmark
 layouts, the zero-shot split and the P×K sampler."""
 import json
+import re
 from collections import Counter
 
 import numpy as np
+
 import pytest
 import torch
-from data_fixtures import cars_tree, class_files, cub_tree, encode, solid, sop_tree
+from data_fixtures import cars_tree, class_files, cub_tree, encode, inshop_tree, solid, sop_tree
 from PIL import Image
 
 from models.config import SplitConfig
@@ -170,16 +172,38 @@ def test_sop_layout_and_predefined_split(tmp_path):
     assert train.tolist() == [0, 1, 2, 3] and test.tolist() == [4, 5, 6, 7]
 
 
+@pytest.mark.parametrize("eval_folder", [True, False])
+def test_inshop_layout_trains_on_train_and_tests_on_query_plus_gallery(tmp_path, eval_folder):
+    inshop_tree(tmp_path / "inshop", eval_folder=eval_folder)
+    s = import_benchmark("inshop", tmp_path / "inshop", tmp_path / "set").image_set
+    assert s.class_names == ["id_00000001", "id_00000007", "id_00000012", "id_00000030"]
+    assert s.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert s.paths[0] == "img/WOMEN/Dresses/id_00000001/00_1_front.jpg"
+    train, test = zero_shot_split(s, SplitConfig(mode="predefined"))
+    assert train.tolist() == [0, 1, 2, 3] and test.tolist() == [4, 5, 6, 7]
+
+
+def test_inshop_errors_name_the_file_and_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="list_eval_partition.txt is missing .*In-Shop"):
+        import_benchmark("inshop", tmp_path / "empty", tmp_path / "set")
+    inshop_tree(tmp_path / "bad", eval_folder=False)
+    listing = tmp_path / "bad" / "list_eval_partition.txt"
+    listing.write_text(listing.read_text() + "img/x.jpg id_00000099 validation\n")
+    with pytest.raises(DatasetError, match=re.escape("line 11 is not 'img/… id_NNNNNNNN train|query|gallery'")):
+        import_benchmark("inshop", tmp_path / "bad", tmp_path / "set")
+
+
 def test_benchmark_errors_say_what_is_missing(tmp_path):
-    assert set(BENCHMARKS) == {"cub200", "cars196", "sop"}
+    assert set(BENCHMARKS) == {"cub200", "cars196", "sop", "inshop"}
     cub_tree(tmp_path / "cub")
     (tmp_path / "cub" / "CUB_200_2011" / "classes.txt").unlink()
     with pytest.raises(DatasetError, match="classes.txt is missing; the CUB-200-2011 layout"):
         import_benchmark("cub200", tmp_path / "cub", tmp_path / "set")
     with pytest.raises(DatasetError, match="does not look like the Cars196 layout"):
         import_benchmark("cars196", tmp_path / "cub", tmp_path / "set")
-    with pytest.raises(DatasetError, match="unknown benchmark 'inshop'"):
-        import_benchmark("inshop", tmp_path, tmp_path / "set")
+    with pytest.raises(DatasetError, match="unknown benchmark 'imagenet'; choose one of: cub, cars, cub200"):
+        import_benchmark("imagenet", tmp_path, tmp_path / "set")
 
 
 def test_benchmark_missing_image_is_skipped(tmp_path):

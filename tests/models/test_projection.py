@@ -118,3 +118,33 @@ def test_umap_started_from_a_parent_map_keeps_its_orientation(umap_maps) -> None
     start, child = umap_maps["whole"] @ TURN, umap_maps["child"]
     for axis in range(2):  # each axis of the child follows the same axis of its start (the turned parent)
         assert np.corrcoef(child[:, axis], start[:, axis])[0, 1] > 0.9
+
+
+def test_pca_in_3d_adds_the_third_principal_coordinate() -> None:
+    x, _ = blobs(n=60)
+    flat, deep = pca_2d(x), pca_2d(x, dim=3)
+    assert deep.shape == (60, 3)
+    np.testing.assert_allclose(deep[:, :2], flat, rtol=1e-4, atol=1e-4)
+    centred = x - x.mean(axis=0)
+    third = np.linalg.svd(centred, full_matrices=False)[2][2]  # the reference: the third right singular vector
+    np.testing.assert_allclose(np.abs(deep[:, 2]), np.abs(centred @ third), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(("kw", "field"), [({"n_neighbors": 1}, "n_neighbors"), ({"min_dist": 1.0}, "min_dist"),
+                                           ({"dim": 4}, "dim")])
+def test_map_parameters_out_of_range_name_the_parameter(kw: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        project(blobs(n=20)[0], "pca", **kw)
+
+
+@pytest.mark.umap
+def test_umap_parameters_and_3d(umap_maps) -> None:
+    x, y = umap_maps["x"], umap_maps["y"]
+    tight = project(x, "umap", seed=0, n_neighbors=5, min_dist=0.0, dim=3)
+    loose = project(x, "umap", seed=0, n_neighbors=5, min_dist=0.9, dim=3)
+    assert tight.shape == loose.shape == (300, 3) and np.isfinite(tight).all()
+    assert separation(tight, y) > 0.95
+    # min_dist reaches umap-learn: a larger one spreads each class's points further apart
+    spread = lambda xy: np.median([np.linalg.norm(xy[y == k] - xy[y == k].mean(0), axis=1).mean()  # noqa: E731
+                                   / np.linalg.norm(xy - xy.mean(0), axis=1).mean() for k in range(3)])
+    assert spread(loose) > spread(tight)

@@ -112,7 +112,7 @@ def _id_routes(client: TestClient) -> list[tuple[str, str, APIRoute]]:
 
 
 def _fill(path: str, value: str) -> str:
-    for name in ("dataset_id", "run_id", "image_id"):
+    for name in ("dataset_id", "run_id", "image_id", "sweep_id", "weights_id"):
         path = path.replace("{" + name + "}", value)
     assert "{" not in path, f"a new path parameter in {path}: add it here"
     return path

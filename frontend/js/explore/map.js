@@ -90,10 +90,16 @@ export class MapView {
     this.range = null;
   }
 
-  async load(split, projection) {
-    this.points = await api.points(this.run.id, split, projection);
-    this.index = new Map(Array.from(this.points.columns.image_id, (id, row) => [id, row]));
-    return this.points;
+  /** Fetch and keep the map of `split` by `projection`; `params` {n_neighbors, min_dist, dim} (see mapParams). */
+  async load(split, projection, params = {}) {
+    return this.setPoints(await api.points(this.run.id, split, projection, params));
+  }
+
+  /** Show `points` (one api.points answer) from the next draw on. */
+  setPoints(points) {
+    this.points = points;
+    this.index = new Map(Array.from(points.columns.image_id, (id, row) => [id, row]));
+    return points;
   }
 
   /** Replace the positions (e.g. after aligning to another map). x, y: Float32Array of the same length. */
@@ -115,14 +121,14 @@ export class MapView {
     const c = this.points.columns;
     const filtered = this.hidden.size || this.wrongOnly;
     // Filtered-out points become NaN (not drawn) so that point indices stay image rows.
-    const x = filtered ? Float32Array.from(c.x, (v, i) => (this.visible(i) ? v : NaN)) : c.x;
-    const y = filtered ? Float32Array.from(c.y, (v, i) => (this.visible(i) ? v : NaN)) : c.y;
+    const shown = (col) => (col && filtered ? Float32Array.from(col, (v, i) => (this.visible(i) ? v : NaN)) : col);
+    const [x, y, z] = [shown(c.x), shown(c.y), shown(c.z) || null];
     const fresh = !this.div.data;
     const note = colorKey === "logdet" && !hasLogdet(this.points) ? " (flow layer off: no log|det J|)" : "";
     const rows = this.selected.map((id) => this.index.get(id)).filter((r) => r !== undefined);
-    await drawMap(this.div, { x, y, marker: coloring(this.points, colorKey, range), title: this.title + note,
-      xTitle: `${PROJECTIONS[this.points.projection] || this.points.projection} 1`,
-      yTitle: `${PROJECTIONS[this.points.projection] || this.points.projection} 2`,
+    const axis = (k) => `${PROJECTIONS[this.points.projection] || this.points.projection} ${k}`;
+    await drawMap(this.div, { x, y, z, marker: coloring(this.points, colorKey, range), title: this.title + note,
+      xTitle: axis(1), yTitle: axis(2), zTitle: axis(3),
       selected: this.selected.length ? rows : null, dragmode: this.div._fullLayout?.dragmode });
     if (fresh) this.listen();
     this.mark(this.marked);
@@ -185,9 +191,23 @@ export class MapView {
   }
 }
 
+// UMAP's settings in the URL (&nn=, &md=) and the 3-D switch (&dim=3); the ranges are the API's.
+const NN = { min: 2, max: 200, fallback: 15 };
+const MD = { min: 0, max: 0.99, fallback: 0.1 };
+
+/** The map parameters {n_neighbors, min_dist, dim} of `state` (keys nn, md, dim: URL strings), defaults
+ * for missing or out-of-range values; PCA sends only its dimension. */
+export function mapParams(state) {
+  const num = (v, { min, max, fallback }) => (v !== undefined && v !== null && v !== "" && Number(v) >= min && Number(v) <= max ? Number(v) : fallback);
+  const dim = state.dim === "3" || state.dim === 3 ? 3 : 2;
+  if (state.proj !== "umap") return { dim };
+  return { n_neighbors: Math.round(num(state.nn, NN)), min_dist: num(state.md, MD), dim };
+}
+
 /** Projection / split / colouring selects; `onChange({proj|split|color: value})`. `noLogdet` disables that
- * colouring with the reason in its label. */
-export function mapControls(state, onChange, { noLogdet = false, prefix = "map" } = {}) {
+ * colouring with the reason in its label. `params` adds UMAP's n_neighbors / min_dist (onChange({nn|md}),
+ * only a valid number is passed on) and a 3-D switch (onChange({dim: "3"|""})). */
+export function mapControls(state, onChange, { noLogdet = false, prefix = "map", params = false } = {}) {
   const select = (key, label, options) => {
     const id = `${prefix}-${key}`;
     const s = el("select", { id, onchange: () => onChange({ [key]: s.value }) },
@@ -198,8 +218,26 @@ export function mapControls(state, onChange, { noLogdet = false, prefix = "map" 
       }));
     return el("label", { for: id }, label, s);
   };
+  const current = mapParams(state);
+  const number = (key, label, range, step, value, title) => {
+    const id = `${prefix}-${key}`;
+    const input = el("input", { id, type: "number", min: range.min, max: range.max, step, value, title,
+      disabled: state.proj !== "umap", class: "narrow",
+      onchange: () => (input.checkValidity() && input.value !== "" ? onChange({ [key]: input.value }) : input.reportValidity()) });
+    return el("label", { for: id, title }, label, input);
+  };
+  const toggle = () => {
+    const id = `${prefix}-dim`;
+    const box = el("input", { id, type: "checkbox", checked: current.dim === 3, onchange: () => onChange({ dim: box.checked ? "3" : "" }) });
+    return el("label", { for: id, class: "check", title: "a 3-component map: drag to rotate" }, box, "3-D");
+  };
   return el("div", { class: "row" },
     select("proj", "Projection", PROJECTIONS),
+    params ? number("nn", "n_neighbors", NN, 1, current.n_neighbors ?? NN.fallback,
+      `UMAP: neighbours per point, ${NN.min}–${NN.max}; small = local detail, large = global layout`) : null,
+    params ? number("md", "min_dist", MD, 0.05, current.min_dist ?? MD.fallback,
+      `UMAP: how tightly points may pack, ${MD.min}–${MD.max}`) : null,
+    params ? toggle() : null,
     select("split", "Images", SPLITS),
     select("color", "Colour by", COLORINGS));
 }

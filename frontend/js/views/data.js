@@ -43,12 +43,32 @@ export function renderData(root) {
 function datasetTable(datasets, chosen) {
   return el("table", {},
     el("thead", {}, el("tr", {}, el("th", {}, "Name"), el("th", {}, "Source"), el("th", { class: "num" }, "Images"),
-      el("th", { class: "num" }, "Classes"), el("th", { class: "num" }, "Runs"))),
+      el("th", { class: "num" }, "Classes"), el("th", {}, "Split"), el("th", { class: "num" }, "Runs"))),
     el("tbody", {}, datasets.map((d) => el("tr", { class: d === chosen ? "selected" : null },
       el("td", {}, el("a", { href: href({ tab: "data", dataset: d.id }), "data-nav": true,
         "aria-current": d === chosen ? "true" : null }, d.name)),
       el("td", {}, d.source), el("td", { class: "num" }, d.num_images), el("td", { class: "num" }, d.num_classes),
-      el("td", { class: "num" }, d.run_count ?? 0)))));
+      el("td", { class: "split" }, splitText(d, true)), el("td", { class: "num" }, d.run_count ?? 0)))));
+}
+
+/** A benchmark's own train/test split in words ("—" for sets without one: they split by class at train time). */
+function splitText(d, brief = false) {
+  const s = d.predefined_split;
+  if (!s) return d.has_predefined_split ? "predefined" : brief ? "—" : "";
+  return brief ? `${s.train_classes} / ${s.test_classes} classes`
+    : `predefined split: train ${s.train_images} images in ${s.train_classes} classes, `
+      + `test ${s.test_images} images in ${s.test_classes} classes`;
+}
+
+/** How to bring a benchmark in: a folder on the server is the command line's to read, never a request's. */
+function benchmarkHelp() {
+  return el("details", { class: "benchmark-help" },
+    el("summary", {}, "CUB-200, Cars196, SOP or In-Shop?"),
+    el("p", {}, "Import a local copy in its published layout, with its standard train/test split, on the machine "
+      + "that runs the server:"),
+    el("pre", {}, el("code", {}, "dmlscope import cub|cars|sop|inshop PATH [--name NAME] [--data-dir DATA]")),
+    el("p", { class: "muted small" }, "It appears here with its split; the Train tab then defaults to "
+      + "split mode “predefined”."));
 }
 
 function uploadPanel(report, onImported) {
@@ -113,7 +133,7 @@ function uploadPanel(report, onImported) {
   return el("section", { class: "panel", "aria-labelledby": "upload-h" },
     el("header", {}, el("h2", { id: "upload-h" }, "Upload an image set")),
     el("div", { class: "row" }, el("label", { for: "upload-name" }, "Name"), name),
-    zone, status, report);
+    zone, benchmarkHelp(), status, report);
 }
 
 /** Files of a drop, with folder structure: a dropped folder is walked so each file keeps its relative path. */
@@ -160,7 +180,7 @@ async function showDataset(box, dataset, refresh) {
     deleteStatus,
     images ? el("p", { class: "muted" }, `${dataset.num_images} images · ${dataset.num_classes} classes · `,
       `${dataset.channels === 1 ? "greyscale" : "colour"}`, dataset.native_size ? ` · ${dataset.native_size} px` : "",
-      dataset.has_predefined_split ? " · predefined train/test split" : "")
+      dataset.has_predefined_split ? ` · ${splitText(dataset) || "predefined train/test split"}` : "")
       : el("p", { class: "state empty", id: "labels-only" }, `The labels of ${dataset.num_images} imported embeddings in `
         + `${dataset.num_classes} classes, with no images: nothing to show as thumbnails or to train on. Its run `
         + "shows the map, statistics and neighbours of the vectors."),

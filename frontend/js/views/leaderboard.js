@@ -1,9 +1,11 @@
 // The runs as a leaderboard: one row per run with its configuration and headline numbers (from its summary),
 // sortable by any column (click a header; again to reverse), filtered by dataset and status. The sort lives
-// in the URL (&sort=-map_at_r) so a ranking can be shared.
+// in the URL (&sort=-map_at_r) so a ranking can be shared. "Group by config" (&group=config) shows instead one
+// row per configuration across seeds (./rungroups.js).
 import { el, fill, fixed } from "../dom.js";
 import { statusBadge } from "../runinfo.js";
 import { href, params, setParams } from "../url.js";
+import { drawGroups } from "./rungroups.js";
 
 const test = (r) => r.summary?.test || {};
 const train = (r) => r.summary?.train || {};
@@ -38,11 +40,22 @@ export function leaderboard(picked, onPick) {
   const dataset = el("select", { id: "board-dataset", onchange: () => draw() }, el("option", { value: "" }, "all"));
   const status = el("select", { id: "board-status", onchange: () => draw() },
     ["", "done", "running", "queued", "failed", "cancelled", "interrupted"].map((s) => el("option", { value: s }, s || "all")));
+  const grouped = el("input", { type: "checkbox", id: "board-group", checked: p.get("group") === "config", onchange: () => {
+    setParams({ group: grouped.checked ? "config" : null });
+    draw();
+  } });
   const table = el("div", { class: "table-scroll" });
   const node = el("div", {}, el("div", { class: "row" }, el("label", { for: "board-dataset" }, "Image set", dataset),
-    el("label", { for: "board-status" }, "Status", status)), table);
+    el("label", { for: "board-status" }, "Status", status),
+    el("label", { for: "board-group", class: "check", title: "one row per configuration: runs that differ only in seed, as mean ± std" },
+      grouped, "group by config (across seeds)")), table);
 
   function draw() {
+    status.disabled = grouped.checked;
+    if (grouped.checked) {
+      drawGroups(table, datasets, dataset.value);
+      return;
+    }
     const key = sort.replace(/^-/, "");
     const desc = sort.startsWith("-");
     const column = COLUMNS.find(([k]) => k === key) || COLUMNS[8];

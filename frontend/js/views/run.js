@@ -7,7 +7,7 @@ import { classPanels } from "../explore/classstats.js";
 import { failurePanel } from "../explore/failures.js";
 import { classLegend } from "../explore/legend.js";
 import { logdetPanel } from "../explore/logdet.js";
-import { MapView, hasLogdet, mapControls } from "../explore/map.js";
+import { MapView, hasLogdet, mapControls, mapParams } from "../explore/map.js";
 import { metricsPanel } from "../explore/metrics.js";
 import { pairsPanel } from "../explore/pairs.js";
 import { historyCurves, progressPanel } from "../explore/progress.js";
@@ -18,6 +18,8 @@ import { configLine, runLabel, statusBadge, underTrainedNote } from "../runinfo.
 import { href, navigate, params, setParams } from "../url.js";
 
 const ACTIVE = new Set(["queued", "running"]);
+const FIRST_PICTURE_MS = 400; // a map not answered by then is being computed: draw the PCA map meanwhile
+const pause = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 export function renderRun(root, runId) {
   const cleanups = [];
@@ -192,7 +194,8 @@ function retrainPanel(run) {
 
 function explore(root, run, cleanups) {
   const p = params();
-  const state = { proj: p.get("proj") || "umap", split: p.get("split") || "test", color: p.get("color") || "class" };
+  const state = { proj: p.get("proj") || "umap", split: p.get("split") || "test", color: p.get("color") || "class",
+    nn: p.get("nn"), md: p.get("md"), dim: p.get("dim") };
   const mapDiv = el("div", { class: "plot tall", id: "map", role: "img", "aria-label": "projection map of the embeddings" });
   const mapStatus = el("div", { role: "status" });
   const controls = el("div");
@@ -219,19 +222,37 @@ function explore(root, run, cleanups) {
   const side = el("div");
   root.append(el("div", { class: "grid-3" }, mapPanel, side), selection.node, below);
 
+  let loads = 0; // a newer load supersedes a UMAP still computing
   async function load() {
-    fill(mapStatus, el("p", { class: "state loading" },
-      state.proj === "umap" ? "Loading the UMAP map (computed on first use: up to a minute)…" : "Loading the PCA map…"));
+    const mine = ++loads;
+    const params = mapParams(state);
+    const wanted = api.points(run.id, state.split, state.proj, params);
+    wanted.catch(() => {}); // its failure is reported below, unless a newer load superseded it
     try {
-      await view.load(state.split, state.proj);
+      // UMAP is computed on first use (seconds to a minute): the PCA map is drawn meanwhile.
+      const early = state.proj === "umap" && await Promise.race([wanted.then(() => false, () => false), pause(FIRST_PICTURE_MS).then(() => true)]);
+      if (early) {
+        const pca = await api.points(run.id, state.split, "pca", { dim: params.dim });
+        if (mine !== loads) return;
+        await show(pca);
+        fill(mapStatus, el("p", { class: "state loading", id: "map-computing" },
+          `Computing the UMAP map (n_neighbors ${params.n_neighbors}, min_dist ${params.min_dist}${params.dim === 3 ? ", 3-D" : ""}): showing PCA meanwhile…`));
+      } else {
+        fill(mapStatus, el("p", { class: "state loading" }, `Loading the ${state.proj.toUpperCase()} map…`));
+      }
+      const points = await wanted;
+      if (mine !== loads) return;
+      fill(mapStatus);
+      await show(points);
     } catch (err) {
-      fill(mapStatus, errorBox(err, "No map"));
-      return;
+      if (mine === loads) fill(mapStatus, errorBox(err, "No map"));
     }
-    fill(mapStatus);
+  }
+  async function show(points) {
+    view.setPoints(points);
     const noLogdet = !hasLogdet(view.points);
     if ((state.color === "logdet" && noLogdet) || (state.color === "split" && state.split !== "all")) state.color = "class";
-    fill(controls, mapControls(state, onControl, { noLogdet }));
+    fill(controls, mapControls(state, onControl, { noLogdet, params: true }));
     view.selected = view.selected.filter((id) => view.index.has(id));
     await view.draw(state.color);
     legend.update();

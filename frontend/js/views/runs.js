@@ -6,6 +6,7 @@ import { href, navigate } from "../url.js";
 import { configLine, headline, statusBadge } from "../runinfo.js";
 import { embeddingsPanel } from "./embeddingsform.js";
 import { leaderboard } from "./leaderboard.js";
+import { lossOverlay } from "./lossoverlay.js";
 
 const POLL_MS = 2000;
 const ACTIVE = new Set(["queued", "running"]);
@@ -16,9 +17,11 @@ export function renderRuns(root) {
     onclick: () => navigate({ compare: [...picked].join(",") }) }, "Compare the two selected");
   const list = el("div", {}, loading("runs"));
   const board = leaderboard(picked, (id, on) => onPick(id, on));
+  const overlay = lossOverlay();
+  let runsById = {};
   root.append(el("section", { class: "panel", "aria-labelledby": "runs-h" },
     el("header", {}, el("h2", { id: "runs-h" }, "Runs"),
-      el("span", { class: "help" }, "Tick two runs to compare them side by side."),
+      el("span", { class: "help" }, "Tick two runs to compare them side by side; tick any to overlay their loss curves."),
       el("div", { class: "actions" }, compareButton,
         el("a", { class: "button", href: href({ tab: "train" }), "data-nav": true }, "New run"))),
     list),
@@ -26,12 +29,13 @@ export function renderRuns(root) {
   el("section", { class: "panel", "aria-labelledby": "board-h" },
     el("header", {}, el("h2", { id: "board-h" }, "Leaderboard"),
       el("span", { class: "help" }, "click a column to sort; test = classes never seen in training")),
-    board.node));
+    board.node, overlay.node));
 
   let timer = null;
   const onPick = (id, on) => {
     if (on) picked.add(id); else picked.delete(id);
     compareButton.disabled = picked.size !== 2;
+    overlay.update([...picked], runsById);
     for (const box of root.querySelectorAll(`input[type=checkbox][aria-label$="for comparison"]`)) {
       const row = box.closest("[data-run]");
       if (row?.dataset.run === id && box.checked !== on) box.checked = on; // the tree and the table agree
@@ -41,6 +45,7 @@ export function renderRuns(root) {
     try {
       const [{ data: runs }, { data: sets }] = await Promise.all([api.runs(), api.datasets()]);
       const datasets = Object.fromEntries(sets.map((d) => [d.id, d.name]));
+      runsById = Object.fromEntries(runs.map((r) => [r.id, r]));
       board.update(runs, datasets);
       fill(list, runs.length ? runTree(runs, datasets, picked, onPick)
         : empty("No runs yet.", el("a", { href: href({ tab: "train" }), "data-nav": true }, "Train the first one")));
@@ -50,7 +55,7 @@ export function renderRuns(root) {
     }
   }
   refresh();
-  return () => clearTimeout(timer);
+  return () => { clearTimeout(timer); overlay.close(); };
 }
 
 /** Nested lists: roots first (newest first, as the server sends them), children under their parent. */

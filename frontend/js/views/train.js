@@ -1,5 +1,6 @@
 // Train tab: pick an image set, configure a run (form generated from GET /api/components), start it.
-// Starting a run opens its page, which follows the progress live.
+// Starting a run opens its page, which follows the progress live. A set with a predefined split (a benchmark
+// imported with `dmlscope import`) defaults to it; uploaded weights files are offered as a list.
 import { api } from "../api.js";
 import { configForm } from "../configform.js";
 import { el, empty, errorBox, fill, loading } from "../dom.js";
@@ -9,13 +10,13 @@ export function renderTrain(root) {
   const panel = el("section", { class: "panel", "aria-labelledby": "train-h" },
     el("header", {}, el("h2", { id: "train-h" }, "Train a run")), loading("components"));
   root.append(panel);
-  Promise.all([api.components(), api.datasets()])
-    .then(([components, { data: datasets }]) => build(panel, components, datasets))
+  Promise.all([api.components(), api.datasets(), api.weights()])
+    .then(([components, { data: datasets }, { data: weights }]) => build(panel, components, datasets, weights))
     .catch((err) => panel.append(errorBox(err, "Could not load the components")));
   return () => {};
 }
 
-function build(panel, components, datasets) {
+function build(panel, components, datasets, weights) {
   panel.querySelector(".state")?.remove();
   if (!datasets.length) {
     panel.append(empty("No image set to train on yet.",
@@ -26,7 +27,16 @@ function build(panel, components, datasets) {
   const dataset = el("select", { id: "train-dataset" }, datasets.map((d) =>
     el("option", { value: d.id, selected: d.id === wanted }, `${d.name} (${d.num_images} images, ${d.num_classes} classes)`)));
   const name = el("input", { id: "train-name", type: "text", placeholder: "e.g. triplet + det" });
-  const form = configForm(components, components.run_config.defaults, "train");
+  const form = configForm(components, components.run_config.defaults, "train", weights);
+  const splitMode = form.node.querySelector('[data-path="split.mode"]');
+  const followSplit = () => {  // a benchmark's own split by default; another set cannot use it
+    const chosen = datasets.find((d) => d.id === dataset.value);
+    if (chosen?.has_predefined_split) splitMode.value = "predefined";
+    else if (splitMode.value === "predefined") splitMode.value = "first_half";
+  };
+  dataset.addEventListener("change", followSplit);
+  followSplit();
+  form.node.querySelector('[data-path="weights_id"]').parentElement.append(weightsUpload(form));
   const status = el("div", { "aria-live": "polite" });
   const start = el("button", { type: "submit", class: "primary" }, "Start training");
 
@@ -52,4 +62,28 @@ function build(panel, components, datasets) {
   el("div", { class: "row" }, start, el("span", { class: "help" }, "Defaults train the built-in set in about a minute on 2 CPU cores.")),
   status);
   panel.append(formNode);
+}
+
+/** Upload a state_dict for the chosen backbone (POST /api/weights); it joins the form's weights list, chosen. */
+function weightsUpload(form) {
+  const file = el("input", { id: "weights-file", type: "file", accept: ".pt,.pth,.bin" });
+  const status = el("span", { role: "status", class: "help" });
+  const send = async () => {
+    if (!file.files[0]) return;
+    const body = new FormData();
+    body.append("file", file.files[0], file.files[0].name);
+    body.append("backbone", form.backbone());
+    fill(status, `Checking ${file.files[0].name} against ${form.backbone()}…`);
+    try {
+      const record = await api.uploadWeights(body);
+      form.addWeights(record);
+      fill(status, `Uploaded “${record.name}”: chosen as the weights file.`);
+    } catch (err) {
+      fill(status, errorBox(err, "Weights rejected"));
+    }
+    file.value = "";
+  };
+  file.addEventListener("change", send);
+  return el("details", { class: "weights-upload" }, el("summary", {}, "Upload a weights file for the chosen backbone"),
+    el("div", { class: "row" }, el("label", { for: "weights-file" }, "state_dict (.pt/.pth)"), file), status);
 }

@@ -1,0 +1,48 @@
+// The leaderboard grouped by configuration across seeds: one row per group of runs whose configs differ only
+// in `seed` (grouped by the server: GET /api/run-groups), each number as mean ± sample standard deviation over
+// the group's finished runs, with n.
+import { api } from "../api.js";
+import { el, errorBox, fill, fixed, loading } from "../dom.js";
+import { href } from "../url.js";
+
+const regs = (c) => (c.regularizers || []).map((g) => `${g.name} ${g.weight}`).join(", ") || "—";
+// [metric key (as the server names it), header, title]
+const NUMBERS = [
+  ["map_at_r", "MAP@R test", "headline metric on the unseen classes"],
+  ["recall_at_1", "R@1 test", ""],
+  ["train_map_at_r", "MAP@R train", ""],
+  ["gap", "train − test", "MAP@R on seen minus unseen classes"],
+  ["margin", "margin test", "δ2 − δ1 under the run's own distance"],
+  ["pi_ratio", "π_intra/π_inter", "unit-free"],
+  ["relative_density", "rel. density", "unit-free (approximation, SPEC §2.2)"],
+];
+
+const spread = (m) => (m.mean === null ? "—" : m.std === null ? fixed(m.mean) : `${fixed(m.mean)} ± ${fixed(m.std)}`);
+
+/** Fill `table` with the groups of the runs of `datasetId` (all sets when empty), best mean MAP@R first. */
+export async function drawGroups(table, datasets, datasetId) {
+  fill(table, loading("the groups"));
+  let groups;
+  try {
+    ({ data: groups } = await api.runGroups(datasetId ? { dataset_id: datasetId } : {}));
+  } catch (err) {
+    fill(table, errorBox(err, "Could not group the runs"));
+    return;
+  }
+  const key = (g) => g.metrics.map_at_r.mean ?? -Infinity;
+  groups.sort((a, b) => key(b) - key(a));
+  fill(table, el("table", { id: "leaderboard-groups" },
+    el("thead", {}, el("tr", {}, ["configuration", "image set", "n", "seeds"].map((h) => el("th", {}, h)),
+      NUMBERS.map(([, label, title]) => el("th", { class: "num", title }, label)))),
+    el("tbody", {}, groups.map((g) => {
+      const text = `${g.config.loss.name} · ${g.config.distance.name} · ${regs(g.config)} · flow ${g.config.flow.enabled ? `×${g.config.flow.depth}` : "off"}`
+        + ` · ${g.config.epochs} epochs · lr ${g.config.optimizer.lr}`;
+      return el("tr", { "data-group": g.config_key },
+      el("td", { class: "clip", title: `${text}\nruns: ${g.run_ids.join(", ")}` }, text, " ",
+        el("a", { href: href({ run: g.run_ids[0] }), "data-nav": true, class: "small" }, "newest run")),
+      el("td", {}, datasets[g.dataset_id] || g.dataset_id),
+      el("td", { class: "num", "data-n": g.n, title: `${g.n} finished of ${g.run_ids.length} runs` }, `n = ${g.n}`),
+      el("td", { class: "small" }, g.seeds.join(", ")),
+      NUMBERS.map(([k]) => el("td", { class: "num mono", title: `n = ${g.metrics[k].n}` }, spread(g.metrics[k]))));
+    }))));
+}
