@@ -1,13 +1,18 @@
-"""`dmlscope import cub|cars|sop|inshop PATH`: a local copy of a DML benchmark, in its published layout, into
-the data folder with its standard split, so `split.mode = "predefined"` trains on it from every surface.
+"""`dmlscope import …`: bring outside data and results into the store.
 
-The server has no route for this on purpose: a folder on the server would be a path taken from a request.
+`import cub|cars|sop|inshop PATH` copies a local copy of a DML benchmark, in its published layout, into the data
+folder with its standard split, so `split.mode = "predefined"` trains on it from every surface. The server has no
+route for this on purpose: a folder on the server would be a path taken from a request.
+
+`import embeddings FILE` measures a vectors file (.npz / .npy, see models.embeddings_import) as a run of origin
+`embeddings`, in this process, checked exactly as `POST /api/embeddings` checks it
+(server/routes/embeddings_import.py).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # CLI name → what the user should have unpacked there (models.data.benchmarks reads the layout itself)
 LAYOUTS = {"cub": "CUB_200_2011/ (images.txt, image_class_labels.txt, classes.txt, images/)",
@@ -16,22 +21,35 @@ LAYOUTS = {"cub": "CUB_200_2011/ (images.txt, image_class_labels.txt, classes.tx
            "inshop": "list_eval_partition.txt (or Eval/list_eval_partition.txt) and img/"}
 
 
-def add_import_parser(sub: Any, add_data_dir: Any) -> None:
-    """Register `import` on the CLI's sub-parsers (`add_data_dir` adds the shared --data-dir flag)."""
-    layouts = "\n".join(f"  {kind:7s} {layout}" for kind, layout in LAYOUTS.items())
-    p = sub.add_parser("import", help="import a local copy of CUB, Cars, SOP or In-Shop with its standard split",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Import a benchmark from the folder its archive was unpacked into (as published):\n"
-                                   + layouts + "\nIts train/test split is kept: train with --set "
-                                   "split.mode=predefined (or choose 'predefined' in the browser).")
-    p.add_argument("kind", choices=list(LAYOUTS), metavar="{" + ",".join(LAYOUTS) + "}")
-    p.add_argument("path", metavar="PATH", help="the benchmark's folder")
-    p.add_argument("--name", help="dataset name shown in the browser (default: the kind and folder name)")
-    add_data_dir(p)
-    p.set_defaults(func=cmd_import)
+def add_import_parser(sub: Any, add_data_dir: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register `import` and its sub-commands on the CLI's sub-parsers (`add_data_dir` adds the shared
+    --data-dir flag)."""
+    p = sub.add_parser("import", help="import a benchmark (CUB, Cars, SOP, In-Shop) with its standard split, or "
+                                      "embeddings made elsewhere",
+                       description="Import data or results made elsewhere; they appear in the browser like any other.")
+    kinds = p.add_subparsers(dest="kind", required=True, parser_class=type(p))
+    for kind, layout in LAYOUTS.items():
+        b = kinds.add_parser(kind, help=f"a local copy of {kind}: {layout}",
+                             description=f"Import {kind} from the folder its archive was unpacked into (as "
+                                         f"published): {layout}. Its train/test split is kept: train with --set "
+                                         "split.mode=predefined (or choose 'predefined' in the browser).")
+        b.add_argument("path", metavar="PATH", help="the benchmark's folder")
+        b.add_argument("--name", help="dataset name shown in the browser (default: the kind and folder name)")
+        add_data_dir(b)
+        b.set_defaults(func=cmd_import_benchmark)
+
+    e = kinds.add_parser("embeddings", help="vectors + labels (.npz/.npy) measured as a run, with no model",
+                         description="FILE: an .npz with vectors (N, D), labels (N,) [, image_ids, split], or an "
+                                     ".npy structured array with those fields (docs/api.md, POST /api/embeddings).")
+    e.add_argument("file", metavar="FILE", type=Path)
+    e.add_argument("--name", help="run name (default: the file's name)")
+    e.add_argument("--dataset", help="id of the stored dataset whose images the rows' image_ids name")
+    e.add_argument("--distance", default="euclidean", help="a distance that needs no training (default euclidean)")
+    add_data_dir(e)
+    e.set_defaults(func=cmd_import_embeddings)
 
 
-def cmd_import(args: argparse.Namespace) -> int:
+def cmd_import_benchmark(args: argparse.Namespace) -> int:
     from server.cli import BadInput, _settings
     from server.store import Store
 
@@ -51,4 +69,29 @@ def cmd_import(args: argparse.Namespace) -> int:
     for warning in info["warnings"]:
         print(f"warning: {warning}")
     print(f"train on it: dmlscope train --data {rec.id} --set split.mode=predefined")
+    return 0
+
+
+def cmd_import_embeddings(args: argparse.Namespace) -> int:
+    from models.embeddings_import import measure_embeddings_file
+    from server.cli import BadInput, _print_run, _settings, run_in_store
+    from server.routes.embeddings_import import dataset_for, place_input, prepare
+    from server.store import Store
+
+    if not args.file.is_file():
+        raise BadInput(f"{args.file} is not a file; give an .npz or .npy file of vectors and labels")
+    store = Store.open(_settings(args))
+    name = (args.name or args.file.name)[:200]
+    dataset_id = store.get_dataset(args.dataset).id if args.dataset else None
+    prepared = prepare(store, args.file, dataset_id, args.distance)
+    dataset_id, _ = dataset_for(store, prepared, name)
+
+    def work(run_dir: Path, bar: Any, stop: Any) -> dict[str, Any]:
+        place_input(store, prepared, run_dir)
+        return measure_embeddings_file(store.image_set(dataset_id), run_dir, prepared.config, on_progress=bar,
+                                       should_cancel=stop)
+
+    rec, summary = run_in_store(store, store.get_dataset(dataset_id), prepared.config, name, work=work,
+                                origin="embeddings")
+    _print_run(rec, store.run_dir(rec.id), summary)
     return 0

@@ -48,6 +48,7 @@ def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent
 
         from models.config import RunConfig
         from models.data import ImageSet
+        from models.embeddings_import import measure_embeddings_file
         from models.progress import Cancelled
         from models.run import TORCHSCRIPT, execute_run, import_model, import_torchscript
         from models.trainer import CHECKPOINT
@@ -65,6 +66,9 @@ def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent
             elif origin == "import":
                 summary = import_model(os.path.join(run_dir, CHECKPOINT), image_set, run_dir, on_progress=report,
                                        should_cancel=should_cancel, parent_dir=parent_dir)
+            elif origin == "embeddings":
+                summary = measure_embeddings_file(image_set, run_dir, RunConfig.model_validate_json(config_json),
+                                                  on_progress=report, should_cancel=should_cancel, parent_dir=parent_dir)
             else:
                 summary = execute_run(image_set, RunConfig.model_validate_json(config_json), run_dir,
                                       on_progress=report, should_cancel=should_cancel, parent_dir=parent_dir,

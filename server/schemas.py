@@ -91,6 +91,7 @@ class DatasetPublic(_Out):
     native_size: int | None
     classes: list[ClassCount]
     has_predefined_split: bool
+    has_images: bool = Field(True, description="false for the labels-only dataset of imported embeddings")
     predefined_split: PredefinedSplit | None = Field(None, description="the benchmark's own train/test split "
                                                                         "(split.mode 'predefined'), when it has one")
     skipped: list[SkippedFile] = Field(description=f"the first {SKIPPED_SHOWN} files the import skipped, with why; "
@@ -170,7 +171,7 @@ class RunPublic(_Out):
     config: dict[str, Any]
     status: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
     error: str | None
-    origin: Literal["train", "import"]
+    origin: Literal["train", "import", "embeddings"]
     cancel_requested: bool
     created_at: str
     started_at: str | None

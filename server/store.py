@@ -112,7 +112,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 class DatasetRecord:
     id: str
     name: str
-    source: str  # builtin | upload | zip | folder
+    source: str  # builtin | upload | zip | folder | benchmark | embeddings (labels only, no images)
     builtin: str | None
     created_at: str
     info: dict[str, Any]  # num_images, num_classes, classes, channels, native_size, skipped, warnings, ...
@@ -127,7 +127,7 @@ class RunRecord:
     config: dict[str, Any]  # a RunConfig dump; validate with run_config() when you need the object
     status: str
     error: str | None
-    origin: str  # train | import
+    origin: str  # train | import | embeddings
     cancel_requested: bool
     created_at: str
     started_at: str | None
@@ -145,7 +145,7 @@ def _dataset_info(report: "ImportReport") -> dict[str, Any]:
     return {
         "num_images": len(s), "num_classes": len(s.class_names), "channels": int(s.channels),
         "native_size": s.native_size, "classes": [{"name": n, "count": c} for n, c in zip(s.class_names, counts)],
-        "has_predefined_split": s.split is not None,
+        "has_predefined_split": s.split is not None, "has_images": s.has_images,
         "predefined_split": None if s.split is None else {
             "train_images": int(s.split.sum()), "test_images": int((~s.split).sum()),
             "train_classes": len(set(s.labels[s.split].tolist())), "test_classes": len(set(s.labels[~s.split].tolist()))},
@@ -293,6 +293,10 @@ class Store:
         from models.data import import_files
 
         return self._add_dataset(name, "upload", lambda dest: import_files(files, dest, self.upload_limits()))
+
+    def add_labels_only(self, name: str, build: Any) -> DatasetRecord:
+        """A dataset of labels without images (models.embeddings_import.write_labels_only_set), for embeddings."""
+        return self._add_dataset(name, "embeddings", build)
 
     def upload_limits(self) -> Any:
         """models.data.UploadLimits from the settings: the archive may be as large as a request body."""

@@ -69,6 +69,7 @@ export const api = {
   cancel: (id) => request("POST", `runs/${id}/cancel`),
   resume: (id) => request("POST", `runs/${id}/resume`),
   deleteRun: (id) => request("DELETE", `runs/${id}`),
+  importEmbeddings: (form) => request("POST", "embeddings", { form }),
 
   stats: (id) => request("GET", `runs/${id}/stats`),
   neighbors: (id, imageId, k = 10, within) => request("GET", `runs/${id}/neighbors?${q({ image_id: imageId, k, within })}`),

@@ -8,6 +8,7 @@ export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
     if (value === false || value === null || value === undefined) continue;
+    if (tag === "img" && key === "src" && document.body.classList.contains("no-images")) continue; // views/run.js
     if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
     else if (key === "dataset" || key === "style") Object.assign(node[key], value);
     else if (key in node && typeof value !== "string") node[key] = value;

@@ -9,7 +9,7 @@ function card() {
 export function showCard(src, caption, mouse) {
   const box = card();
   const img = box.querySelector("img");
-  if (img.getAttribute("src") !== src) img.src = src;
+  if (!document.body.classList.contains("no-images") && img.getAttribute("src") !== src) img.src = src;
   box.querySelector(".caption").textContent = caption;
   box.style.display = "block";
   if (!mouse) return;

@@ -7,8 +7,10 @@ export function statusBadge(run) {
   return el("span", { class: `badge ${STATUS_CLASS[run.status] || ""}`, "data-status": run.status }, run.status);
 }
 
-/** "small_cnn · triplet/semihard · euclidean · det 0.05 · flow×4 · 6 ep" */
-export function configLine(cfg) {
+/** "small_cnn · triplet/semihard · euclidean · det 0.05 · flow×4 · 6 ep"; "imported embeddings · 512-d · cosine"
+ * for a run of `origin` embeddings, which has no network or training. */
+export function configLine(cfg, origin) {
+  if (origin === "embeddings") return `imported embeddings · ${cfg.embedding_dim}-d · ${cfg.distance.name}`;
   const regs = (cfg.regularizers || []).map((r) => `${r.name} ${r.weight}`);
   return [cfg.backbone, `${cfg.loss.name}/${cfg.miner.name}`,
     `${cfg.distance.name}${cfg.distance.normalize ? " (normalized)" : ""}`, ...regs,

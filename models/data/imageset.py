@@ -84,6 +84,7 @@ class ImageSet:
         self.mean: tuple[float, ...] = tuple(meta["mean"])
         self.std: tuple[float, ...] = tuple(meta["std"])
         self.split: np.ndarray | None = None if meta["split"] is None else np.asarray(meta["split"], dtype=bool)
+        self.has_images: bool = meta.get("images", True)  # False: labels only, for imported embeddings
         self._pixels: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -106,6 +107,8 @@ class ImageSet:
         """
         if size < 1:
             raise DatasetError(f"image size must be positive, got {size}")
+        if not self.has_images:
+            raise DatasetError("this dataset holds the labels of imported embeddings, not images")
         if size not in self._pixels:
             path = self.root / f"cache_{size}.npy"
             shape = (len(self), self.channels, size, size)

@@ -68,6 +68,8 @@ def check_trainable(image_set: ImageSet, config: RunConfig) -> None:
     The server calls it before queueing a run, so a run that cannot start is refused with a message that says
     what to change, instead of failing in its worker minutes later.
     """
+    if not image_set.has_images:
+        raise DatasetError("this dataset holds the labels of imported embeddings; it has no images to train on")
     train_idx, _ = zero_shot_split(image_set, config.split)
     _, per_class = np.unique(image_set.labels[train_idx], return_counts=True)
     train_classes = len(per_class)

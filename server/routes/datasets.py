@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
-from server.errors import NotFound
+from server.errors import Conflict, NotFound
 from server.routes.deps import DatasetId, ImageId, StoreDep
 from server.schemas import (DatasetPublic, DatasetsPublic, ImagePublic, ImagesPublic, SkippedPublic, dataset_public,
                             image_url, thumb_url)
@@ -136,6 +136,8 @@ def list_images(dataset_id: DatasetId, store: StoreDep, offset: int = Query(0, g
 
 def _checked_image_set(store: Store, dataset_id: str, image_id: int) -> Any:
     image_set = store.image_set(dataset_id)
+    if not image_set.has_images:
+        raise Conflict(f"dataset {dataset_id} holds the labels of imported embeddings; it has no images")
     if image_id >= len(image_set):
         raise NotFound(f"dataset {dataset_id} has {len(image_set)} images (ids 0 to {len(image_set) - 1}); "
                        f"there is no image {image_id}")

@@ -131,8 +131,9 @@ class _View:
     def checkpoint(self) -> Path:
         """The run's dmlscope checkpoint; a run imported from a TorchScript module has none (409, not a 500)."""
         if not self.art.checkpoint_path.exists():
-            raise Conflict(f"run {self.rec.id!r} has no dmlscope checkpoint (it was imported from a TorchScript "
-                           "module, which only its import worker runs): query it by image id instead")
+            how = ("was imported as embeddings, with no model" if self.rec.origin == "embeddings" else
+                   "was imported from a TorchScript module, which only its import worker runs")
+            raise Conflict(f"run {self.rec.id!r} has no dmlscope checkpoint (it {how}): query it by image id instead")
         return self.art.checkpoint_path
 
     def loaded(self) -> Any:

@@ -135,17 +135,23 @@ def checkpoint_config(path: Path, store: Store, dataset_id: str) -> RunConfig:
     return config
 
 
+def fixed_distances() -> list[str]:
+    """Distances that need no training: neither learned nor estimated from training embeddings (`refresh`)."""
+    from models.distances import create_distance, list_distances
+
+    def fixed(name: str) -> bool:
+        d = create_distance(name, dim=2)
+        return not any(True for _ in d.parameters()) and not hasattr(d, "refresh")
+
+    return [n for n in list_distances() if fixed(n)]
+
+
 def torchscript_config(store: Store, dataset_id: str, image_size: int | None, distance: str) -> RunConfig:
     """The config a TorchScript embedder is measured with (split, distance, input size), checked without
     loading the module: its code runs only in the worker."""
     from models.data import DatasetError, zero_shot_split
-    from models.distances import create_distance, list_distances
 
-    def fixed(name: str) -> bool:  # neither learned nor estimated from training embeddings (a `refresh` method)
-        d = create_distance(name, dim=2)
-        return not any(True for _ in d.parameters()) and not hasattr(d, "refresh")
-
-    free = [n for n in list_distances() if fixed(n)]
+    free = fixed_distances()
     if distance not in free:
         raise BadRequest(f"distance {distance!r} cannot measure a TorchScript module (its metric is learned or "
                          f"estimated during training, and the module has no training); choose one of {', '.join(free)}")

@@ -46,7 +46,7 @@ function draw(root, cmp, runs, cleanups) {
     el("div", { class: "grid-2" },
       [["A", a], ["B", b]].map(([tag, r]) => el("p", {}, el("strong", {}, `${tag}: `),
         el("a", { href: href({ run: r.id }), "data-nav": true }, runLabel(r)), " ", statusBadge(r),
-        el("br"), el("span", { class: "small" }, configLine(r.config))))),
+        el("br"), el("span", { class: "small" }, configLine(r.config, r.origin))))),
     el("p", {}, el("strong", {}, "B differs from A in: "), changes.length ? changes.join("; ") : "nothing (same settings: a seed check)"),
     cmp.same_dataset ? null : el("p", { class: "state error" }, "The runs use different image sets: maps are not aligned and no images are shared.")));
 

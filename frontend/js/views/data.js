@@ -169,23 +169,28 @@ function importReport(dataset) {
 }
 
 async function showDataset(box, dataset, refresh) {
-  const thumbs = el("div", {}, loading("thumbnails"));
+  const images = dataset.has_images !== false;  // false: the labels of imported embeddings, nothing to train on
+  const thumbs = el("div", {}, images ? loading("thumbnails") : null);
   const actions = el("div", { class: "actions" },
-    el("a", { class: "button", href: href({ tab: "train", dataset: dataset.id }), "data-nav": true }, "Train on this set"),
+    images ? el("a", { class: "button", href: href({ tab: "train", dataset: dataset.id }), "data-nav": true }, "Train on this set") : null,
     el("button", { type: "button", class: "danger", onclick: () => removeDataset(dataset, deleteStatus, refresh) }, "Delete"));
   const deleteStatus = el("div", { id: "delete-status" });
   fill(box,
     el("header", {}, el("h2", { id: "detail-h" }, dataset.name), el("span", { class: "badge" }, dataset.source), actions),
     deleteStatus,
-    el("p", { class: "muted" }, `${dataset.num_images} images · ${dataset.num_classes} classes · `,
+    images ? el("p", { class: "muted" }, `${dataset.num_images} images · ${dataset.num_classes} classes · `,
       `${dataset.channels === 1 ? "greyscale" : "colour"}`, dataset.native_size ? ` · ${dataset.native_size} px` : "",
-      dataset.has_predefined_split ? ` · ${splitText(dataset) || "predefined train/test split"}` : ""),
+      dataset.has_predefined_split ? ` · ${splitText(dataset) || "predefined train/test split"}` : "")
+      : el("p", { class: "state empty", id: "labels-only" }, `The labels of ${dataset.num_images} imported embeddings in `
+        + `${dataset.num_classes} classes, with no images: nothing to show as thumbnails or to train on. Its run `
+        + "shows the map, statistics and neighbours of the vectors."),
     el("h3", {}, "Images per class"),
     el("div", { class: "class-counts" }, dataset.classes.map((c) =>
       el("span", { class: "badge" }, `${c.name}: ${c.count}`))),
     (dataset.warnings || []).map((w) => el("p", { class: "state empty" }, w)),
     thumbs,
-    rejected(dataset));
+    images ? rejected(dataset) : null);
+  if (!images) return;
   const classes = dataset.classes.slice(0, MAX_CLASSES_SHOWN);
   try {
     const pages = await Promise.all(classes.map((c) =>

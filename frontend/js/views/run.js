@@ -24,7 +24,8 @@ const pause = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 export function renderRun(root, runId) {
   const cleanups = [];
   root.append(loading("the run"));
-  api.run(runId).then((run) => {
+  api.run(runId).then(async (run) => {
+    if (run.origin === "embeddings") await markNoImages(run, cleanups);
     fill(root);
     draw(root, run, cleanups);
   }).catch((err) => fill(root, errorBox(err, `Run ${runId}`), el("a", { href: href({ tab: "runs" }), "data-nav": true }, "All runs")));
@@ -52,7 +53,8 @@ function draw(root, run, cleanups) {
       keptPanel(run, cleanups), retrainPanel(run));
     return;
   }
-  root.append(retrainPanel(run));
+  if (run.origin === "embeddings") imagesNote(root);  // nothing to retrain: no network, no training
+  else root.append(retrainPanel(run));
   explore(root, run, cleanups);
 }
 
@@ -92,16 +94,35 @@ function headerPanel(run) {
   describeLineage(lineage, run);
   return el("section", { class: "panel", "aria-labelledby": "run-h" },
     el("header", {}, el("h2", { id: "run-h" }, runLabel(run)), statusBadge(run), actions),
-    el("p", { class: "small" }, configLine(run.config), el("span", { class: "muted mono" }, `  · id ${run.id}`)),
+    el("p", { class: "small" }, configLine(run.config, run.origin), el("span", { class: "muted mono" }, `  · id ${run.id}`)),
     underTrainedNote(run),
     lineage,
     saturationWarning(run.summary),
     run.status === "done" ? el("p", { class: "small" }, "Export: ",
       el("a", { href: exportUrl(run.id, "stats", "csv"), download: true }, "per-class stats (CSV)"), " · ",
       el("a", { href: exportUrl(run.id, "stats", "json"), download: true }, "metrics + stats (JSON)"), " · ",
-      el("a", { href: exportUrl(run.id, "embeddings"), download: true }, "embeddings (.npz of .npy arrays)"), " · ",
-      el("a", { href: exportUrl(run.id, "checkpoint"), download: true }, "checkpoint (.pt)")) : null,
+      el("a", { href: exportUrl(run.id, "embeddings"), download: true }, "embeddings (.npz of .npy arrays)"),
+      run.origin === "embeddings" ? null : [" · ", el("a", { href: exportUrl(run.id, "checkpoint"), download: true },
+        "checkpoint (.pt)")]) : null,
     errors);
+}
+
+/** Imported embeddings linked to no dataset of images: mark the page (body.no-images) before anything is
+ * drawn, so no thumbnail is requested (dom.js `el`, hovercard.js) and the layout leaves them out. */
+async function markNoImages(run, cleanups) {
+  try {
+    if ((await api.dataset(run.dataset_id)).has_images !== false) return;
+  } catch { return; }
+  document.body.classList.add("no-images");
+  cleanups.push(() => document.body.classList.remove("no-images"));
+}
+
+/** What imported embeddings offer: every view of the vectors, none of a network's or (unlinked) the images'. */
+function imagesNote(root) {
+  root.append(el("p", { class: "state", role: "note", id: "embeddings-note" },
+    "Imported embeddings: measured without a model, so image queries, log|det J| and Lipschitz maps do not apply.",
+    document.body.classList.contains("no-images") ? " No dataset of images is linked, so there are no thumbnails: "
+      + "points and neighbours are shown by class and id." : null));
 }
 
 /** A warning when over half of the flow's coupling scales sit at their tanh bound (docs/determinant.md). */
@@ -261,7 +282,8 @@ function explore(root, run, cleanups) {
     });
     side.append(retrieval.node);
     if (p.get("image")) retrieval.show(Number(p.get("image")));
-    logdet = logdetPanel(run, view, cleanups);
+    const network = run.origin !== "embeddings";  // imported embeddings: no flow layer, no training history
+    logdet = network ? logdetPanel(run, view, cleanups) : null;
     const pick = (id) => { retrieval.show(id); mapPanel.scrollIntoView({ block: "start" }); };
     failures = failurePanel(run, { noLogdet: !hasLogdet(view.points), onPick: pick });
     pairs = pairsPanel(run, { onPick: (classes) => {
@@ -270,9 +292,9 @@ function explore(root, run, cleanups) {
     } }, cleanups);
     const curves = el("div", { class: "plot short", id: "history-curves" });
     const stats = el("div", {}, loading("statistics"));
-    fill(below, stats, el("div", { class: "grid-2" }, failures.node, pairs.node), logdet.node,
-      el("section", { class: "panel", "aria-labelledby": "curves-h" }, el("header", {}, el("h2", { id: "curves-h" }, "Training loss")), curves));
-    logdet.update(view.points);
+    fill(below, stats, el("div", { class: "grid-2" }, failures.node, pairs.node), logdet?.node, network ?
+      el("section", { class: "panel", "aria-labelledby": "curves-h" }, el("header", {}, el("h2", { id: "curves-h" }, "Training loss")), curves) : null);
+    logdet?.update(view.points);
     failures.load(state.split);
     pairs.load(state.split);
     try {
@@ -280,7 +302,7 @@ function explore(root, run, cleanups) {
       const classes = el("div");
       fill(stats, metricsPanel(s), classes);
       classPanels(classes, s, run, cleanups);
-      historyCurves(curves, s.history || []);
+      if (network) historyCurves(curves, s.history || []);
     } catch (err) {
       fill(stats, errorBox(err, "No statistics"));
     }

@@ -4,6 +4,7 @@ import { api } from "../api.js";
 import { el, empty, errorBox, fill, fixed, loading } from "../dom.js";
 import { href, navigate } from "../url.js";
 import { configLine, headline, statusBadge } from "../runinfo.js";
+import { embeddingsPanel } from "./embeddingsform.js";
 import { leaderboard } from "./leaderboard.js";
 import { lossOverlay } from "./lossoverlay.js";
 
@@ -24,6 +25,7 @@ export function renderRuns(root) {
       el("div", { class: "actions" }, compareButton,
         el("a", { class: "button", href: href({ tab: "train" }), "data-nav": true }, "New run"))),
     list),
+  embeddingsPanel(),
   el("section", { class: "panel", "aria-labelledby": "board-h" },
     el("header", {}, el("h2", { id: "board-h" }, "Leaderboard"),
       el("span", { class: "help" }, "click a column to sort; test = classes never seen in training")),
@@ -70,7 +72,7 @@ function runTree(runs, datasets, picked, onPick) {
       statusBadge(run),
       ACTIVE.has(run.status) && run.progress ? el("span", { class: "small" }, `${Math.round(100 * run.progress.fraction)} %`) : null,
       el("span", { class: "muted small" }, datasets[run.dataset_id] || run.dataset_id),
-      el("span", { class: "small" }, configLine(run.config)),
+      el("span", { class: "small" }, configLine(run.config, run.origin)),
       headlineText(run)),
     children[run.id] ? el("ul", { "aria-label": `runs retrained from ${run.name || run.id}` }, children[run.id].map(item)) : null);
   return el("ul", { class: "run-list" }, runs.filter((r) => !r.parent_id || !ids.has(r.parent_id)).map(item));
