@@ -102,12 +102,12 @@ def test_sweep_end_to_end_prints_the_paired_table_and_writes_json(tmp_path: Path
     assert data["complete"] and {r["variant"] for r in data["variants"]} == {"baseline", "density"}
     density = next(r for r in data["variants"] if r["variant"] == "density" and r["metric"] == "map_at_r")
     assert density["n"] == 2 and density["under_trained"] == 2 and set(density["chosen"]) == {"0", "1"}
-    assert len(data["selection"]) == 2 * (2 + 4)  # splits × (baseline's margins + density's 4 points)
+    assert len(data["selection"]) == 2 * (2 + 3)  # splits × (baseline's margins + density's 3 points)
     runs = Store.open(Settings(data_dir=tmp_path / "data")).list_runs()
     finals = sorted(r.name for r in runs if not r.name.startswith("sweep select"))
     assert finals == ["sweep baseline split 0 seed 0", "sweep baseline split 1 seed 0",
                       "sweep density split 0 seed 0", "sweep density split 1 seed 0"]
-    select = next(r for r in runs if r.name == "sweep select density split 1 grid 3")
+    select = next(r for r in runs if r.name == "sweep select density split 1 grid 2")
     assert select.config["split"] == {"mode": "random_half", "seed": 1, "validation": True}
     assert all(r.config["steps_per_epoch"] == 2 and r.status == "done" for r in runs)
 

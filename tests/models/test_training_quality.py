@@ -31,7 +31,7 @@ BASE = {"epochs": 3, "device": "cpu", "amp": False}
 # form's non-degenerate range, docs/determinant.md); the L2 terms sized to about the triplet loss's magnitude.
 VARIANTS = {
     "det": ({"flow": {"enabled": True}, "regularizers": [{"name": "det", "weight": 0.001}]}, False),
-    "density": ({"regularizers": [{"name": "density", "weight": 0.5}]}, True),
+    "density": ({"regularizers": [{"name": "density", "weight": 0.05}]}, True),  # τ 5: the sweeps' choice
     "zero_mean": ({"distance": {"name": "snr"}, "regularizers": [{"name": "zero_mean", "weight": 0.005}]}, True),
     "l2_embedding": ({"regularizers": [{"name": "l2_embedding", "weight": 0.01}]}, True),
     "l2_weights": ({"regularizers": [{"name": "l2_weights", "weight": 0.001}]}, True),
