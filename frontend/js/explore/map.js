@@ -47,7 +47,7 @@ function coloring(points, key, range = null) {
   if (key === "split") {
     return markerFor({ kind: "category", values: c.split, labels: ["train", "test"], colors: ["#9c755f", "#4e79a7"], title: "split" });
   }
-  const column = key === "logdet" ? c.logdet : key === "lipschitz_network" ? c.lipschitz_network : c.lipschitz;
+  const column = continuous(points, key);
   if (!column || !column.some((v) => !Number.isNaN(v))) {
     // A run without a flow layer (logdet), or measured before the whole-network Lipschitz existed: an all-NaN
     // colour array breaks the colour bar. lipschitz_network is a seeded sample: Plotly draws the NaN rest grey.
