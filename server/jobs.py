@@ -7,7 +7,6 @@ reporting is marked failed with its exit code, a cancelled one that does not sto
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing as mp
 import os
@@ -20,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.errors import Conflict, QueueFull
+from server.events import EventHub
 from server.settings import Settings
 from server.store import ACTIVE, RunRecord, Store
 from server.weights import with_weights_file
 
 log = logging.getLogger("dmlscope.jobs")
 _POLL_S = 0.2
-_SUBSCRIBER_BUFFER = 256
 PROGRESS_EVERY_S = 0.25
 PARENT_POLL_S = 0.5
 ORPHAN_EXIT_CODE = 75  # EX_TEMPFAIL: the worker stopped because its server died, not because the run failed
@@ -111,45 +110,6 @@ class _Throttled:
         if progress.stage != self.last_stage or t - self.last_time >= PROGRESS_EVERY_S:
             self.last_time, self.last_stage = t, progress.stage
             self.events.put(("progress", self.run_id, progress.to_dict()))
-
-
-class EventHub:
-    """Per-run fan-out to asyncio subscribers; `publish` may be called from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._subs: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]]] = {}
-
-    def subscribe(self, run_id: str) -> asyncio.Queue:
-        q: asyncio.Queue = asyncio.Queue(_SUBSCRIBER_BUFFER)
-        with self._lock:
-            self._subs.setdefault(run_id, []).append((asyncio.get_running_loop(), q))
-        return q
-
-    def unsubscribe(self, run_id: str, q: asyncio.Queue) -> None:
-        with self._lock:
-            subs = [s for s in self._subs.get(run_id, []) if s[1] is not q]
-            if subs:
-                self._subs[run_id] = subs
-            else:
-                self._subs.pop(run_id, None)
-
-    def publish(self, run_id: str, kind: str, payload: Any) -> None:
-        """`kind` is "run" (payload: RunRecord) or "progress" (payload: Progress dict)."""
-        with self._lock:
-            subs = list(self._subs.get(run_id, []))
-        for loop, q in subs:
-            try:
-                loop.call_soon_threadsafe(_offer, q, (kind, payload))
-            except RuntimeError:  # that subscriber's loop has closed
-                self.unsubscribe(run_id, q)
-
-
-def _offer(q: asyncio.Queue, item: tuple[str, Any]) -> None:
-    # A slow reader loses old progress, never a status change: progress is a "latest state" stream.
-    while q.full():
-        q.get_nowait()
-    q.put_nowait(item)
 
 
 @dataclass

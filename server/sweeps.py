@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from models.sweep import PlannedRun, Sweep, SweepSpec
 from server.errors import Conflict, DmlscopeError
-from server.jobs import EventHub, JobManager
+from server.events import EventHub
+from server.jobs import JobManager
 from server.settings import Settings
 from server.store import ACTIVE, Store
 from server.sweeps_store import SWEEP_ACTIVE, SweepRecord, SweepStore, outcome
