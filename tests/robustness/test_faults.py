@@ -23,7 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import server.store
+import server.store.base
 from models.data.writer import ImageSetWriter
 from server.app import create_app
 from server.store import Store, atomic_write_bytes
@@ -179,7 +179,7 @@ class _FillsUp(io.RawIOBase):
 def full_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The atomic writer's file fills the disk half-way through its write."""
     real_fdopen = os.fdopen
-    monkeypatch.setattr(server.store.os, "fdopen", lambda fd, *a, **k: _FillsUp(real_fdopen(fd, *a, **k)))
+    monkeypatch.setattr(server.store.base.os, "fdopen", lambda fd, *a, **k: _FillsUp(real_fdopen(fd, *a, **k)))
     yield
 
 
