@@ -1,25 +1,36 @@
-"""check_config: a RunConfig's component names, parameters and combinations, checked before anything trains.
+"""check_config: a RunConfig's component names, parameters and combinations, checked against the registries.
 
-RunConfig's validator calls it, so the CLI, the HTTP API and the trainer reject the same configs with the same
-words. Pydantic reports a model-level error at the root, so every message starts with the field it is about
-("loss.params.margin: ...") and says what is allowed.
+RunConfig itself is plain data (models/config.py); this is the one explicit step that needs the registries (and
+torch). It is taken where a config enters the system: the HTTP request schemas, the CLI's `build_config`, a
+checkpoint import, a sweep's planned runs and `trainer.train`, so all of them reject the same configs with the
+same words. Every message starts with the field it is about ("loss.params.margin: ...") and says what is allowed.
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
+from pydantic import ValidationError
 
+from models.config import RunConfig
 from models.registry import Param, Registry
 
-if TYPE_CHECKING:
-    from models.config import RunConfig
+
+def checked(cfg: RunConfig) -> RunConfig:
+    """`cfg` if check_config accepts it, else a pydantic ValidationError at the config's root, so a caller that
+    already reports field errors (HTTP 422, the CLI's one line) reports this one the same way."""
+    try:
+        return check_config(cfg)
+    except ValueError as err:
+        raise ValidationError.from_exception_data("RunConfig", [
+            {"type": "value_error", "loc": (), "input": cfg.model_dump(mode="json"), "ctx": {"error": err}}]) from None
 
 
-def check_config(cfg: RunConfig) -> None:
-    """Raise ValueError naming the first field that is unknown, mistyped, out of range or in a pairing that makes
-    no sense. Components are dry-built once (with the global RNG untouched) so value checks are the factories' own."""
+def check_config(cfg: RunConfig) -> RunConfig:
+    """`cfg`, or ValueError naming the first field that is unknown, mistyped, out of range or in a pairing that
+    makes no sense. Components are dry-built once (with the global RNG untouched) so value checks are the
+    factories' own."""
     from models.backbones import BACKBONES  # late: torchvision and PML are slow to import
     from models.distances import DISTANCES, create_distance
     from models.losses import LOSSES, MINERS, check_pairing
@@ -33,7 +44,6 @@ def check_config(cfg: RunConfig) -> None:
     for k, reg in enumerate(cfg.regularizers):
         _check_component(REGULARIZERS, f"regularizers[{k}]", reg.name, reg.params)
         _check_regularizer_needs(cfg, k, REGULARIZERS.entry(reg.name).tags)
-    _check_flow(cfg)
 
     with torch.random.fork_rng(devices=[]):  # proxies draw random numbers; validating must not shift a run's seed
         distance = _in_field("distance.params: ", lambda: create_distance(
@@ -43,6 +53,7 @@ def check_config(cfg: RunConfig) -> None:
         _in_field("miner.params: ", lambda: MINERS.create(cfg.miner.name, distance, **cfg.miner.params))
         for k, reg in enumerate(cfg.regularizers):
             _in_field(f"regularizers[{k}].params: ", lambda: REGULARIZERS.create(reg.name, **reg.params))
+    return cfg
 
 
 def _in_field(prefix: str, build: Callable[[], Any]) -> Any:
@@ -90,14 +101,3 @@ def _check_regularizer_needs(cfg: RunConfig, k: int, tags: frozenset[str]) -> No
     if "needs_class_pairs" in tags and cfg.samples_per_class < 2:
         raise ValueError(f"samples_per_class: regularizer '{reg.name}' measures each class's spread and needs "
                          f"samples_per_class ≥ 2 (4 or more recommended), got {cfg.samples_per_class}")
-    if reg.name == "det" and "dueling_ratio" in reg.params and not cfg.flow.dueling:
-        raise ValueError(f"regularizers[{k}].params.dueling_ratio: only used with flow.dueling = true; "
-                         f"enable the dueling branch or drop the parameter")
-
-
-def _check_flow(cfg: RunConfig) -> None:
-    if cfg.flow.dueling and not cfg.flow.enabled:
-        raise ValueError("flow.dueling: the dueling branch is a second flow layer; set flow.enabled = true too")
-    if cfg.flow.dueling and "det" not in {r.name for r in cfg.regularizers}:
-        raise ValueError("flow.dueling: the dueling branch learns only through the det regularizer's dueling term; "
-                         "add {\"name\": \"det\"} to regularizers or set flow.dueling = false")

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from pytorch_metric_learning.distances import BaseDistance
 
 from models import distributed
+from models.compat import checked
 from models.config import RunConfig
 from models.data import ImageSet, zero_shot_split
 from models.budget import steps_per_epoch, under_trained
@@ -115,7 +116,7 @@ def load_distance(run_dir: str | Path) -> BaseDistance:
 
 def read_checkpoint_config(path: str | Path) -> RunConfig:
     """The RunConfig a checkpoint was trained with (for recording an import before it runs)."""
-    return RunConfig.model_validate(load_checkpoint(Path(path))["config"])
+    return checked(RunConfig.model_validate(load_checkpoint(Path(path))["config"]))
 
 
 def embed_images(source: str | Path | EmbeddingNet, pixels: np.ndarray) -> np.ndarray:

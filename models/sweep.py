@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from models.budget import MIN_STEPS, judge, steps_per_epoch
+from models.compat import checked
 from models.config import RunConfig
 from models.data import zero_shot_split
 from models.progress import Cancelled
@@ -150,7 +151,7 @@ class Sweep:
         if validation and self.spec.select_classes_per_batch is not None:
             patch["classes_per_batch"] = min(base.classes_per_batch, self.spec.select_classes_per_batch)
         try:
-            return base.with_patch(VARIANTS[name].patch).with_patch(point).with_patch(patch)
+            return checked(base.with_patch(VARIANTS[name].patch).with_patch(point).with_patch(patch))
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in err.get("loc", ()))

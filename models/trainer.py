@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models import distributed
 from models.budget import is_edge_step, steps_per_epoch
+from models.compat import check_config
 from models.config import RunConfig
 from models.data import ImageSet, MPerClassSampler
 from models.distances import create_distance
@@ -225,6 +226,7 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     Cancelled when `should_cancel()` turns true (checked before each step; nothing new is saved) and
     TrainingDiverged when a term goes non-finite.
     """
+    check_config(config)  # the registries' verdict, even for a config built in Python without the API or CLI
     top = distributed.topology()
     on_progress = (on_progress or ignore_progress) if top.is_primary else ignore_progress
     should_cancel = should_cancel or never_cancel

@@ -85,6 +85,7 @@ def config_patch(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_config(args: argparse.Namespace, settings: Settings) -> Any:
     """RunConfig = defaults ← --config file ← flags; `--reg NAME=W` sets (or adds) one regularizer's weight."""
+    from models.compat import checked
     from models.config import RunConfig
 
     base: dict[str, Any] = {}
@@ -107,7 +108,7 @@ def build_config(args: argparse.Namespace, settings: Settings) -> Any:
             except ValueError:
                 raise BadInput(f"--reg {item}: the weight must be a number, e.g. --reg {name}=0.1") from None
         patch["regularizers"] = list(regs.values())
-    return config.with_patch(patch)
+    return checked(config.with_patch(patch))
 
 
 def _validation_message(exc: ValidationError) -> str:

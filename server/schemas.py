@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from models.compat import check_config
 from models.config import RunConfig
 from server.store import ID_PATTERN, DatasetRecord, RunRecord
 
@@ -144,10 +145,10 @@ class RunCreate(BaseModel):
 
     @field_validator("config")
     @classmethod
-    def _no_server_path(cls, config: RunConfig) -> RunConfig:
+    def _no_server_path_and_known_components(cls, config: RunConfig) -> RunConfig:
         if config.pretrained_weights is not None:
             raise ValueError(_NO_WEIGHTS_PATH)
-        return config
+        return check_config(config)
 
 
 class RunRetrain(BaseModel):

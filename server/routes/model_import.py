@@ -22,6 +22,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 
+from models.compat import checked
 from models.config import RunConfig
 from server.errors import BadRequest, validation_summary
 from server.routes.deps import JobsDep, StoreDep
@@ -66,7 +67,7 @@ def _checked_fields(ckpt: dict) -> tuple[RunConfig, int, int]:
     """The checkpoint's config, channel count and input size, each held to the limits of a run config: the file
     is untrusted and these decide how much memory the worker asks for."""
     try:
-        config = RunConfig.model_validate(ckpt.get("config"))
+        config = checked(RunConfig.model_validate(ckpt.get("config")))
     except ValidationError as e:
         raise BadRequest(f"the checkpoint's config is not one this version accepts: "
                          f"{validation_summary(e, ('config',))}") from None

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from models.compat import checked
 from models.config import RunConfig
 from server.errors import BadRequest, config_validation_error
 from server.routes.deps import JobsDep, RunId, StoreDep
@@ -46,7 +47,7 @@ def create_run(body: RunCreate, store: StoreDep, jobs: JobsDep) -> RunPublic:
 def retrain(run_id: RunId, body: RunRetrain, store: StoreDep, jobs: JobsDep) -> Any:
     parent = store.get_run(run_id)
     try:
-        config = parent.run_config().with_patch(body.patch)
+        config = checked(parent.run_config().with_patch(body.patch))
     except ValidationError as e:
         return config_validation_error(e, ("body", "patch"))
     check_fits(store, parent.dataset_id, config)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from models.compat import check_config
+from models.compat import check_config, checked
 from models.config import RunConfig
 from models.distances import list_distances
 from models.losses import LOSSES, list_miners
@@ -13,7 +13,7 @@ from models.regularizers import list_regularizers
 
 
 def test_default_config_is_valid() -> None:
-    cfg = RunConfig()
+    cfg = check_config(RunConfig())
     assert (cfg.distance.name, cfg.loss.name, cfg.miner.name) == ("euclidean", "triplet", "semihard")
 
 
@@ -21,32 +21,32 @@ def test_with_patch_toggles_and_retrains_without_touching_the_parent() -> None:
     parent = RunConfig()
     child = parent.with_patch({"flow": {"enabled": True}, "regularizers": [{"name": "det", "weight": 0.05}]})
     assert child.flow.enabled and child.flow.depth == parent.flow.depth  # deep merge keeps the rest
-    assert child.regularizer_weight("det") == 0.05 and parent.regularizers == []
+    assert child.regularizer_weight("det") == 0.05 and parent.regularizers == ()
     swapped = child.with_patch({"loss": {"name": "proxy_anchor", "params": {"margin": 0.2}}, "miner": {"name": "none"}})
     assert swapped.loss.params == {"margin": 0.2} and swapped.flow.enabled
     with pytest.raises(ValidationError, match="regularizers\\[0\\]"):
-        child.with_patch({"flow": {"enabled": False}})
+        checked(child.with_patch({"flow": {"enabled": False}}))
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES.names()))
 def test_every_registered_loss_is_accepted(name: str) -> None:
     miner = "none" if "proxy" in LOSSES.entry(name).tags else "semihard"
-    RunConfig(loss={"name": name}, miner={"name": miner})
+    check_config(RunConfig(loss={"name": name}, miner={"name": miner}))
 
 
 @pytest.mark.parametrize("name", list_distances())
 def test_every_registered_distance_is_accepted(name: str) -> None:
-    RunConfig(distance={"name": name, "normalize": True})
+    check_config(RunConfig(distance={"name": name, "normalize": True}))
 
 
 @pytest.mark.parametrize("name", list_miners())
 def test_every_registered_miner_is_accepted(name: str) -> None:
-    RunConfig(miner={"name": name})
+    check_config(RunConfig(miner={"name": name}))
 
 
 def test_every_registered_regularizer_is_accepted_together() -> None:
-    cfg = RunConfig(flow={"enabled": True, "dueling": True},
-                    regularizers=[{"name": n} for n in list_regularizers()])
+    cfg = check_config(RunConfig(flow={"enabled": True, "dueling": True},
+                                 regularizers=[{"name": n} for n in list_regularizers()]))
     assert [r.name for r in cfg.regularizers] == list_regularizers()
 
 
@@ -76,7 +76,7 @@ INVALID = {
 @pytest.mark.parametrize("patch,message", INVALID.values(), ids=INVALID.keys())
 def test_invalid_configs_are_rejected_naming_the_field(patch: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        RunConfig().with_patch(patch)
+        checked(RunConfig().with_patch(patch))
 
 
 def test_density_needs_two_samples_per_class() -> None:
@@ -91,5 +91,5 @@ def test_validation_does_not_consume_the_global_random_stream() -> None:
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    RunConfig(loss={"name": "proxy_anchor"}, miner={"name": "none"})  # dry-builds random proxies
+    check_config(RunConfig(loss={"name": "proxy_anchor"}, miner={"name": "none"}))  # dry-builds random proxies
     torch.testing.assert_close(torch.rand(3), expected)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from pytorch_metric_learning.distances import SNRDistance
 
+from models.compat import check_config
 from models.config import RunConfig
 from models.distances import DISTANCES, create_distance, list_distances
 from models.registry import InvalidParameterError
@@ -198,7 +199,7 @@ def test_relative_mahalanobis_rejects_an_unknown_metric_listing_the_three() -> N
     with pytest.raises(InvalidParameterError, match="inverse_covariance, identity, learned.*'whitened'"):
         create_distance("relative_mahalanobis", dim=DIM, metric="whitened")
     with pytest.raises(ValueError, match=r"distance\.params: .*shrinkage"):
-        RunConfig(distance={"name": "relative_mahalanobis", "params": {"shrinkage": 0.0}})
+        check_config(RunConfig(distance={"name": "relative_mahalanobis", "params": {"shrinkage": 0.0}}))
     schema = next(e for e in DISTANCES.schemas() if e["name"] == "relative_mahalanobis")
     metric = next(p for p in schema["params"] if p["name"] == "metric")
     assert metric["default"] == "inverse_covariance" and metric["type"] == "str"
@@ -208,7 +209,7 @@ def test_relative_mahalanobis_rejects_an_unknown_metric_listing_the_three() -> N
 @pytest.mark.parametrize("metric", ["inverse_covariance", "identity", "learned"])
 def test_the_sweep_patches_are_valid_configs(metric: str) -> None:
     patch = {"distance": {"name": "relative_mahalanobis", "params": {"metric": metric}}}
-    config = RunConfig().with_patch(patch)
+    config = check_config(RunConfig().with_patch(patch))
     assert create_distance(config.distance.name, dim=config.embedding_dim, **config.distance.params).metric == metric
 
 
