@@ -17,8 +17,9 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from models.config import RunConfig
+from models.errors import InvalidInput
 from server import __version__
-from server.errors import BadRequest, install_error_handlers
+from server.errors import ERROR_RESPONSES, install_error_handlers
 from server.folder_lock import ServerLock
 from server.jobs import JobManager
 from server.middleware import AllowedHosts, BearerAuth, BodyLimit, SameOrigin, SecurityHeaders
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
                 analysis.clear_caches()
 
     app = FastAPI(title="dmlscope", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  responses=ERROR_RESPONSES,
                   description="Deep-metric-learning workbench API; see docs/api.md for the event stream and the "
                               "binary points layout.")
     app.state.settings = settings
@@ -142,7 +144,7 @@ def _queue_demo_run(store: Store, jobs: JobManager, dataset_id: str) -> None:
     config = RunConfig()
     try:
         runs.check_fits(store, dataset_id, config)
-    except BadRequest as exc:
+    except InvalidInput as exc:
         log.warning("no demo run: %s", exc)
         return
     jobs.submit(store.create_run(dataset_id, config, name="demo: triplet baseline").id)

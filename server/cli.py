@@ -15,7 +15,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from pydantic import ValidationError
 
-from server.errors import DmlscopeError
+from models.errors import DmlscopeError
 from server.settings import Settings
 
 EXIT_BAD_INPUT = 2

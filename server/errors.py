@@ -1,7 +1,8 @@
-"""Typed application errors and their one JSON shape on the wire: {"error": CODE, "detail": TEXT}.
+"""Errors on the wire: the one mapping of domain errors (models/errors.py) to HTTP statuses, the exception
+handlers, and the one JSON shape of every error answer, {"error": CODE, "detail": TEXT} (`ErrorPublic`).
 
-The store and the job manager raise these with a message that says what to fix; the CLI prints the message
-and the API maps the class to its status code, so neither re-states the other's rules.
+The store, the job manager and models raise domain errors with no HTTP in them; only this module chooses a
+status. The CLI maps the same errors to exit codes without importing this module (or FastAPI).
 """
 from __future__ import annotations
 
@@ -13,41 +14,47 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
+from models.errors import Conflict, DmlscopeError, InvalidInput, NotFound, QueueFull
+
 log = logging.getLogger("dmlscope")
 
 
-class DmlscopeError(Exception):
-    status = 400
-    code = "bad_request"
+# The one mapping of domain errors (models/errors.py) to HTTP: status and the wire's "error" code. The most
+# specific class of an exception's MRO that is listed here wins.
+DOMAIN_STATUS: dict[type[DmlscopeError], tuple[int, str]] = {
+    DmlscopeError: (400, "bad_request"), InvalidInput: (400, "bad_request"), NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"), QueueFull: (503, "queue_full")}
 
 
-class BadRequest(DmlscopeError):
-    pass
+class FieldErrorPublic(BaseModel):
+    loc: list[str | int] = Field(description="where: body/query/path, then the field's path")
+    msg: str
 
 
-class Unauthorized(DmlscopeError):
-    status, code = 401, "unauthorized"
+class ErrorPublic(BaseModel):
+    """The body of every error answer (4xx and 5xx)."""
+
+    error: str = Field(description="a stable code: bad_request, not_found, conflict, validation_error, queue_full, "
+                                   "payload_too_large, insufficient_storage, internal_error, ...")
+    detail: str = Field(description="what went wrong and what to change")
+    fields: list[FieldErrorPublic] | None = Field(None, description="validation_error only: every invalid field")
 
 
-class NotFound(DmlscopeError):
-    status, code = 404, "not_found"
+# Declared on every operation (FastAPI(responses=...)); "4XX" also replaces FastAPI's own 422 schema, which is
+# not the shape this API answers.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorPublic, "description": "the request cannot be served as sent; `detail` says why"},
+    "5XX": {"model": ErrorPublic, "description": "queue full (503), disk full (507) or a bug (500)"}}
 
 
-class Conflict(DmlscopeError):
-    status, code = 409, "conflict"
-
-
-class PayloadTooLarge(DmlscopeError):
-    status, code = 413, "payload_too_large"
-
-
-class QueueFull(DmlscopeError):
-    status, code = 503, "queue_full"
+def domain_status(exc: DmlscopeError) -> tuple[int, str]:
+    """(status, code) of a domain error, by its nearest listed base class."""
+    return next(DOMAIN_STATUS[c] for c in type(exc).__mro__ if c in DOMAIN_STATUS)
 
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -132,7 +139,7 @@ def _body_error(exc: HTTPException) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DmlscopeError)
     async def _app_error(_: Request, exc: DmlscopeError) -> JSONResponse:
-        return error_response(exc.status, exc.code, str(exc))
+        return error_response(*domain_status(exc), str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

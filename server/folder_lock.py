@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from server.errors import Conflict
+from models.errors import Conflict
 
 SERVER_LOCK = "server.lock"
 STORE_LOCK = "store.lock"

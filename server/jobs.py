@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.errors import Conflict, QueueFull
+from models.errors import Conflict, QueueFull
 from server.events import EventHub
 from server.settings import Settings
 from server.store import ACTIVE, RunRecord, Store

@@ -22,11 +22,6 @@ class _Out(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-class ErrorPublic(_Out):
-    error: str
-    detail: str
-
-
 class HealthPublic(_Out):
     status: Literal["ok"] = "ok"
     version: str

@@ -18,8 +18,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from models.errors import Conflict, DmlscopeError
 from models.sweep import PlannedRun, Sweep, SweepSpec
-from server.errors import Conflict, DmlscopeError
 from server.events import EventHub
 from server.jobs import JobManager
 from server.settings import Settings

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from server.errors import NotFound
+from models.errors import NotFound
 from server.store import ACTIVE, TERMINAL, Store, check_id, new_id, now
 
 SWEEP_STATUSES = ("queued", "running", "done", "cancelled", "failed", "interrupted")

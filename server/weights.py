@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from models.config import RunConfig
-from server.errors import BadRequest, Conflict, NotFound
+from models.errors import Conflict, InvalidInput, NotFound
 from server.store import ACTIVE, Store, atomic_write_bytes, check_id, new_id, now
 
 WEIGHTS_DIR = "weights"
@@ -24,7 +24,7 @@ def _dir(store: Store) -> Path:
 
 
 def _fits(path: Path, backbone: str) -> int:
-    """The image channels (3, else 1) the state_dict in `path` fits `backbone` with; BadRequest if neither."""
+    """The image channels (3, else 1) the state_dict in `path` fits `backbone` with; InvalidInput if neither."""
     from models.backbones import BACKBONES, BackboneWeightsError, create_backbone, load_weights, read_state_dict
 
     try:
@@ -39,7 +39,7 @@ def _fits(path: Path, backbone: str) -> int:
                 first = first or exc
         raise first
     except (BackboneWeightsError, ValueError) as exc:  # UnknownComponentError is a ValueError
-        raise BadRequest(str(exc).replace(str(path), "the uploaded file")) from None
+        raise InvalidInput(str(exc).replace(str(path), "the uploaded file")) from None
 
 
 def add_weights(store: Store, upload: Path, name: str, backbone: str) -> dict[str, Any]:
@@ -88,9 +88,9 @@ def check_weights_choice(store: Store, config: RunConfig) -> None:
     try:
         record = get_weights(store, config.weights_id)
     except NotFound as exc:
-        raise BadRequest(f"weights_id: {exc}") from None
+        raise InvalidInput(f"weights_id: {exc}") from None
     if record["backbone"] != config.backbone:
-        raise BadRequest(f"weights_id: the file {record['name']!r} holds {record['backbone']} weights, but the "
+        raise InvalidInput(f"weights_id: the file {record['name']!r} holds {record['backbone']} weights, but the "
                          f"config's backbone is {config.backbone}; choose backbone {record['backbone']}")
 
 

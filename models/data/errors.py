@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.errors import InvalidInput
 
-class DatasetError(ValueError):
-    """An image set that cannot be imported or used; the message says what to fix."""
+
+class DatasetError(InvalidInput):
+    """An image set that cannot be imported or used; the message says what to fix (a ValueError, as before)."""
 
 
 @dataclass(frozen=True)

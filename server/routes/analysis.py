@@ -12,7 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.errors import BadRequest
+from models.errors import InvalidInput
 from server.routes.deps import RunId, StoreDep
 from server.routes.explore import SPLITS, Split, _finished, _LRU, _neighbour_list, _View
 from server.schemas import Neighbor, thumb_url
@@ -130,7 +130,7 @@ def failures(run_id: RunId, store: StoreDep, split: Split = "test",
     rows = found["rows"]
     extra = {"lipschitz": view.art.lipschitz(split), "logdet": view.art.logdet(split)}
     if sort != "margin" and extra[sort] is None:
-        raise BadRequest(f"this run has no {sort} values (log|det J| needs the flow layer): sort by margin instead")
+        raise InvalidInput(f"this run has no {sort} values (log|det J| needs the flow layer): sort by margin instead")
     key = found["margin"] if sort == "margin" else np.asarray(extra[sort], np.float64)[rows]
     labels, ids = view.labels(split), view.image_ids(split)
     out = []
@@ -178,7 +178,7 @@ def selection(run_id: RunId, body: SelectionBody, store: StoreDep) -> SelectionP
     ids = np.concatenate([view.image_ids(s) for s in splits])
     missing = wanted[~np.isin(wanted, ids)]
     if len(missing):
-        raise BadRequest(f"{len(missing)} image id(s) are not in the {split} images of this run (e.g. "
+        raise InvalidInput(f"{len(missing)} image id(s) are not in the {split} images of this run (e.g. "
                          f"{', '.join(map(str, missing[:5]))}): take the ids from its points")
     rows = np.flatnonzero(np.isin(ids, wanted))
     emb = np.concatenate([view.embeddings(s) for s in splits])
@@ -186,7 +186,7 @@ def selection(run_id: RunId, body: SelectionBody, store: StoreDep) -> SelectionP
     try:
         found = describe(emb, labels, view.index(splits[0]).distance, rows)
     except ValueError as e:
-        raise BadRequest(str(e)) from None
+        raise InvalidInput(str(e)) from None
     mask = np.isin(np.arange(len(ids)), rows)
 
     def split_means(get: Any) -> dict[str, float | None]:

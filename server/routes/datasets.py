@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
 
-from server.errors import Conflict, NotFound
+from models.errors import Conflict, NotFound
 from server.routes.deps import DatasetId, ImageId, StoreDep
 from server.schemas import (DatasetPublic, DatasetsPublic, ImagePublic, ImagesPublic, SkippedPublic, dataset_public,
                             image_url, thumb_url)

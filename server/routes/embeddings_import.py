@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from models.config import RunConfig
 from models.embeddings_import import (EMBEDDINGS_FILE, EmbeddingsFile, EmbeddingsFileError, read_embeddings_file,
                                       resolve, save_input, split_rows, write_labels_only_set)
-from server.errors import BadRequest
+from models.errors import InvalidInput
 from server.routes.deps import JobsDep, StoreDep
 from server.routes.model_import import fixed_distances
 from server.schemas import RunPublic, run_public
@@ -42,7 +42,7 @@ def prepare(store: Store, path: Path, dataset_id: str | None, distance: str) -> 
     """Check `path` (untrusted) against the limits, the distance and the linked dataset; 400 naming the field."""
     free = fixed_distances()
     if distance not in free:
-        raise BadRequest(f"distance: {distance!r} cannot measure imported embeddings (it is learned or estimated "
+        raise InvalidInput(f"distance: {distance!r} cannot measure imported embeddings (it is learned or estimated "
                          f"during training); choose one of {', '.join(free)}")
     image_set = store.image_set(dataset_id) if dataset_id is not None else None
     limits = store.settings
@@ -55,7 +55,7 @@ def prepare(store: Store, path: Path, dataset_id: str | None, distance: str) -> 
         config = RunConfig(embedding_dim=ef.vectors.shape[1], distance={"name": distance}, flow={"enabled": False})
         split_rows(ef, image_set.labels[ids] if image_set is not None else ef.labels, config.split)
     except EmbeddingsFileError as e:
-        raise BadRequest(str(e)) from None
+        raise InvalidInput(str(e)) from None
     return Prepared(ef, config, dataset_id, ids)
 
 

@@ -21,7 +21,7 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
-from server.errors import BadRequest, Conflict, NotFound
+from models.errors import Conflict, InvalidInput, NotFound
 from models.projection import MapParams
 from server.routes.deps import RunId, StoreDep
 from server.routes.mapparams import MapParamsDep
@@ -314,13 +314,13 @@ async def query(run_id: RunId, store: StoreDep, file: UploadFile = File(...), k:
 
         view = _View.of(store, rec)
         if class_name is not None and class_name not in view.class_names:
-            raise BadRequest(f"class_name {class_name!r} is not a class of this dataset; leave it out or use one of: "
+            raise InvalidInput(f"class_name {class_name!r} is not a class of this dataset; leave it out or use one of: "
                              f"{', '.join(view.class_names[:20])}")
         loaded = view.loaded()
         try:
             pixels = view.image_set.query_pixels(data, loaded.image_size, store.upload_limits())
         except DatasetError as e:
-            raise BadRequest(str(e)) from None
+            raise InvalidInput(str(e)) from None
         ids, values = view.index(within).search(embed_images(loaded.model, pixels), k)
         return NeighborsPublic(query=NeighborQuery(image_id=None, class_=class_name, split=None, thumb_url=None),
                                neighbors=_neighbour_list(view, ids[0], values[0], within, class_name))

@@ -24,7 +24,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from models.compat import checked
 from models.config import RunConfig
-from server.errors import BadRequest, validation_summary
+from models.errors import InvalidInput
+from server.errors import validation_summary
 from server.routes.deps import JobsDep, StoreDep
 from server.schemas import RunPublic, run_public
 from server.store import ID_PATTERN, Store
@@ -59,7 +60,7 @@ def _checked_int(ckpt: dict, key: str, limits: tuple | list) -> int:
     try:
         return TypeAdapter(Annotated[int, *limits]).validate_python(value, strict=True)
     except ValidationError as e:
-        raise BadRequest(f"the checkpoint's {key}: {e.errors(include_url=False)[0]['msg']} (got {value!r:.40}); "
+        raise InvalidInput(f"the checkpoint's {key}: {e.errors(include_url=False)[0]['msg']} (got {value!r:.40}); "
                          f"export it again from dmlscope") from None
 
 
@@ -69,18 +70,18 @@ def _checked_fields(ckpt: dict) -> tuple[RunConfig, int, int]:
     try:
         config = checked(RunConfig.model_validate(ckpt.get("config")))
     except ValidationError as e:
-        raise BadRequest(f"the checkpoint's config is not one this version accepts: "
+        raise InvalidInput(f"the checkpoint's config is not one this version accepts: "
                          f"{validation_summary(e, ('config',))}") from None
     in_channels = _checked_int(ckpt, "in_channels", _CHANNELS)
     image_size = _checked_int(ckpt, "image_size", RunConfig.model_fields["image_size"].metadata)
     if config.image_size is not None and config.image_size != image_size:
-        raise BadRequest(f"the checkpoint's image_size ({image_size}) contradicts its config.image_size "
+        raise InvalidInput(f"the checkpoint's image_size ({image_size}) contradicts its config.image_size "
                          f"({config.image_size}); export it again from dmlscope")
     class_ids, history = ckpt.get("class_ids", []), ckpt.get("history")
     if not isinstance(class_ids, list) or not all(type(c) is int and c >= 0 for c in class_ids):
-        raise BadRequest("the checkpoint's class_ids: expected a list of class numbers (integers ≥ 0)")
+        raise InvalidInput("the checkpoint's class_ids: expected a list of class numbers (integers ≥ 0)")
     if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        raise BadRequest("the checkpoint's history: expected a list of per-epoch records")
+        raise InvalidInput("the checkpoint's history: expected a list of per-epoch records")
     return config, in_channels, image_size
 
 
@@ -100,7 +101,7 @@ def _check_weights(ckpt: dict, config: RunConfig, in_channels: int, image_size: 
         except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
             lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
             why = lines[1] if len(lines) > 1 else lines[0]  # torch's first line is only "Error(s) in loading"
-            raise BadRequest(f"the checkpoint's {key} weights do not fit {what} ({why[:300]}); export it again "
+            raise InvalidInput(f"the checkpoint's {key} weights do not fit {what} ({why[:300]}); export it again "
                              f"from dmlscope") from None
 
 
@@ -119,17 +120,17 @@ def checkpoint_config(path: Path, store: Store, dataset_id: str) -> RunConfig:
     try:
         ckpt = load_checkpoint(path)
     except ValueError as e:  # not a dmlscope checkpoint
-        raise BadRequest(str(e).replace(str(path), "the uploaded file")) from None
+        raise InvalidInput(str(e).replace(str(path), "the uploaded file")) from None
     config, in_channels, image_size = _checked_fields(ckpt)
     image_set = store.image_set(dataset_id)
     if in_channels != image_set.channels:
-        raise BadRequest(f"the checkpoint's model takes {in_channels}-channel images but this dataset has "
+        raise InvalidInput(f"the checkpoint's model takes {in_channels}-channel images but this dataset has "
                          f"{image_set.channels}-channel images; import it for a dataset like the one it was trained on")
     _check_weights(ckpt, config, in_channels, image_size)
     try:
         zero_shot_split(image_set, config.split)
     except DatasetError as e:
-        raise BadRequest(f"dataset {dataset_id} cannot be measured with this checkpoint's split: {e}") from None
+        raise InvalidInput(f"dataset {dataset_id} cannot be measured with this checkpoint's split: {e}") from None
     if config.pretrained_weights is not None:
         config = config.model_copy(update={"pretrained_weights": None})
         torch.save({**ckpt, "config": config.model_dump(mode="json")}, path)
@@ -154,17 +155,17 @@ def torchscript_config(store: Store, dataset_id: str, image_size: int | None, di
 
     free = fixed_distances()
     if distance not in free:
-        raise BadRequest(f"distance {distance!r} cannot measure a TorchScript module (its metric is learned or "
+        raise InvalidInput(f"distance {distance!r} cannot measure a TorchScript module (its metric is learned or "
                          f"estimated during training, and the module has no training); choose one of {', '.join(free)}")
     config = RunConfig(image_size=image_size, distance={"name": distance})
     image_set = store.image_set(dataset_id)
     if image_size is None and image_set.native_size is None:
-        raise BadRequest("the images of this dataset have different sizes; send image_size (the side, in pixels, "
+        raise InvalidInput("the images of this dataset have different sizes; send image_size (the side, in pixels, "
                          "the module takes)")
     try:
         zero_shot_split(image_set, config.split)
     except DatasetError as e:
-        raise BadRequest(f"dataset {dataset_id} cannot be split for measuring: {e}") from None
+        raise InvalidInput(f"dataset {dataset_id} cannot be split for measuring: {e}") from None
     return config
 
 
@@ -184,7 +185,7 @@ async def import_model(store: StoreDep, jobs: JobsDep, file: UploadFile = File(.
                 out.write(chunk)
         if await run_in_threadpool(is_torchscript, tmp):
             if not allow_torchscript:
-                raise BadRequest(_TORCHSCRIPT_REFUSED)
+                raise InvalidInput(_TORCHSCRIPT_REFUSED)
             from models.run import TORCHSCRIPT
 
             config = await run_in_threadpool(torchscript_config, store, dataset_id, image_size, distance)

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from models.compat import checked
 from models.config import RunConfig
-from server.errors import BadRequest, config_validation_error
+from models.errors import InvalidInput
+from server.errors import config_validation_error
 from server.routes.deps import JobsDep, RunId, StoreDep
 from server.schemas import RunCreate, RunPublic, RunRetrain, RunsPublic, run_public
 from server.store import ID_PATTERN, TERMINAL, RunRecord, Store
@@ -30,7 +31,7 @@ def check_fits(store: Store, dataset_id: str, config: RunConfig) -> None:
     try:
         check_trainable(store.image_set(dataset_id), config)
     except DatasetError as e:
-        raise BadRequest(f"dataset {dataset_id} cannot be trained with this config: {e}") from None
+        raise InvalidInput(f"dataset {dataset_id} cannot be trained with this config: {e}") from None
 
 
 @router.post("", status_code=201, operation_id="runs-create")

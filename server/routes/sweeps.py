@@ -7,8 +7,8 @@ from typing import Annotated, AsyncIterator, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
+from models.errors import InvalidInput
 from models.sweep import prepare_spec
-from server.errors import BadRequest
 from server.routes.deps import StoreDep
 from server.routes.runs import KEEPALIVE_S, _sse, check_fits
 from server.store import ID_PATTERN
@@ -48,7 +48,7 @@ def create_sweep(body: SweepCreate, store: StoreDep, sweeps: SweepsDep) -> Sweep
         spec = prepare_spec(store.image_set(dataset.id), body.config, **body.spec_fields())
         sweep, first = sweeps.plan(spec)
     except ValueError as e:  # the core refuses what the schema alone cannot see (no baseline, a split too small)
-        raise BadRequest(f"this sweep cannot be planned on {dataset.name}: {e}") from None
+        raise InvalidInput(f"this sweep cannot be planned on {dataset.name}: {e}") from None
     for config in {p.config.model_dump_json(): p.config for p in first}.values():
         check_fits(store, dataset.id, config)
     name = body.name or f"{' vs '.join(body.variants)} on {dataset.name}"

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Self
 
-from server.errors import BadRequest, NotFound
+from models.errors import InvalidInput, NotFound
 from server.folder_lock import StoreLock
 from server.settings import Settings
 
@@ -172,7 +172,7 @@ class StoreBase:
         if not rows:
             raise NotFound(f"{kind} {id_or_prefix!r} does not exist")
         if len(rows) > 1 and rows[0]["id"] != id_or_prefix:
-            raise BadRequest(f"{kind} id prefix {id_or_prefix!r} is ambiguous ({rows[0]['id']}, {rows[1]['id']}, "
+            raise InvalidInput(f"{kind} id prefix {id_or_prefix!r} is ambiguous ({rows[0]['id']}, {rows[1]['id']}, "
                              f"...); give more characters")
         return rows[0]
 

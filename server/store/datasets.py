@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.errors import BadRequest, Conflict
+from models.errors import Conflict, InvalidInput
 from server.folder_lock import StoreLock
 from server.settings import Settings
 from server.store.base import StoreBase, check_id, new_id, now, remove_tree
@@ -64,8 +64,6 @@ class DatasetStore(StoreBase):
 
     def _add_dataset(self, name: str, source: str, build: Any, builtin: str | None = None) -> DatasetRecord:
         """Run `build(dest)` (an importer from models.data) into a fresh folder, then record the result."""
-        from models.data import DatasetError
-
         dataset_id = new_id()
         dest = self.dataset_dir(dataset_id)
         try:
@@ -73,10 +71,8 @@ class DatasetStore(StoreBase):
             rec = DatasetRecord(dataset_id, name, source, builtin, now(), _dataset_info(report))
             self._exec("INSERT INTO datasets (id, name, source, builtin, created_at, info) VALUES (?, ?, ?, ?, ?, ?)",
                        (rec.id, rec.name, rec.source, rec.builtin, rec.created_at, json.dumps(rec.info)))
-        except BaseException as e:  # rejected, disk full, database full: no folder may outlive a missing row
+        except BaseException:  # rejected (a DatasetError), disk full, database full: no folder outlives a missing row
             shutil.rmtree(dest, ignore_errors=True)
-            if isinstance(e, DatasetError):
-                raise BadRequest(str(e)) from e
             raise
         return rec
 
@@ -85,7 +81,8 @@ class DatasetStore(StoreBase):
         from models.data import BUILTIN_DATASETS, import_builtin
 
         if name not in BUILTIN_DATASETS:
-            raise BadRequest(f"unknown built-in dataset {name!r}; choose one of: {', '.join(sorted(BUILTIN_DATASETS))}")
+            raise InvalidInput(f"unknown built-in dataset {name!r}; choose one of: "
+                               f"{', '.join(sorted(BUILTIN_DATASETS))}")
         with self._lock:  # one import per name even when two callers race
             rows = self._rows("SELECT * FROM datasets WHERE builtin = ?", (name,))
             if rows:
@@ -102,7 +99,7 @@ class DatasetStore(StoreBase):
                                      lambda dest: import_folder(path, dest, self.upload_limits()))
         if path.is_file() and path.suffix.lower() == ".zip":
             return self._add_dataset(name or path.stem, "zip", lambda dest: import_zip(path, dest, self.upload_limits()))
-        raise BadRequest(f"{path} is neither a folder with one sub-folder per class nor a .zip file")
+        raise InvalidInput(f"{path} is neither a folder with one sub-folder per class nor a .zip file")
 
     def import_benchmark(self, kind: str, path: Path, name: str | None = None) -> DatasetRecord:
         """Import a local copy of a DML benchmark in its published layout, with its predefined split (CLI use:

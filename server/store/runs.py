@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.config import RunConfig
-from server.errors import BadRequest, Conflict, NotFound
+from models.errors import Conflict, InvalidInput, NotFound
 from server.store.base import StoreBase, check_id, new_id, now, remove_tree
 
 ACTIVE = ("queued", "running")
@@ -55,7 +55,7 @@ class RunStore(StoreBase):
         if parent_id is not None:
             self.get_run(check_id(parent_id, "run"))
         if status not in STATUSES:
-            raise BadRequest(f"status {status!r} is not one of {', '.join(STATUSES)}")
+            raise InvalidInput(f"status {status!r} is not one of {', '.join(STATUSES)}")
         run_id = new_id()
         name = name or _default_run_name(config, dataset.name)
         stamp = now()
@@ -84,7 +84,7 @@ class RunStore(StoreBase):
     def set_status(self, run_id: str, status: str, error: str | None = None) -> RunRecord:
         """Move a run to `status`, stamping started_at (running) or finished_at (terminal states)."""
         if status not in STATUSES:
-            raise BadRequest(f"status {status!r} is not one of {', '.join(STATUSES)}")
+            raise InvalidInput(f"status {status!r} is not one of {', '.join(STATUSES)}")
         if status == "running":
             sql = "UPDATE runs SET status=?, error=?, cancel_requested=0, started_at=?, finished_at=NULL WHERE id=?"
             args: tuple = (status, error, now(), run_id)

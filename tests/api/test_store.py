@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from models.config import RunConfig
-from server.errors import BadRequest, Conflict, NotFound
+from models.errors import Conflict, InvalidInput, NotFound
 from server.store import Store, atomic_write_bytes
 from tests.api.conftest import make_settings
 
@@ -56,7 +56,7 @@ def test_run_lifecycle_prefix_lookup_and_interrupted(store: Store) -> None:
     done = store.set_status(run.id, "done")
     assert done.progress["fraction"] == 0.5 and done.summary["test"]["map_at_r"] == 0.3 and done.finished_at
     assert [r.id for r in store.list_runs(dataset_id=ds.id, status="done")] == [run.id]
-    with pytest.raises(BadRequest, match="not one of"):
+    with pytest.raises(InvalidInput, match="not one of"):
         store.set_status(run.id, "exploded")
 
     store.delete_run(run.id)  # the child stays, now without a parent
@@ -68,7 +68,7 @@ def test_ambiguous_prefix_asks_for_more_characters(store: Store) -> None:
     runs = [store.create_run(ds.id, RunConfig(epochs=1)) for _ in range(40)]
     first = {r.id[0] for r in runs}
     shared = next(c for c in first if sum(r.id[0] == c for r in runs) > 1)  # 40 ids over 16 letters: one repeats
-    with pytest.raises(BadRequest, match="ambiguous"):
+    with pytest.raises(InvalidInput, match="ambiguous"):
         store.get_run(shared)
 
 
@@ -87,7 +87,7 @@ def test_dataset_delete_rules(store: Store) -> None:
 
 
 def test_import_path_and_atomic_write(store: Store, tmp_path: Path) -> None:
-    with pytest.raises(BadRequest, match="neither a folder"):
+    with pytest.raises(InvalidInput, match="neither a folder"):
         store.import_path(tmp_path / "missing")
     target = tmp_path / "out" / "a.bin"
     atomic_write_bytes(target, b"one")
