@@ -87,10 +87,11 @@ export const api = {
   cancelSweep: (id) => request("POST", `sweeps/${id}/cancel`),
   resumeSweep: (id) => request("POST", `sweeps/${id}/resume`),
 
-  /** Points of a run's map as typed arrays (binary format of docs/api.md). */
-  /** `params`: {n_neighbors, min_dist, dim} (server defaults for those left out). */
-  async points(id, split, projection, params = {}) {
-    const response = await request("GET", `runs/${id}/points?${q({ split, projection, ...params, format: "binary" })}`, { raw: true });
+  /** Points of a run's map as typed arrays (binary format of docs/api.md). `params`: {n_neighbors, min_dist,
+   * dim} (server defaults for those left out); `columns`: the names to fetch (all when null). */
+  async points(id, split, projection, params = {}, columns = null) {
+    const query = q({ split, projection, ...params, format: "binary", ...(columns ? { columns: columns.join(",") } : {}) });
+    const response = await request("GET", `runs/${id}/points?${query}`, { raw: true });
     return decodePoints(await response.arrayBuffer());
   },
 };
@@ -100,19 +101,44 @@ export function exportUrl(id, what, format) {
   return `api/runs/${id}/export?${q({ what, format })}`;
 }
 
-/** Decode the binary points body: uint32 header length, JSON header, padding to 4, then count×4-byte columns.
- * Returns {header fields…, columns: {name: Float32Array|Int32Array}}; the arrays view the same buffer. */
-function decodePoints(buffer) {
+const TYPES = { uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, int32: Int32Array, float32: Float32Array };
+const NAN_CODE = 65535; // a quantised float column's code for a missing value (server/points_codec.py)
+
+/** A column stored as byte planes (every row's byte 0, then byte 1, …) as a typed array of `Type`. */
+function fromPlanes(bytes, Type, count) {
+  const width = Type.BYTES_PER_ELEMENT;
+  if (width === 1) return new Type(bytes.buffer, bytes.byteOffset, count);
+  const out = new Uint8Array(count * width);
+  for (let b = 0; b < width; b += 1) {
+    const plane = bytes.subarray(b * count, (b + 1) * count);
+    for (let i = 0, j = b; i < count; i += 1, j += width) out[j] = plane[i];
+  }
+  return new Type(out.buffer);  // little-endian bytes: every browser's typed arrays are little-endian
+}
+
+/** Decode the binary points body of docs/api.md: uint32 header length, JSON header, padding to 4, then each
+ * column's byte planes; a column with a `range` holds uint16 codes of floats over [lo, hi] (NaN: 65535).
+ * Returns {header fields…, columns: {name: typed array}}: floats as Float32Array, integers in their own width.
+ * Columns listed in `absent` (no values, e.g. log|det J| without a flow layer) are left out. */
+export function decodePoints(buffer) {
   const n = new DataView(buffer).getUint32(0, true);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, n)));
   const base = 4 + n + ((4 - ((4 + n) % 4)) % 4);
   const columns = {};
   for (const col of header.columns) {
-    const Type = col.dtype === "float32" ? Float32Array : col.dtype === "int32" ? Int32Array : null;
-    if (!Type) throw new Error(`points column ${col.name} has dtype ${col.dtype}; the UI reads float32 and int32`);
-    columns[col.name] = new Type(buffer, base + col.offset, header.count);
+    const Type = TYPES[col.dtype];
+    if (!Type) throw new Error(`points column ${col.name} has dtype ${col.dtype}; the UI reads ${Object.keys(TYPES).join(", ")}`);
+    const values = fromPlanes(new Uint8Array(buffer, base + col.offset, header.count * Type.BYTES_PER_ELEMENT), Type, header.count);
+    columns[col.name] = col.range ? dequantise(values, col.range) : values;
   }
-  return { ...header, columns };
+  return { ...header, absent: header.absent || [], columns };
+}
+
+function dequantise(codes, [lo, hi]) {
+  const step = (hi - lo) / (NAN_CODE - 1);
+  const out = new Float32Array(codes.length);
+  for (let i = 0; i < codes.length; i += 1) out[i] = codes[i] === NAN_CODE ? NaN : lo + codes[i] * step;
+  return out;
 }
 
 /** Follow a run's Server-Sent Events. Handlers: run(Run), progress(Progress), end(Run), error(Event).

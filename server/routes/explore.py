@@ -7,9 +7,9 @@ run folder atomically, and one RetrievalIndex / model per run is kept in memory 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
-import struct
 import threading
 from collections import OrderedDict
 from dataclasses import asdict
@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from models.errors import Conflict, InvalidInput, NotFound
 from models.projection import MapParams
 from server.routes.deps import RunId, StoreDep
-from server.routes.mapparams import MapParamsDep
+from server import points_codec
+from server.routes.mapparams import POINT_COLUMNS, MapParamsDep, PointColumnsDep
 from server.schemas import (ChangedImage, ClassCompare, ComparePublic, MetricDiff, Neighbor, NeighborQuery,
                             NeighborsPublic, PointsPublic, StatsPublic, run_public, thumb_url)
 from server.store import ID_PATTERN, RunRecord, Store, atomic_write_bytes
@@ -195,64 +196,56 @@ def _parent(store: Store, rec: RunRecord) -> RunRecord | None:
     return parent if parent.status == "done" else None
 
 
-def _points(view: _View, split: str, projection: str, params: MapParams) -> dict[str, np.ndarray | None]:
+def _points(view: _View, split: str, projection: str, params: MapParams,
+            wanted: tuple[str, ...]) -> dict[str, np.ndarray | None]:
+    """The `wanted` columns of the map (only those are read or computed: correct@1 needs a k-NN search)."""
     splits: tuple[Split, ...] = SPLITS if split == "all" else (split,)  # type: ignore[assignment]
 
-    def column(get: Callable[[Split], np.ndarray | None], dtype: Any) -> np.ndarray | None:
-        parts = [get(s) for s in splits]
-        return None if any(p is None for p in parts) else np.concatenate([np.asarray(p) for p in parts]).astype(dtype)
+    def column(get: Callable[[Split], np.ndarray | None], dtype: Any) -> Callable[[], np.ndarray | None]:
+        def build() -> np.ndarray | None:
+            parts = [get(s) for s in splits]
+            return None if any(p is None for p in parts) else np.concatenate([np.asarray(p) for p in parts]).astype(dtype)
+        return build
 
     xy = view.projection(projection, split, params)
-    return {
+    getters: dict[str, Callable[[], np.ndarray | None]] = {
         "image_id": column(view.image_ids, np.int32),
         "label": column(view.labels, np.int32),
-        "split": np.concatenate([np.full(len(view.image_ids(s)), SPLITS.index(s), np.int32) for s in splits]),
-        "x": np.asarray(xy[:, 0], np.float32), "y": np.asarray(xy[:, 1], np.float32),
-        **({"z": np.asarray(xy[:, 2], np.float32)} if params.dim == 3 else {}),
+        "split": lambda: np.concatenate([np.full(len(view.image_ids(s)), SPLITS.index(s), np.int32) for s in splits]),
+        "x": lambda: np.asarray(xy[:, 0], np.float32), "y": lambda: np.asarray(xy[:, 1], np.float32),
+        "z": lambda: np.asarray(xy[:, 2], np.float32) if params.dim == 3 else None,
         "logdet": column(view.art.logdet, np.float32),
         "lipschitz": column(view.art.lipschitz, np.float32),
         "lipschitz_network": column(view.art.lipschitz_network, np.float32),  # NaN outside the sampled images
         "correct_at_1": column(view.correct_at_1, np.int32),
     }
-
-
-def _binary(header: dict[str, Any], columns: dict[str, np.ndarray | None], count: int) -> bytes:
-    """uint32 header length, JSON header, zero padding to 4 bytes, then little-endian columns (docs/api.md)."""
-    body, specs, offset = [], [], 0
-    for name, values in columns.items():
-        if values is None:  # the logdet of a run without flow: NaN, so every column has `count` rows
-            values = np.full(count, np.nan, np.float32)
-        dtype = "<f4" if values.dtype.kind == "f" else "<i4"
-        data = values.astype(dtype).tobytes()
-        specs.append({"name": name, "dtype": "float32" if dtype == "<f4" else "int32", "offset": offset})
-        body.append(data)
-        offset += len(data)
-    text = json.dumps({**header, "columns": specs}).encode()
-    pad = b"\0" * ((-(4 + len(text))) % 4)
-    return struct.pack("<I", len(text)) + text + pad + b"".join(body)
+    return {name: getters[name]() for name in wanted if name != "z" or params.dim == 3}
 
 
 @router.get("/runs/{run_id}/points", operation_id="explore-points", response_model=PointsPublic,
             responses={200: {"content": {"application/octet-stream": {}},
                              "description": "JSON, or the binary layout of docs/api.md with format=binary"}})
-def points(run_id: RunId, store: StoreDep, split: Literal["train", "test", "all"] = "test",
+def points(run_id: RunId, store: StoreDep, request: Request, split: Literal["train", "test", "all"] = "test",
            projection: Literal["pca", "umap"] = "umap", format: Literal["json", "binary"] = "json",
-           params: MapParamsDep = MapParams()) -> Response:
+           params: MapParamsDep = MapParams(), columns: PointColumnsDep = POINT_COLUMNS) -> Response:
     rec = _finished(store, run_id)
 
-    def encode() -> bytes:
+    def encode() -> bytes:  # gzip-compressed: kept and sent that way (points_codec)
         view = _View.of(store, rec)
-        columns = _points(view, split, projection, params)
-        count = len(columns["image_id"])
+        cols = _points(view, split, projection, params, columns)
+        count = sum(len(view.image_ids(s)) for s in (SPLITS if split == "all" else (split,)))
         header = {"run_id": rec.id, "split": split, "projection": projection, "count": count,
                   "class_names": view.class_names, "params": asdict(params)}
         if format == "binary":
-            return _binary(header, columns, count)
-        return PointsPublic(**header, columns={k: None if v is None else v.tolist()
-                                               for k, v in columns.items()}).model_dump_json().encode()
+            return points_codec.compress(points_codec.encode(header, cols, count))
+        return points_codec.compress(PointsPublic(**header, columns={k: None if v is None else v.tolist()
+                                                                     for k, v in cols.items()}).model_dump_json().encode())
 
-    body = _bodies.get((rec.id, "points", split, projection, params, format), encode)
-    return Response(body, media_type="application/octet-stream" if format == "binary" else "application/json")
+    body = _bodies.get((rec.id, "points", split, projection, params, format, columns), encode)
+    media_type = "application/octet-stream" if format == "binary" else "application/json"
+    if not points_codec.accepts_gzip(request.headers.get("accept-encoding")):
+        return Response(gzip.decompress(body), media_type=media_type, headers={"Vary": "Accept-Encoding"})
+    return Response(body, media_type=media_type, headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
 
 
 @router.get("/runs/{run_id}/stats", operation_id="explore-stats", response_model=StatsPublic)

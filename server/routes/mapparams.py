@@ -1,10 +1,12 @@
-"""The map parameters of the points endpoint (UMAP's n_neighbors and min_dist, 2-D or 3-D) as one validated
-query dependency, so an out-of-range value is a 422 that names its field before any map is computed."""
+"""The query parameters of the points endpoint as validated dependencies — the map parameters (UMAP's
+n_neighbors and min_dist, 2-D or 3-D) and the columns to send — so an out-of-range value or an unknown column
+is a 422 that names its field before any map is computed."""
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Query
+from fastapi.exceptions import RequestValidationError
 
 from models.projection import MIN_DIST, MIN_DIST_RANGE, N_NEIGHBORS, NEIGHBORS_RANGE, MapParams
 
@@ -19,3 +21,25 @@ def map_params(
 
 
 MapParamsDep = Annotated[MapParams, Depends(map_params)]
+
+
+POINT_COLUMNS = ("image_id", "label", "split", "x", "y", "z", "logdet", "lipschitz", "lipschitz_network",
+                 "correct_at_1")
+
+
+def point_columns(columns: str | None = Query(
+        None, max_length=200, description="comma-separated columns to send (default: all): "
+                                          + ", ".join(POINT_COLUMNS))) -> tuple[str, ...]:
+    """The requested columns in the API's order; an unknown name is a 422 that lists the valid ones."""
+    if columns is None:
+        return POINT_COLUMNS
+    wanted = {c.strip() for c in columns.split(",") if c.strip()}
+    unknown = sorted(wanted - set(POINT_COLUMNS))
+    if unknown or not wanted:
+        what = f"unknown column {', '.join(map(repr, unknown))}" if unknown else "no column named"
+        raise RequestValidationError([{"loc": ("query", "columns"), "type": "value_error",
+                                       "msg": f"{what}; choose from {', '.join(POINT_COLUMNS)}"}])
+    return tuple(c for c in POINT_COLUMNS if c in wanted)
+
+
+PointColumnsDep = Annotated[tuple[str, ...], Depends(point_columns)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import struct
 import zipfile
 from typing import Any
 
@@ -15,17 +14,8 @@ import torch
 from PIL import Image
 
 from models.config import RunConfig
+from server import points_codec
 from tests.api.conftest import Trained, png_bytes, wait_for
-
-
-def _decode_binary(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The layout documented in docs/api.md, decoded independently of the server's encoder."""
-    (n,) = struct.unpack("<I", data[:4])
-    header = json.loads(data[4:4 + n])
-    base = 4 + n + (-(4 + n)) % 4
-    cols = {c["name"]: np.frombuffer(data, dtype="<f4" if c["dtype"] == "float32" else "<i4",
-                                     count=header["count"], offset=base + c["offset"]) for c in header["columns"]}
-    return header, cols
 
 
 def test_points_json_and_binary_agree(trained: Trained) -> None:
@@ -44,12 +34,14 @@ def test_points_json_and_binary_agree(trained: Trained) -> None:
 
     raw = c.get(f"/api/runs/{a['id']}/points", params={"split": "test", "projection": "pca", "format": "binary"})
     assert raw.headers["content-type"] == "application/octet-stream"
-    header, binary = _decode_binary(raw.content)
+    assert raw.headers["content-encoding"] == "gzip"  # httpx undid it, as a browser does
+    header, binary = points_codec.decode(raw.content)
     assert header["count"] == n and header["class_names"] == body["class_names"]
     for name in ("image_id", "label", "correct_at_1"):
         assert binary[name].tolist() == cols[name]
-    np.testing.assert_allclose(binary["x"], cols["x"], rtol=1e-6)
-    assert np.isnan(binary["logdet"]).all()
+    step = (max(cols["x"]) - min(cols["x"])) / points_codec.STEPS  # quantised to 16 bits over the map's box
+    np.testing.assert_allclose(binary["x"], cols["x"], atol=step / 2 + 1e-6)
+    assert "logdet" not in binary and header["absent"] == ["logdet"]  # no flow layer: no bytes for it
 
 
 def test_points_of_all_samples_and_flow_columns(trained: Trained) -> None:

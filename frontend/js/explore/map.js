@@ -1,6 +1,7 @@
 // The projection map of a run: typed arrays from the binary points endpoint drawn as ONE scattergl trace,
 // recoloured in place by class, log|det J|, local Lipschitz estimate, correct@1 (or split). Hovering shows
-// the image's thumbnail next to the cursor; clicking selects the image.
+// the image's thumbnail next to the cursor; clicking selects the image. A page fetches the columns its
+// colouring needs (mapColumns) and a continuous colouring's column when it is first chosen.
 import { api } from "../api.js";
 import { el, fmt } from "../dom.js";
 import { hideCard, showCard } from "../hovercard.js";
@@ -19,7 +20,15 @@ const SPLITS = { test: "test: unseen classes", train: "train: seen classes", all
 
 export const thumbUrl = (datasetId, imageId) => `api/datasets/${datasetId}/images/${imageId}/thumb`;
 
-/** True when the run has no flow layer: the logdet column is all NaN (or absent). */
+const BASE_COLUMNS = ["image_id", "label", "split", "x", "y", "z", "correct_at_1"];
+
+/** The columns a map coloured by `colorKey` needs: positions, ids, labels and filters, log|det J| (its
+ * absence tells a run without a flow layer; the log|det J| panel draws it) and the colouring's own column. */
+export function mapColumns(colorKey) {
+  return [...BASE_COLUMNS, "logdet", ...(CONTINUOUS.includes(colorKey) && colorKey !== "logdet" ? [colorKey] : [])];
+}
+
+/** True when the run has a flow layer: the logdet column has a value (the server leaves it out otherwise). */
 export function hasLogdet(points) {
   const col = points.columns.logdet;
   return Boolean(col) && col.some((v) => !Number.isNaN(v));
@@ -73,6 +82,32 @@ export function sharedRange(pointsList, key) {
   return lo <= hi ? [lo, hi] : null;
 }
 
+/** image id → row. A typed array when the ids are dense enough (a Map of a million entries takes a second to
+ * build), else a Map; both answer get (undefined when absent) and has. */
+class IdIndex {
+  constructor(ids) {
+    let top = -1;
+    for (let i = 0; i < ids.length; i += 1) if (ids[i] > top) top = ids[i];
+    if (top < 4 * ids.length + 1024) {
+      this.rows = new Int32Array(top + 1).fill(-1);
+      for (let i = 0; i < ids.length; i += 1) this.rows[ids[i]] = i;  // a repeated id: its last row
+    } else {
+      this.map = new Map();
+      for (let i = 0; i < ids.length; i += 1) this.map.set(ids[i], i);
+    }
+  }
+
+  get(id) {
+    if (this.map) return this.map.get(id);
+    const row = Number.isInteger(id) && id >= 0 && id < this.rows.length ? this.rows[id] : -1;
+    return row >= 0 ? row : undefined;
+  }
+
+  has(id) {
+    return this.get(id) !== undefined;
+  }
+}
+
 /** One map in a div: load(split, projection), draw(coloring), mark(imageIds), hover/click callbacks. */
 export class MapView {
   constructor(div, run, title = "") {
@@ -98,8 +133,18 @@ export class MapView {
   /** Show `points` (one api.points answer) from the next draw on. */
   setPoints(points) {
     this.points = points;
-    this.index = new Map(Array.from(points.columns.image_id, (id, row) => [id, row]));
+    this.index = new IdIndex(points.columns.image_id);
     return points;
+  }
+
+  /** Fetch the column a continuous colouring `key` needs when this map's points lack it (columns on demand). */
+  async ensure(key) {
+    const p = this.points;
+    if (!CONTINUOUS.includes(key) || p.columns[key] || p.absent?.includes(key)) return;
+    const more = await api.points(this.run.id, p.split, p.projection, p.params, [key]);
+    if (this.points !== p) return;
+    Object.assign(p.columns, more.columns);
+    p.absent = [...(p.absent || []), ...more.absent];
   }
 
   /** Replace the positions (e.g. after aligning to another map). x, y: Float32Array of the same length. */
@@ -118,6 +163,7 @@ export class MapView {
   async draw(colorKey = this.colorKey, range = this.range) {
     this.colorKey = colorKey;
     this.range = range;
+    await this.ensure(colorKey);
     const c = this.points.columns;
     const filtered = this.hidden.size || this.wrongOnly;
     // Filtered-out points become NaN (not drawn) so that point indices stay image rows.

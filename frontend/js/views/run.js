@@ -7,7 +7,7 @@ import { classPanels } from "../explore/classstats.js";
 import { failurePanel } from "../explore/failures.js";
 import { classLegend } from "../explore/legend.js";
 import { logdetPanel } from "../explore/logdet.js";
-import { MapView, hasLogdet, mapControls, mapParams } from "../explore/map.js";
+import { MapView, hasLogdet, mapColumns, mapControls, mapParams } from "../explore/map.js";
 import { metricsPanel } from "../explore/metrics.js";
 import { pairsPanel } from "../explore/pairs.js";
 import { historyCurves, progressPanel } from "../explore/progress.js";
@@ -226,13 +226,13 @@ function explore(root, run, cleanups) {
   async function load() {
     const mine = ++loads;
     const params = mapParams(state);
-    const wanted = api.points(run.id, state.split, state.proj, params);
+    const wanted = api.points(run.id, state.split, state.proj, params, mapColumns(state.color));
     wanted.catch(() => {}); // its failure is reported below, unless a newer load superseded it
     try {
       // UMAP is computed on first use (seconds to a minute): the PCA map is drawn meanwhile.
       const early = state.proj === "umap" && await Promise.race([wanted.then(() => false, () => false), pause(FIRST_PICTURE_MS).then(() => true)]);
       if (early) {
-        const pca = await api.points(run.id, state.split, "pca", { dim: params.dim });
+        const pca = await api.points(run.id, state.split, "pca", { dim: params.dim }, mapColumns(state.color));
         if (mine !== loads) return;
         await show(pca);
         fill(mapStatus, el("p", { class: "state loading", id: "map-computing" },
