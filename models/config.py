@@ -115,7 +115,7 @@ class RunConfig(_Frozen):
     freeze_bn: bool = Field(False, title="Freeze BatchNorm",
                             description="keep the backbone's BatchNorm statistics and affine weights as loaded "
                                         "(Proxy-Anchor's recipe)")
-    image_size: int | None = Field(None, ge=8, le=1024, description="input side in pixels; empty: the data "
+    image_size: int | None = Field(None, ge=8, le=1024, description="input side in pixels; unset: the data "
                                                                     "set's own size")
     embedding_dim: int = Field(64, ge=2, le=4096, description="width of the embedding")
     flow: FlowConfig = Field(default_factory=FlowConfig, description=FlowConfig.__doc__)
@@ -127,7 +127,7 @@ class RunConfig(_Frozen):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description=OptimizerConfig.__doc__)
     epochs: int = Field(6, ge=1, le=10_000, description="passes of steps_per_epoch optimizer steps")
     steps_per_epoch: int | None = Field(None, ge=1, le=1_000_000,
-                                        description="optimizer steps per epoch; empty: one pass over the training "
+                                        description="optimizer steps per epoch; unset: one pass over the training "
                                                     "images")
     classes_per_batch: int = Field(5, ge=2, le=4096, description="P in the P×K batch")
     samples_per_class: int = Field(16, ge=2, le=1024, description="K in the P×K batch; density needs K ≥ 2 (4+ "

@@ -40,77 +40,6 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(f"{message} (see `{self.prog} --help`)")
 
 
-# ---- config from flags ------------------------------------------------------------------------------------
-def _key_value(text: str, flag: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise BadInput(f"{flag} expects NAME=VALUE, got {text!r}")
-    return key.strip(), value.strip()
-
-
-def _json_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # a bare word such as `affine` is a string
-
-
-def config_patch(args: argparse.Namespace) -> dict[str, Any]:
-    """The RunConfig patch the training flags ask for (flags left out change nothing)."""
-    patch: dict[str, Any] = {}
-
-    def put(path: str, value: Any) -> None:
-        if value is None:
-            return
-        *parents, leaf = path.split(".")
-        node = patch
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-
-    for path, value in [("loss.name", args.loss), ("distance.name", args.distance), ("miner.name", args.miner),
-                        ("distance.normalize", args.normalize), ("flow.enabled", args.flow),
-                        ("flow.depth", args.flow_depth), ("flow.dueling", args.flow_dueling),
-                        ("flow.coupling", args.coupling), ("epochs", args.epochs), ("seed", args.seed),
-                        ("backbone", args.backbone), ("embedding_dim", args.embedding_dim),
-                        ("optimizer.lr", args.lr), ("device", args.device), ("image_size", args.image_size),
-                        ("steps_per_epoch", args.steps_per_epoch), ("pretrained_weights", args.pretrained_weights),
-                        ("pretrained", args.pretrained), ("freeze_bn", args.freeze_bn)]:
-        put(path, value)
-    for item in args.set or []:
-        key, value = _key_value(item, "--set")
-        put(key, _json_value(value))
-    return patch
-
-
-def build_config(args: argparse.Namespace, settings: Settings) -> Any:
-    """RunConfig = defaults ← --config file ← flags; `--reg NAME=W` sets (or adds) one regularizer's weight."""
-    from models.compat import checked
-    from models.config import RunConfig
-
-    base: dict[str, Any] = {}
-    if args.config:
-        path = Path(args.config)
-        try:
-            base = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BadInput(f"--config {path}: cannot read a JSON RunConfig ({exc})") from None
-    if "device" not in base and args.device is None:
-        base["device"] = settings.device  # DMLSCOPE_DEVICE=cpu keeps the CLI off the GPU like the server
-    config = RunConfig.model_validate(base)
-    patch = config_patch(args)
-    if args.reg:  # one patch with everything: --flow-dueling is only valid together with --reg det=...
-        regs = {r.name: r.model_dump() for r in config.regularizers}
-        for item in args.reg:
-            name, weight = _key_value(item, "--reg")
-            try:
-                regs.setdefault(name, {"name": name})["weight"] = float(weight)
-            except ValueError:
-                raise BadInput(f"--reg {item}: the weight must be a number, e.g. --reg {name}=0.1") from None
-        patch["regularizers"] = list(regs.values())
-    return checked(config.with_patch(patch))
-
-
 def _validation_message(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
     where = ".".join(str(p) for p in err.get("loc", ()))
@@ -263,6 +192,7 @@ def _print_run(rec: Any, run_dir: Path, summary: dict[str, Any]) -> None:
 # ---- commands ---------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from models import distributed
+    from server.cli_config import build_config
     from server.store import Store
 
     settings = _settings(args)
@@ -345,6 +275,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     comparison with the baseline; prints the report as Markdown (also after Ctrl-C, marked partial)."""
     from models.data import check_trainable
     from models.sweep import DEFAULT_VARIANTS, Sweep, prepare_spec
+    from server.cli_config import build_config
     from server.store import Store
 
     names = tuple(v.strip() for v in args.variants.split(",")) if args.variants else DEFAULT_VARIANTS
@@ -394,37 +325,9 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="data folder shared with the server (default: $DMLSCOPE_DATA_DIR or ./data)")
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("run config (flags left out keep the --config file's value or the default)")
-    g.add_argument("--config", help="a RunConfig JSON file to start from")
-    g.add_argument("--loss", help="triplet, contrastive, npair, lifted_structure, multi_similarity, proxy_nca, ...")
-    g.add_argument("--distance", help="euclidean, squared_euclidean, cosine, snr, mahalanobis, relative_mahalanobis")
-    g.add_argument("--normalize", action="store_true", default=None, help="L2-normalise embeddings first")
-    g.add_argument("--miner", help="none, all, semihard, batch_hard, multi_similarity")
-    g.add_argument("--flow", action="store_true", default=None, help="add the normalizing-flow metric layer")
-    g.add_argument("--flow-depth", type=int, help="coupling blocks in the flow layer")
-    g.add_argument("--flow-dueling", action="store_true", default=None,
-                   help="a second flow branch whose log|det J| is maximised (determinant paper)")
-    g.add_argument("--coupling", choices=["affine", "additive"], help="Real-NVP (affine) or NICE (additive)")
-    g.add_argument("--reg", action="append", metavar="NAME=WEIGHT",
-                   help="add a regularizer with its weight, repeatable: det=0.05 density=0.5 zero_mean=0.005 ...")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--steps-per-epoch", type=int, help="default: one pass over the train images")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--backbone", help="small_cnn, resnet18/34/50/101, efficientnet_b0, vit_b_16, googlenet")
-    g.add_argument("--pretrained", choices=["imagenet"], help="torchvision's ImageNet weights (torch cache; downloaded "
-                                                               "once when online)")
-    g.add_argument("--pretrained-weights", help="a local state_dict file for the backbone (never downloaded)")
-    g.add_argument("--freeze-bn", action="store_true", default=None, help="keep the backbone's BatchNorm frozen")
-    g.add_argument("--embedding-dim", type=int)
-    g.add_argument("--image-size", type=int, help="default: the images' own size")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: $DMLSCOPE_DEVICE or auto")
-    g.add_argument("--set", action="append", metavar="FIELD=JSON",
-                   help="any other config field, repeatable: --set loss.params.margin=0.1 --set optimizer.name=sgd")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from server.cli_config import add_config_flags
+
     parser = _Parser(prog="dmlscope", description="Deep-metric-learning workbench: train, evaluate, compare, serve.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -433,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="mnist5k | digits | synthetic | FOLDER | ZIP | dataset id")
     p.add_argument("--name", help="run name shown in the browser")
     p.add_argument("--parent", help="a run id this one retrains (its UMAP map is aligned to the parent's)")
-    _add_config_flags(p)
+    add_config_flags(p)
     _add_data_dir(p)
     p.set_defaults(func=cmd_train)
 
@@ -471,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-steps", type=int, default=MIN_STEPS,
                    help=f"fewer optimizer steps than this flags a run as under-trained (default {MIN_STEPS})")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    _add_config_flags(p)
+    add_config_flags(p)
     _add_data_dir(p)
     p.set_defaults(func=cmd_sweep)
 

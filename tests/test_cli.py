@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import BadInput, _StopOnSigint, build_config, build_parser, main
+from server.cli import BadInput, _StopOnSigint, build_parser, main
+from server.cli_config import FLAGS, build_config, config_field
 from server.settings import Settings
 from server.store import Store
 
@@ -165,6 +166,17 @@ def test_serve_help_lists_every_setting(capsys) -> None:
     for var, _, _ in Settings.field_help():
         assert var in out
     assert "--host" in out and "--port" in out and "--data-dir" in out
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_config_flags_are_explained_by_their_fields_descriptions(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = "".join(capsys.readouterr().out.split())  # argparse wraps lines (also at hyphens)
+    for flag, path, _ in FLAGS:
+        assert flag in out and "".join(config_field(path).description.split()) in out, flag
+    assert "asecondflowbranchwhoselog|detJ|ismaximised" in out
 
 
 def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:

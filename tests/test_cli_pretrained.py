@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import build_config, build_parser, main
+from server.cli import build_parser, main
+from server.cli_config import build_config
 from server.settings import Settings
 from server.store import Store
 
