@@ -82,11 +82,41 @@ class FlowConfig(_Frozen):
 
 
 class OptimizerConfig(_Frozen):
-    """The optimizer of every trained parameter."""
+    """The optimizer, over three parameter groups: backbone, head (embedding layer + flow), loss (proxies)."""
+    # models/optim.py: Proxy-Anchor trains the backbone and the embedding layer at 1e-4 and the proxies 100×
+    # faster; a fine-tuned pretrained backbone wants a smaller rate than freshly initialised parts.
     name: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam, adamw or sgd")
-    lr: float = Field(1e-3, gt=0.0, le=10.0, title="Learning rate", description="learning rate")
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 weight decay (decoupled for adamw)")
+    lr: float = Field(1e-3, gt=0.0, le=10.0, title="Learning rate",
+                      description="learning rate of the backbone, and of every group whose own rate is empty")
+    head_lr: float | None = Field(None, gt=0.0, le=10.0, title="Head learning rate",
+                                  description="learning rate of the embedding layer and the flow; empty: lr")
+    loss_lr: float | None = Field(None, gt=0.0, le=10.0, title="Loss learning rate",
+                                  description="learning rate of the loss's parameters (proxies) and the "
+                                              "distance's (Mahalanobis L); empty: head_lr")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 weight decay (decoupled for adamw) of the "
+                                                                 "backbone, and of the other groups when "
+                                                                 "head_weight_decay is empty")
+    head_weight_decay: float | None = Field(None, ge=0.0, le=1.0,
+                                            description="weight decay of the head and the loss's parameters; "
+                                                        "empty: weight_decay")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="momentum; sgd only")
+
+
+class AugmentConfig(_Frozen):
+    """Data augmentation and loading: none, or the standard DML benchmark recipe (models/augment.py)."""
+    # standard: training images are random resized crops of the stored image at image_size (224) with a flip;
+    # evaluation and queries resize the short side to `resize` (256) and take the centre image_size crop. none:
+    # every image resized and centre-cropped to image_size, right for small, centred sets such as mnist5k.
+    mode: Literal["none", "standard"] = Field(
+        "none", description="none: every image resized and centre-cropped to image_size; standard: random resized "
+                            "crop + flip for training, resize + centre crop for evaluation and queries")
+    resize: int | None = Field(None, ge=8, le=2048, description="standard: the short side before the evaluation "
+                                                                "centre crop; empty: image_size × 8/7 (256 for 224)")
+    scale_min: float = Field(0.08, gt=0.0, le=1.0, description="standard: the smallest training crop's area, as a "
+                                                               "fraction of the image (the largest is all of it)")
+    flip: bool = Field(True, description="standard: flip training crops horizontally with probability 1/2")
+    workers: int | None = Field(None, ge=0, le=64, description="data-loading worker processes; empty: 0 for mode "
+                                                               "none, else one per spare CPU core (at most 8)")
 
 
 class SplitConfig(_Frozen):
@@ -125,6 +155,7 @@ class RunConfig(_Frozen):
     regularizers: tuple[RegularizerConfig, ...] = Field((), max_length=REGULARIZERS_MAX,
                                                         description="terms added to the loss, each name once")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description=OptimizerConfig.__doc__)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description=AugmentConfig.__doc__)
     epochs: int = Field(6, ge=1, le=10_000, description="passes of steps_per_epoch optimizer steps")
     steps_per_epoch: int | None = Field(None, ge=1, le=1_000_000,
                                         description="optimizer steps per epoch; unset: one pass over the training "
@@ -159,6 +190,14 @@ class RunConfig(_Frozen):
         if self.pretrained and (self.weights_id or self.pretrained_weights):
             raise ValueError("pretrained: 'imagenet' and a weights file (weights_id / pretrained_weights) exclude "
                              "each other; choose one")
+        return self
+
+    @model_validator(mode="after")
+    def _resize_covers_crop(self) -> "RunConfig":
+        a = self.augment
+        if a.resize is not None and self.image_size is not None and a.resize < self.image_size:
+            raise ValueError(f"augment.resize ({a.resize}) is smaller than image_size ({self.image_size}): the "
+                             "evaluation centre crop must fit inside the resized image")
         return self
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.augment import eval_resize
 from models.backbones import create_backbone
 from models.config import RunConfig
 from models.flow import FlowMetricLayer, sphere_log_volume
@@ -53,7 +54,8 @@ class EmbeddingNet(nn.Module):
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
         super().__init__()
         self.in_channels = in_channels
-        self.image_size = image_size
+        self.image_size = image_size  # the input side: the training crop and the evaluation centre crop
+        self.eval_resize = eval_resize(config, image_size)  # short side before the evaluation centre crop
         self.register_buffer("pixel_mean", _channel_buffer(mean, in_channels, 0.0, "mean"))
         self.register_buffer("pixel_std", _channel_buffer(std, in_channels, 1.0, "std"))
         if bool((self.pixel_std <= 0).any()):

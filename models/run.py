@@ -23,6 +23,7 @@ from pytorch_metric_learning.distances import BaseDistance
 from models import distributed
 from models.compat import checked
 from models.config import RunConfig
+from models.augment import eval_pixels
 from models.data import ImageSet, zero_shot_split
 from models.budget import steps_per_epoch, under_trained
 from models.diagnostics import network_lipschitz, saturation_map, summarise
@@ -161,7 +162,7 @@ def _embed(model: EmbeddingNet, pixels: np.ndarray, idx: np.ndarray,
 def _measure(model: EmbeddingNet, distance: BaseDistance, image_set: ImageSet, split: dict[str, np.ndarray],
              run_dir: Path, stages: _Stages, parent_dir: Path | None, seed: int) -> tuple[dict, dict[str, float]]:
     """Embed both splits with a dmlscope model, then `_measure_embeddings`; (headline per split, timings)."""
-    pixels = image_set.pixels(model.image_size)
+    pixels = eval_pixels(image_set, model.eval_resize, model.image_size)
     t = time.perf_counter()
     stages.start("embed", "embedding train and test images")
     passes = {s: _embed(model, pixels, split[s], stages.should_cancel) for s in SPLITS}

@@ -30,13 +30,16 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from models import distributed
+from models.augment import eval_pixels, input_normalisation
 from models.budget import is_edge_step, steps_per_epoch
 from models.compat import check_config
 from models.config import RunConfig
 from models.data import ImageSet, MPerClassSampler
+from models.data.loader import EpochJobs, TrainImages, loader_workers, train_loader
 from models.distances import create_distance
 from models.losses import create_criterion
 from models.network import EmbeddingNet
+from models.optim import GROUPS, build_optimizer, parameter_groups, regroup_state
 from models.progress import Cancelled, CancelCheck, Progress, ProgressCallback, ignore_progress, never_cancel
 from models.refresh import refresh_distance
 from models.regularizers import RegularizerInputs, create_regularizer
@@ -106,6 +109,9 @@ def resolve_image_size(config: RunConfig, image_set: ImageSet) -> int:
 
 def build_model(config: RunConfig, in_channels: int, image_size: int,
                 mean: Any = None, std: Any = None) -> EmbeddingNet:
+    """The run's network; `mean`/`std` are the data set's, replaced by ImageNet's for an ImageNet-pretrained
+    torchvision backbone (models/augment.py). A checkpoint's buffers then carry them wherever the model goes."""
+    mean, std = input_normalisation(config, mean, std, in_channels)
     return EmbeddingNet(config, in_channels, image_size, mean=mean, std=std)
 
 
@@ -113,24 +119,6 @@ def build_distance(config: RunConfig) -> BaseDistance:
     """The run's distance; a learnable Mahalanobis L is a parameter of it (trained, checkpointed)."""
     return create_distance(config.distance.name, normalize=config.distance.normalize, dim=config.embedding_dim,
                            **config.distance.params)
-
-
-def _unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
-    # The distance usually sits inside the criterion too; an optimizer must see each parameter once.
-    seen: dict[int, nn.Parameter] = {}
-    for module in modules:
-        for p in module.parameters():
-            if p.requires_grad:
-                seen.setdefault(id(p), p)
-    return list(seen.values())
-
-
-def _optimizer(config: RunConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    o = config.optimizer
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -240,9 +228,9 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     if len(class_ids) < 2:
         raise ValueError(f"the train split has {len(class_ids)} class; metric learning needs at least 2")
     size = resolve_image_size(config, image_set)
-    pixels = image_set.pixels(size)
 
     model = build_model(config, image_set.channels, size, image_set.mean, image_set.std)
+    pixels = eval_pixels(image_set, model.eval_resize, size)  # for distances refreshed from embeddings (Mahalanobis)
     distance = build_distance(config)
     criterion = create_criterion(config.loss, config.miner, distance, len(class_ids), config.embedding_dim)
     regularizers = {r.name: (r.weight, create_regularizer(r.name, **r.params)) for r in config.regularizers}
@@ -252,10 +240,11 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     for module in (model, criterion, distance, *(reg for _, reg in regularizers.values())):
         module.to(device)
     model.to(memory_format=memory_format)
-    optimizer_params = _unique_parameters(model, criterion, distance)
-    optimizer = _optimizer(config, optimizer_params)
+    groups = parameter_groups(model, criterion, distance)
+    optimizer = build_optimizer(config.optimizer, groups)
+    optimizer_params = [p for g in GROUPS for p in groups[g]]
     # DDP averages the model's gradients; the criterion's own parameters are averaged by hand.
-    outside_params = _unique_parameters(criterion, distance)
+    outside_params = groups["loss"]
     net = model
     if top.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -265,6 +254,9 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     steps = steps_per_epoch(config, len(train_idx))
     sampler = MPerClassSampler(image_set.labels, train_idx, config.classes_per_batch, config.samples_per_class,
                                steps, generator=generator)
+    jobs = EpochJobs(sampler, lambda n: distributed.local_slice(list(range(n))))
+    loader = train_loader(TrainImages(image_set, size, config.augment, config.seed), jobs,
+                          loader_workers(config.augment), device.type == "cuda", config.seed)
     history: list[dict[str, Any]] = []
     start_epoch = 0
     ckpt_path = run_dir / CHECKPOINT
@@ -278,7 +270,7 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
         model.load_state_dict(ckpt["model"])
         criterion.load_state_dict(ckpt["criterion"])
         distance.load_state_dict(ckpt["distance"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer.load_state_dict(regroup_state(ckpt["optimizer"], optimizer))
         if ckpt["scaler"]:
             amp.scaler.load_state_dict(ckpt["scaler"])
         _restore_rng(ckpt["rng"], generator)
@@ -299,12 +291,12 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
         t_epoch = time.perf_counter()
         sums: dict[str, float] = {}
         step_losses: list[list[float]] = []  # [global step, metric loss] at the run's ends (models/budget.py)
-        for step, batch in enumerate(sampler):
+        jobs.epoch = epoch
+        t_step = time.perf_counter()  # a step's time includes waiting for its batch
+        for step, (x, batch) in enumerate(loader):
             if distributed.any_rank(should_cancel(), device):
                 raise Cancelled(f"cancelled at epoch {epoch + 1}, step {step + 1}")
-            t_step = time.perf_counter()
-            x = torch.from_numpy(pixels[distributed.local_slice(batch)]).to(device, non_blocking=True)
-            x = x.contiguous(memory_format=memory_format)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             y = label_of[image_labels[batch]].to(device, non_blocking=True)
             total, terms, diagnostics = _batch_loss(net, model, criterion, distance, regularizers, x, y, amp)
             values = {name: float(t.detach()) for name, t in terms.items()}
@@ -323,6 +315,7 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
             if is_edge_step(done, total_steps):
                 step_losses.append([done, values["loss"]])
             step_rate = len(batch) / max(time.perf_counter() - t_step, 1e-9)
+            t_step = time.perf_counter()
             rate = step_rate if rate is None else 0.9 * rate + 0.1 * step_rate
             on_progress(Progress(
                 stage="train", fraction=done / total_steps, epoch=epoch + 1, epochs=config.epochs, step=step + 1,

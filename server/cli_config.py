@@ -2,8 +2,8 @@
 
 A flag is one row of FLAGS (flag, config field); its type, choices and help come from the field itself
 (models/config.py), so the CLI's `--help`, the OpenAPI schema and the browser's form say the same thing. The
-config is defaults ← `--config` file ← flags, deep-merged by `RunConfig.with_patch` and checked against the
-registries (`models.compat.checked`) before anything runs.
+config is defaults ← `--preset` (models/presets.py) ← `--config` file ← flags, deep-merged by
+`RunConfig.with_patch` and checked against the registries (`models.compat.checked`) before anything runs.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic.fields import FieldInfo
 
 from models.config import RunConfig
+from models.presets import DESCRIPTIONS, PRESETS, preset_patch
 from server.cli import BadInput
 from server.settings import Settings
 
@@ -57,6 +58,8 @@ def _argument(info: FieldInfo) -> dict[str, Any]:
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run config (flags left out keep the --config file's value or the default)")
     g.add_argument("--config", help="a RunConfig JSON file to start from")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="a whole recipe to start from, under --config and the "
+                   "flags; benchmark: " + DESCRIPTIONS["benchmark"])
     for flag, path, extra in FLAGS:
         info = config_field(path)
         g.add_argument(flag, help=(f"{info.description}{extra}").replace("%", "%%"), **_argument(info))
@@ -106,7 +109,8 @@ def config_patch(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_config(args: argparse.Namespace, settings: Settings) -> RunConfig:
-    """RunConfig = defaults ← --config file ← flags; `--reg NAME=W` sets (or adds) one regularizer's weight."""
+    """RunConfig = defaults ← --preset ← --config file ← flags; `--reg NAME=W` sets (or adds) one regularizer's
+    weight."""
     from models.compat import checked
 
     base: dict[str, Any] = {}
@@ -118,7 +122,7 @@ def build_config(args: argparse.Namespace, settings: Settings) -> RunConfig:
             raise BadInput(f"--config {path}: cannot read a JSON RunConfig ({exc})") from None
     if "device" not in base and args.device is None:
         base["device"] = settings.device  # DMLSCOPE_DEVICE=cpu keeps the CLI off the GPU like the server
-    config = RunConfig.model_validate(base)
+    config = RunConfig.model_validate(preset_patch(args.preset) if args.preset else {}).with_patch(base)
     patch = config_patch(args)
     if args.reg:  # one patch with everything: --flow-dueling is only valid together with --reg det=...
         regs = {r.name: r.model_dump() for r in config.regularizers}

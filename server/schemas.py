@@ -45,9 +45,15 @@ class Component(_Out):
     params: list[ComponentParam]
 
 
+class PresetInfo(_Out):
+    description: str
+    config: dict[str, Any]  # the whole RunConfig: defaults with the preset applied
+
+
 class RunConfigInfo(_Out):
     schema_: dict[str, Any] = Field(alias="schema")
     defaults: dict[str, Any]
+    presets: dict[str, PresetInfo]  # models/presets.py, by name
 
 
 class ComponentsPublic(_Out):

@@ -31,6 +31,11 @@ THUMB_SIZE = 64
 _IN_MEMORY_BYTES = 1 << 30  # caches up to this size are loaded; larger ones are memory-mapped
 
 
+def image_file(root: Path, i: int) -> Path:
+    """The stored image `i` of the set in `root` (a function, so a loader worker needs only the folder)."""
+    return Path(root) / "images" / f"{i:06d}.png"
+
+
 def fit_square(im: Image.Image, size: int) -> Image.Image:
     """Resize so the short side is `size`, then centre-crop to size × size (no-op when already that size)."""
     w, h = im.size
@@ -49,6 +54,15 @@ def downscale(im: Image.Image, max_side: int) -> Image.Image:
         return im
     scale = max_side / max(im.size)
     return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+
+
+def center_crop(pixels: np.ndarray, crop: int) -> np.ndarray:
+    """The centre crop × crop of square images (..., S, S): a view, no copy; offsets as in fit_square."""
+    side = pixels.shape[-1]
+    if crop > side or pixels.shape[-2] != side:
+        raise ValueError(f"cannot centre-crop {crop} px from images of shape {pixels.shape[-2:]}")
+    o = (side - crop) // 2
+    return pixels[..., o:o + crop, o:o + crop]
 
 
 def image_array(im: Image.Image, size: int, channels: int) -> np.ndarray:
@@ -95,7 +109,7 @@ class ImageSet:
                 f"{self.channels} channel(s), native size {self.native_size})")
 
     def image_path(self, i: int) -> Path:
-        return self.root / "images" / f"{i:06d}.png"
+        return image_file(self.root, i)
 
     def thumbnail_path(self, i: int) -> Path:
         return self.root / "thumbs" / f"{i:06d}.png"
@@ -119,17 +133,20 @@ class ImageSet:
             self._pixels[size] = arr
         return self._pixels[size]
 
-    def query_pixels(self, data: bytes, size: int, limits: UploadLimits | None = None) -> np.ndarray:
+    def query_pixels(self, data: bytes, size: int, limits: UploadLimits | None = None,
+                     resize: int | None = None) -> np.ndarray:
         """Untrusted image bytes → uint8 (C, size, size), prepared exactly as this set's images were.
 
-        Same decoding, checks and downscale-to-max_side as the import, then `fit_square`; so a query image is
-        seen by a model the way its training images were. Raises DatasetError saying why a file is unusable.
+        Same decoding, checks and downscale-to-max_side as the import, then `fit_square` to `resize` (default
+        `size`) and the centre `size` crop: the evaluation view of models/augment.py, so a query image is seen
+        by a model the way its evaluated images were. Raises DatasetError saying why a file is unusable.
         """
         try:
             im, _ = decode_image(data, limits or UploadLimits(), self.max_side)
         except BadImage as exc:
             raise DatasetError(f"the query image cannot be used: {exc.reason}") from None
-        return image_array(downscale(im, self.max_side), size, self.channels)
+        return np.ascontiguousarray(center_crop(image_array(downscale(im, self.max_side), resize or size,
+                                                            self.channels), size))
 
 
 def _load_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:

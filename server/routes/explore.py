@@ -311,7 +311,8 @@ async def query(run_id: RunId, store: StoreDep, file: UploadFile = File(...), k:
                              f"{', '.join(view.class_names[:20])}")
         loaded = view.loaded()
         try:
-            pixels = view.image_set.query_pixels(data, loaded.image_size, store.upload_limits())
+            pixels = view.image_set.query_pixels(data, loaded.image_size, store.upload_limits(),
+                                                 resize=loaded.model.eval_resize)
         except DatasetError as e:
             raise InvalidInput(str(e)) from None
         ids, values = view.index(within).search(embed_images(loaded.model, pixels), k)

@@ -35,12 +35,16 @@ def _components() -> ComponentsPublic:
     from models.backbones import BACKBONES
     from models.distances import DISTANCES
     from models.losses import LOSSES, MINERS
+    from models.presets import DESCRIPTIONS, PRESETS, preset_patch
     from models.regularizers import REGULARIZERS
 
     return ComponentsPublic(
         losses=LOSSES.schemas(), distances=DISTANCES.schemas(), miners=MINERS.schemas(),
         regularizers=REGULARIZERS.schemas(), backbones=BACKBONES.schemas(),
-        run_config={"schema": RunConfig.model_json_schema(), "defaults": RunConfig().model_dump(mode="json")})
+        run_config={"schema": RunConfig.model_json_schema(), "defaults": RunConfig().model_dump(mode="json"),
+                    "presets": {name: {"description": DESCRIPTIONS[name],
+                                       "config": RunConfig().with_patch(preset_patch(name)).model_dump(mode="json")}
+                                for name in PRESETS}})
 
 
 @router.get("/components", operation_id="system-components")

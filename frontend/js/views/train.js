@@ -1,6 +1,7 @@
 // Train tab: pick an image set, configure a run (form generated from GET /api/components), start it.
 // Starting a run opens its page, which follows the progress live. A set with a predefined split (a benchmark
-// imported with `dmlscope import`) defaults to it; uploaded weights files are offered as a list.
+// imported with `dmlscope import`) defaults to it; uploaded weights files are offered as a list; a recipe
+// preset (e.g. the benchmark recipe) redraws the form from its whole config.
 import { api } from "../api.js";
 import { configForm } from "../configform.js";
 import { el, empty, errorBox, fill, loading } from "../dom.js";
@@ -27,16 +28,22 @@ function build(panel, components, datasets, weights) {
   const dataset = el("select", { id: "train-dataset" }, datasets.map((d) =>
     el("option", { value: d.id, selected: d.id === wanted }, `${d.name} (${d.num_images} images, ${d.num_classes} classes)`)));
   const name = el("input", { id: "train-name", type: "text", placeholder: "e.g. triplet + det" });
-  const form = configForm(components, components.run_config.defaults, "train", weights);
-  const splitMode = form.node.querySelector('[data-path="split.mode"]');
+  const formSlot = el("div", {});
+  let form;
   const followSplit = () => {  // a benchmark's own split by default; another set cannot use it
+    const splitMode = form.node.querySelector('[data-path="split.mode"]');
     const chosen = datasets.find((d) => d.id === dataset.value);
     if (chosen?.has_predefined_split) splitMode.value = "predefined";
     else if (splitMode.value === "predefined") splitMode.value = "first_half";
   };
+  const mountForm = (start) => {  // (re)draws the config form from a whole RunConfig: defaults or a preset
+    form = configForm(components, start, "train", weights);
+    form.node.querySelector('[data-path="weights_id"]').parentElement.append(weightsUpload(form));
+    fill(formSlot, form.node);
+    followSplit();
+  };
   dataset.addEventListener("change", followSplit);
-  followSplit();
-  form.node.querySelector('[data-path="weights_id"]').parentElement.append(weightsUpload(form));
+  mountForm(components.run_config.defaults);
   const status = el("div", { "aria-live": "polite" });
   const start = el("button", { type: "submit", class: "primary" }, "Start training");
 
@@ -57,11 +64,27 @@ function build(panel, components, datasets, weights) {
   },
   el("div", { class: "form-grid", style: { marginBottom: "0.75rem" } },
     el("label", { for: "train-dataset" }, "Image set"), dataset,
-    el("label", { for: "train-name" }, "Run name"), name),
-  form.node,
+    el("label", { for: "train-name" }, "Run name"), name,
+    ...presetPicker(components.run_config, mountForm)),
+  formSlot,
   el("div", { class: "row" }, start, el("span", { class: "help" }, "Defaults train the built-in set in about a minute on 2 CPU cores.")),
   status);
   panel.append(formNode);
+}
+
+/** Recipe presets (GET /api/components run_config.presets): choosing one redraws the form from its config. */
+function presetPicker(runConfig, mountForm) {
+  const presets = runConfig.presets || {};
+  const help = el("span", { class: "help" });
+  const select = el("select", { id: "train-preset" },
+    el("option", { value: "" }, "defaults (small CNN, quick on a CPU)"),
+    Object.keys(presets).map((key) => el("option", { value: key }, key)));
+  select.addEventListener("change", () => {
+    const preset = presets[select.value];
+    fill(help, preset ? preset.description : "");
+    mountForm(preset ? preset.config : runConfig.defaults);
+  });
+  return [el("label", { for: "train-preset" }, "Recipe"), el("div", {}, select, " ", help)];
 }
 
 /** Upload a state_dict for the chosen backbone (POST /api/weights); it joins the form's weights list, chosen. */
