@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from models.compat import check_config
 from models.config import RunConfig
 from models.optim import group_settings
 from models.presets import DESCRIPTIONS, PRESETS, preset_patch
@@ -11,7 +12,7 @@ from models.presets import DESCRIPTIONS, PRESETS, preset_patch
 def test_every_preset_is_a_valid_described_config() -> None:
     assert DESCRIPTIONS.keys() == PRESETS.keys()
     for name in PRESETS:
-        RunConfig().with_patch(preset_patch(name))
+        check_config(RunConfig().with_patch(preset_patch(name)))  # component names and parameters exist
     with pytest.raises(ValueError, match="unknown preset 'fast'; choose one of: benchmark"):
         preset_patch("fast")
 
