@@ -87,18 +87,18 @@ class OptimizerConfig(_Frozen):
     # faster; a fine-tuned pretrained backbone wants a smaller rate than freshly initialised parts.
     name: Literal["adam", "adamw", "sgd"] = Field("adam", description="adam, adamw or sgd")
     lr: float = Field(1e-3, gt=0.0, le=10.0, title="Learning rate",
-                      description="learning rate of the backbone, and of every group whose own rate is empty")
+                      description="learning rate of the backbone, and of every group whose own rate is unset")
     head_lr: float | None = Field(None, gt=0.0, le=10.0, title="Head learning rate",
-                                  description="learning rate of the embedding layer and the flow; empty: lr")
+                                  description="learning rate of the embedding layer and the flow; unset: lr")
     loss_lr: float | None = Field(None, gt=0.0, le=10.0, title="Loss learning rate",
                                   description="learning rate of the loss's parameters (proxies) and the "
-                                              "distance's (Mahalanobis L); empty: head_lr")
+                                              "distance's (Mahalanobis L); unset: head_lr")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 weight decay (decoupled for adamw) of the "
                                                                  "backbone, and of the other groups when "
-                                                                 "head_weight_decay is empty")
+                                                                 "head_weight_decay is unset")
     head_weight_decay: float | None = Field(None, ge=0.0, le=1.0,
                                             description="weight decay of the head and the loss's parameters; "
-                                                        "empty: weight_decay")
+                                                        "unset: weight_decay")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="momentum; sgd only")
 
 
@@ -111,11 +111,11 @@ class AugmentConfig(_Frozen):
         "none", description="none: every image resized and centre-cropped to image_size; standard: random resized "
                             "crop + flip for training, resize + centre crop for evaluation and queries")
     resize: int | None = Field(None, ge=8, le=2048, description="standard: the short side before the evaluation "
-                                                                "centre crop; empty: image_size × 8/7 (256 for 224)")
+                                                                "centre crop; unset: image_size × 8/7 (256 for 224)")
     scale_min: float = Field(0.08, gt=0.0, le=1.0, description="standard: the smallest training crop's area, as a "
                                                                "fraction of the image (the largest is all of it)")
     flip: bool = Field(True, description="standard: flip training crops horizontally with probability 1/2")
-    workers: int | None = Field(None, ge=0, le=64, description="data-loading worker processes; empty: 0 for mode "
+    workers: int | None = Field(None, ge=0, le=64, description="data-loading worker processes; unset: 0 for mode "
                                                                "none, else one per spare CPU core (at most 8)")
 
 
