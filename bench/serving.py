@@ -1,8 +1,8 @@
 """Serving: GET /api/runs/{id}/points as JSON vs the binary column layout (docs/api.md), over real HTTP.
 
 A real uvicorn serves the app on a loopback port in this process; an httpx client downloads the whole body.
-The run is a folder laid out as models/run.py writes it (config.json, split.json, per-split arrays and maps),
-filled with synthetic values, plus the server's own correct@1 cache, so the timing is the endpoint's work
+The run is a folder written through models/runfolder.py (config, split, per-split arrays and maps), filled
+with synthetic values, plus the server's own correct@1 cache, so the timing is the endpoint's work
 (read the arrays, build the columns, encode, send) and not a UMAP fit or a k-NN search.
 """
 from __future__ import annotations
@@ -26,19 +26,16 @@ FULL: dict[str, Any] = {"sizes": (100_000, 1_000_000)}
 
 def _fill_run(run_dir: Path, config: Any, n: int, num_images: int) -> None:
     """A finished run's folder with an n-point test split drawn (with repeats) from the data set's images."""
+    from models.runfolder import RunFolder
+
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, num_images, n)
-    (run_dir / "config.json").write_text(config.model_dump_json(), encoding="utf-8")
-    (run_dir / "split.json").write_text(json.dumps({"train": [], "test": ids.tolist()}), encoding="utf-8")
-    arrays = {
-        "embeddings_test": rng.standard_normal((n, config.embedding_dim), dtype=np.float32),
-        "lipschitz_test": rng.random(n, dtype=np.float32),
-        "projection_pca_test": rng.standard_normal((n, 2), dtype=np.float32),
-        "projection_umap_test": rng.standard_normal((n, 2), dtype=np.float32),
-        "correct_at_1_test": (rng.random(n) < 0.8).astype(np.int32),
-    }
-    for name, value in arrays.items():
-        np.save(run_dir / f"{name}.npy", value)
+    folder = RunFolder(run_dir)
+    folder.write_start(config, {"train": np.zeros(0, np.int64), "test": rng.integers(0, num_images, n)})
+    folder.write_array("embeddings", "test", rng.standard_normal((n, config.embedding_dim), dtype=np.float32))
+    folder.write_array("lipschitz", "test", rng.random(n, dtype=np.float32))
+    for method in ("pca", "umap"):
+        folder.write_projection(method, "test", rng.standard_normal((n, 2), dtype=np.float32))
+    folder.write_correct_at_1("test", (rng.random(n) < 0.8).astype(np.int32))
 
 
 def _prepare(data_dir: Path, sizes: Sequence[int]) -> dict[int, str]:

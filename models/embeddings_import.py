@@ -11,10 +11,10 @@ is written. Accepted layouts (`read_embeddings_file`):
 
 Parquet is refused with a message: reading it needs pyarrow, which dmlscope does not depend on.
 
-The run is then measured by `models.run._measure_embeddings`, the code every trained or imported run uses
+The run is then measured by `models.measure.measure_embeddings`, the code every trained or imported run uses
 (metrics, statistics, PCA maps); only the per-sample maps that need a network (log|det J|, local Lipschitz)
-are absent. Its run folder keeps the checked file as `EMBEDDINGS_FILE` (rows, vectors, split), written by the
-caller before the worker measures it.
+are absent. Its run folder keeps the checked file (models.runfolder.EMBEDDINGS_INPUT: rows, vectors, split),
+written by the caller before the worker measures it.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from models.config import RunConfig, SplitConfig
 from models.data import DatasetError, ImageSet, ImportReport, zero_shot_split
 from models.progress import CancelCheck, ProgressCallback, ignore_progress, never_cancel
 
-EMBEDDINGS_FILE = "embeddings_input.npz"  # the checked vectors in a run folder: `vectors`, `ids`, `train`
 FIELDS = ("vectors", "labels", "image_ids", "split")
 MAX_DIM = next(m.le for m in RunConfig.model_fields["embedding_dim"].metadata if hasattr(m, "le"))  # as trained
 MAX_NAME = 200  # characters of one class name
@@ -269,26 +268,27 @@ def save_input(path: Path, ef: EmbeddingsFile, ids: np.ndarray) -> None:
 def measure_embeddings_file(image_set: ImageSet, run_dir: str | Path, config: RunConfig,
                             on_progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None,
                             parent_dir: str | Path | None = None) -> dict[str, Any]:
-    """Measure the run folder's `EMBEDDINGS_FILE` as a run of origin `embeddings`; returns the summary."""
-    from models.run import _SPANS_IMPORTED, _Stages, _measure_embeddings, _summary, _write_start
-    from models.trainer import atomic_write_json, build_distance
+    """Measure the run folder's embeddings input as a run of origin `embeddings`; returns the summary."""
+    from models.measure import SPANS_IMPORTED, Stages, measure_embeddings, summary
+    from models.runfolder import RunFolder
+    from models.trainer import build_distance
 
-    run_dir = Path(run_dir)
-    stages = _Stages(on_progress or ignore_progress, should_cancel or never_cancel, _SPANS_IMPORTED)
+    folder = RunFolder(run_dir)
+    stages = Stages(on_progress or ignore_progress, should_cancel or never_cancel, SPANS_IMPORTED)
     t0 = time.perf_counter()
-    with np.load(run_dir / EMBEDDINGS_FILE, allow_pickle=False) as data:
+    with np.load(folder.embeddings_input_path, allow_pickle=False) as data:
         vectors, ids = data["vectors"], data["ids"]
         ef = EmbeddingsFile(vectors, None, ids, data["train"] if "train" in data else None)
     rows = split_rows(ef, image_set.labels[ids], config.split)
     rows = {s: r[np.argsort(ids[r], kind="stable")] for s, r in rows.items()}  # image order, as in every run
     split = {s: ids[rows[s]] for s in rows}
-    _write_start(run_dir, config, split)
-    headline, timings = _measure_embeddings({s: vectors[rows[s]] for s in rows}, build_distance(config), image_set,
-                                            split, run_dir, stages, Path(parent_dir) if parent_dir else None,
-                                            config.seed, lambda s: {})
+    folder.write_start(config, split)
+    heads, timings = measure_embeddings({s: vectors[rows[s]] for s in rows}, build_distance(config), image_set,
+                                        split, folder, stages, Path(parent_dir) if parent_dir else None,
+                                        config.seed, lambda s: {})
     timings["total_s"] = time.perf_counter() - t0
-    summary = {**_summary("embeddings", config, split, headline, timings, [], torch.device("cpu"), None),
-               "notes": ["imported embeddings: no network, so no log|det J|, local Lipschitz or image queries"]}
-    atomic_write_json(run_dir / "summary.json", summary)
+    out = {**summary("embeddings", config, split, heads, timings, [], torch.device("cpu"), None),
+           "notes": ["imported embeddings: no network, so no log|det J|, local Lipschitz or image queries"]}
+    folder.write_summary(out)
     stages.done()
-    return summary
+    return out

@@ -12,16 +12,13 @@ why). Only the primary rank reports progress and writes the checkpoint and histo
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from models import distributed
 from models.augment import eval_pixels, input_normalisation
 from models.budget import is_edge_step, steps_per_epoch
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.compat import check_config
 from models.config import RunConfig
 from models.data import ImageSet, MPerClassSampler
@@ -43,10 +41,8 @@ from models.optim import GROUPS, build_optimizer, parameter_groups, regroup_stat
 from models.progress import Cancelled, CancelCheck, Progress, ProgressCallback, ignore_progress, never_cancel
 from models.refresh import refresh_distance
 from models.regularizers import RegularizerInputs, create_regularizer
+from models.runfolder import RunFolder
 
-CHECKPOINT = "checkpoint.pt"
-HISTORY = "history.json"
-CHECKPOINT_FORMAT = 1
 WEIGHTS = "weights"  # TrainingDiverged.term when the loss stayed finite but a step left non-finite parameters
 
 
@@ -71,24 +67,6 @@ class TrainResult:
     seconds: float  # wall time of this call's training
     samples_per_s: float | None = None
     class_ids: list[int] = field(default_factory=list)  # train class ids, in the order of the criterion's labels
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write `path` via a temp file in the same folder and os.replace: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, allow_nan=False)))
 
 
 def select_device(requested: str) -> torch.device:
@@ -157,19 +135,6 @@ def _comparable(config: RunConfig) -> dict[str, Any]:
     return config.model_dump(mode="json", exclude={"epochs", "device", "amp", "pretrained_weights"})
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint dict (tensors and plain python only; loaded with weights_only=True)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling error means the same thing to the caller
-        raise ValueError(f"{path} is not a readable dmlscope checkpoint ({type(exc).__name__}: {exc}); "
-                         f"export it again from dmlscope") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
-        raise ValueError(f"{path} is not a dmlscope checkpoint (format {CHECKPOINT_FORMAT}); "
-                         f"only checkpoints written by dmlscope can be loaded")
-    return ckpt
-
-
 class _Amp:
     """Autocast + GradScaler on CUDA (bf16 where supported, else fp16 with loss scaling); a no-op on CPU."""
 
@@ -218,7 +183,6 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
     top = distributed.topology()
     on_progress = (on_progress or ignore_progress) if top.is_primary else ignore_progress
     should_cancel = should_cancel or never_cancel
-    run_dir = Path(run_dir)
     device = distributed.training_device(select_device(config.device))
     amp = _Amp(device, config.amp)
     generator = _seed_everything(config.seed)
@@ -259,7 +223,8 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
                           loader_workers(config.augment), device.type == "cuda", config.seed)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    ckpt_path = run_dir / CHECKPOINT
+    folder = RunFolder(run_dir)
+    ckpt_path = folder.checkpoint_path
     # The primary reads the checkpoint and hands it to the other ranks: one source of truth for all of them.
     ckpt = distributed.broadcast(load_checkpoint(ckpt_path) if top.is_primary and resume and ckpt_path.exists()
                                  else None)
@@ -334,16 +299,13 @@ def train(config: RunConfig, image_set: ImageSet, train_idx: np.ndarray, run_dir
             "step_losses": step_losses,
         })
         if top.is_primary:
-            checkpoint = {
-                "format": CHECKPOINT_FORMAT, "config": config.model_dump(mode="json"), "epoch": epoch + 1,
-                "in_channels": image_set.channels, "image_size": size, "class_ids": class_ids.tolist(),
-                "model": model.state_dict(), "criterion": criterion.state_dict(),
-                "distance": distance.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": amp.scaler.state_dict() if amp.scaler.is_enabled() else None,
-                "rng": _rng_state(generator), "history": history,
-            }
-            atomic_write(ckpt_path, lambda p: torch.save(checkpoint, p))
-            atomic_write_json(run_dir / HISTORY, history)
+            save_checkpoint(ckpt_path, config=config, epoch=epoch + 1, in_channels=image_set.channels,
+                            image_size=size, class_ids=class_ids.tolist(), model=model.state_dict(),
+                            criterion=criterion.state_dict(), distance=distance.state_dict(),
+                            optimizer=optimizer.state_dict(),
+                            scaler=amp.scaler.state_dict() if amp.scaler.is_enabled() else None,
+                            rng=_rng_state(generator), history=history)
+            folder.write_history(history)
 
     model.eval()
     criterion.eval()

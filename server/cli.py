@@ -227,14 +227,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_checkpoint(store: Any, path: Path, args: argparse.Namespace) -> int:
-    from models.run import import_model, read_checkpoint_config
+    from models.checkpoint import read_config
+    from models.run import import_model
 
     if not path.is_file():
         raise BadInput(f"{path} does not exist; give a run id or an exported checkpoint .pt file")
     if not args.data:
         raise BadInput(f"evaluating the checkpoint {path} needs --data (the image set to embed and measure)")
     dataset = resolve_dataset(store, args.data)
-    config = read_checkpoint_config(path)
+    config = read_config(path)
     image_set = store.image_set(dataset.id)
     rec, summary = run_in_store(
         store, dataset, config, args.name or f"import {path.name}", origin="import",
@@ -245,7 +246,7 @@ def _eval_checkpoint(store: Any, path: Path, args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Headline metrics of two finished runs side by side, then per-class compactness on the unseen classes."""
-    from models.run import load_run
+    from models.runfolder import load_run
     from server.store import Store
 
     store = Store.open(_settings(args))

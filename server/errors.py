@@ -107,11 +107,6 @@ def _first_field(fields: list[dict[str, Any]]) -> str:
     return f"{where}: {first['msg']}" if where else first["msg"]
 
 
-def validation_summary(exc: ValidationError, prefix: tuple[str, ...] = ()) -> str:
-    """The first field a ValidationError is about and what is wrong with it (no pydantic URLs or input dumps)."""
-    return _first_field(_field_errors(exc.errors(include_url=False), prefix))
-
-
 def validation_response(fields: list[dict[str, Any]]) -> JSONResponse:
     """422 naming the first offending field in `detail`."""
     return error_response(422, "validation_error", _first_field(fields), fields=fields)

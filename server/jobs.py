@@ -49,8 +49,8 @@ def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent
         from models.data import ImageSet
         from models.embeddings_import import measure_embeddings_file
         from models.progress import Cancelled
-        from models.run import TORCHSCRIPT, execute_run, import_model, import_torchscript
-        from models.trainer import CHECKPOINT
+        from models.run import execute_run, import_model, import_torchscript
+        from models.runfolder import RunFolder
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
@@ -58,12 +58,13 @@ def _run_worker(run_id: str, origin: str, dataset_dir: str, run_dir: str, parent
         image_set, report = ImageSet(dataset_dir), _Throttled(run_id, events)
         should_cancel = cancel.is_set
         try:
-            if origin == "import" and os.path.isfile(os.path.join(run_dir, TORCHSCRIPT)):  # the user allowed its code
-                summary = import_torchscript(os.path.join(run_dir, TORCHSCRIPT), image_set, run_dir,
+            folder = RunFolder(run_dir)
+            if origin == "import" and folder.is_torchscript():  # the user allowed its code
+                summary = import_torchscript(folder.torchscript_path, image_set, run_dir,
                                              RunConfig.model_validate_json(config_json), on_progress=report,
                                              should_cancel=should_cancel, parent_dir=parent_dir)
             elif origin == "import":
-                summary = import_model(os.path.join(run_dir, CHECKPOINT), image_set, run_dir, on_progress=report,
+                summary = import_model(folder.checkpoint_path, image_set, run_dir, on_progress=report,
                                        should_cancel=should_cancel, parent_dir=parent_dir)
             elif origin == "embeddings":
                 summary = measure_embeddings_file(image_set, run_dir, RunConfig.model_validate_json(config_json),

@@ -102,7 +102,7 @@ class HistoryPublic(BaseModel):
 def history(run_id: RunId, store: StoreDep) -> HistoryPublic:
     """The epochs a run has completed so far, in any status: what a live chart starts from and what a
     cancelled or failed run kept (history.json is written with each epoch's checkpoint)."""
-    from models.run import load_run
+    from models.runfolder import load_run
 
     rec = store.get_run(run_id)
     try:

@@ -9,7 +9,6 @@ the code every run uses. The CLI (`dmlscope import embeddings`) uses `prepare` a
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,10 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from models.config import RunConfig
-from models.embeddings_import import (EMBEDDINGS_FILE, EmbeddingsFile, EmbeddingsFileError, read_embeddings_file,
+from models.embeddings_import import (EmbeddingsFile, EmbeddingsFileError, read_embeddings_file,
                                       resolve, save_input, split_rows, write_labels_only_set)
 from models.errors import InvalidInput
+from models.runfolder import EMBEDDINGS_INPUT, RunFolder
 from server.routes.deps import JobsDep, StoreDep
 from server.routes.model_import import fixed_distances
 from server.schemas import RunPublic, run_public
@@ -74,7 +74,7 @@ def place_input(store: Store, prepared: Prepared, run_dir: Path) -> None:
     tmp = store.temp_path(".npz")
     try:
         save_input(tmp, prepared.file, prepared.ids)
-        os.replace(tmp, run_dir / EMBEDDINGS_FILE)
+        RunFolder(run_dir).adopt(tmp, EMBEDDINGS_INPUT)
     finally:
         tmp.unlink(missing_ok=True)
 

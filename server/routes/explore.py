@@ -1,6 +1,6 @@
 """Exploring finished runs: map points, stats, neighbours (by id or uploaded image), comparison, export.
 
-Everything here reads a run folder written by `models.run.execute_run` through `load_run`; the server only
+Everything here reads a run folder through models.runfolder (which alone knows its files); the server only
 adds caches: lazily computed maps (UMAP, the shared train+test map) and correct@1 columns are saved into the
 run folder atomically, and one RetrievalIndex / model per run is kept in memory (LRU).
 """
@@ -28,7 +28,7 @@ from server import points_codec
 from server.routes.mapparams import POINT_COLUMNS, MapParamsDep, PointColumnsDep
 from server.schemas import (ChangedImage, ClassCompare, ComparePublic, MetricDiff, Neighbor, NeighborQuery,
                             NeighborsPublic, PointsPublic, StatsPublic, run_public, thumb_url)
-from server.store import ID_PATTERN, RunRecord, Store, atomic_write_bytes
+from server.store import ID_PATTERN, RunRecord, Store
 
 router = APIRouter(prefix="/api", tags=["explore"])
 Split = Literal["train", "test"]
@@ -103,7 +103,7 @@ class _View:
     """A finished run's artifacts with its dataset's labels and class names, per split (kept: see `of`)."""
 
     def __init__(self, store: Store, rec: RunRecord):
-        from models.run import load_run
+        from models.runfolder import load_run
 
         self.store, self.rec = store, rec
         self.art = load_run(store.run_dir(rec.id))
@@ -131,57 +131,47 @@ class _View:
 
     def checkpoint(self) -> Path:
         """The run's dmlscope checkpoint; a run imported from a TorchScript module has none (409, not a 500)."""
-        if not self.art.checkpoint_path.exists():
+        if not self.art.has_checkpoint():
             how = ("was imported as embeddings, with no model" if self.rec.origin == "embeddings" else
                    "was imported from a TorchScript module, which only its import worker runs")
             raise Conflict(f"run {self.rec.id!r} has no dmlscope checkpoint (it {how}): query it by image id instead")
         return self.art.checkpoint_path
 
     def loaded(self) -> Any:
-        from models.run import load_model
+        from models.inference import load_model
 
         self.checkpoint()
         return _models.get(self.rec.id, lambda: load_model(self.art.dir, device="cpu"))
 
     def index(self, split: Split) -> Any:
         from models.retrieval import RetrievalIndex
-        from models.run import load_distance  # not load_model: a TorchScript import's model never loads here
+        from models.inference import load_distance  # not load_model: a TorchScript import's model never loads here
 
         return _indexes.get((self.rec.id, split),
                             lambda: RetrievalIndex(self.embeddings(split), load_distance(self.art.dir)))
 
-    def cached_array(self, name: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """`<run>/<name>.npy`, computed once and written atomically; later requests (and restarts) read it."""
-        path = self.art.dir / f"{name}.npy"
-        with _file_locks.get(str(path), threading.Lock):
-            if path.is_file():
-                return np.load(path)
-            value = np.ascontiguousarray(compute())
-            buf = io.BytesIO()
-            np.save(buf, value)
-            atomic_write_bytes(path, buf.getvalue())
-            return value
-
     def correct_at_1(self, split: Split) -> np.ndarray:
-        """1 where the sample's nearest other sample of its split (run's distance) has its class, else 0."""
-        def compute() -> np.ndarray:
+        """1 where the sample's nearest other sample of its split (run's distance) has its class, else 0;
+        computed once and cached in the run folder (later requests and restarts read it)."""
+        with _file_locks.get((str(self.art.dir), "correct_at_1", split), threading.Lock):
+            cached = self.art.correct_at_1(split)
+            if cached is not None:
+                return np.asarray(cached)
             labels = self.labels(split)
             ids = self.index(split).neighbours(self.embeddings(split), 1, exclude_self_ids=np.arange(len(labels)))
-            if ids.shape[1] == 0:
-                return np.zeros(len(labels), np.int32)
-            return (labels[ids[:, 0]] == labels).astype(np.int32)
-
-        return self.cached_array(f"correct_at_1_{split}", compute)
+            value = (np.zeros(len(labels), np.int32) if ids.shape[1] == 0 else
+                     (labels[ids[:, 0]] == labels).astype(np.int32))
+            self.art.write_correct_at_1(split, value)
+            return value
 
     def projection(self, method: str, split: str, params: MapParams) -> np.ndarray:
         """(N, dim) map; computed on first use, aligned to the parent run's map (models.run)."""
-        from models.run import ensure_projection, projection_file
+        from models.maps import ensure_projection
 
         parent = _parent(self.store, self.rec)
         if parent is not None:  # the parent's map first: a child's map starts from it and is aligned to it
             _View.of(self.store, parent).projection(method, split, params)
-        path = self.art.dir / projection_file(method, split, params)
-        with _file_locks.get(str(path), threading.Lock):
+        with _file_locks.get((str(self.art.dir), "projection", method, split, params), threading.Lock):
             return ensure_projection(self.art.dir, method, split,
                                      self.store.run_dir(parent.id) if parent is not None else None, params)
 
@@ -303,7 +293,7 @@ async def query(run_id: RunId, store: StoreDep, file: UploadFile = File(...), k:
 
     def search() -> NeighborsPublic:
         from models.data import DatasetError
-        from models.run import embed_images
+        from models.inference import embed_images
 
         view = _View.of(store, rec)
         if class_name is not None and class_name not in view.class_names:

@@ -3,29 +3,24 @@
 The file is untrusted. A checkpoint this app exported is read with `torch.load(weights_only=True)` (tensors
 and plain data only, no code); every field of it is held to a run config's limits (its config re-validated as
 a RunConfig, its image size and channel count as strict integers in range: they decide what the worker
-allocates) and its weights are loaded into the model it describes, all before the answer, so a bad file is a
-400 naming the field and leaves nothing behind. A TorchScript embedder carries
+allocates; models/checkpoint.py) and its weights are loaded into the model it describes, all before the
+answer, so a bad file is a 400 naming the field and leaves nothing behind. A TorchScript embedder carries
 code: it is accepted only with `allow_torchscript=true`, never loaded here (the worker loads it), and the
 response warns about it. The run then goes through the job queue like any other; its worker calls
 `models.run.import_model` or `import_torchscript`, which measure with the same code as a trained run.
 """
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
-from typing import Annotated
-
-import annotated_types
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from pydantic import TypeAdapter, ValidationError
 
-from models.compat import checked
+from models.checkpoint import CheckpointError
 from models.config import RunConfig
 from models.errors import InvalidInput
-from server.errors import validation_summary
+from models.runfolder import CHECKPOINT, TORCHSCRIPT, RunFolder
 from server.routes.deps import JobsDep, StoreDep
 from server.schemas import RunPublic, run_public
 from server.store import ID_PATTERN, Store
@@ -51,90 +46,30 @@ def is_torchscript(path: Path) -> bool:
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
 
 
-_CHANNELS = (annotated_types.Ge(1), annotated_types.Le(4))  # grey, grey + alpha, RGB, RGBA
-
-
-def _checked_int(ckpt: dict, key: str, limits: tuple | list) -> int:
-    """ckpt[key] as a strict integer within `limits`, else a 400 naming the field."""
-    value = ckpt.get(key)
-    try:
-        return TypeAdapter(Annotated[int, *limits]).validate_python(value, strict=True)
-    except ValidationError as e:
-        raise InvalidInput(f"the checkpoint's {key}: {e.errors(include_url=False)[0]['msg']} (got {value!r:.40}); "
-                         f"export it again from dmlscope") from None
-
-
-def _checked_fields(ckpt: dict) -> tuple[RunConfig, int, int]:
-    """The checkpoint's config, channel count and input size, each held to the limits of a run config: the file
-    is untrusted and these decide how much memory the worker asks for."""
-    try:
-        config = checked(RunConfig.model_validate(ckpt.get("config")))
-    except ValidationError as e:
-        raise InvalidInput(f"the checkpoint's config is not one this version accepts: "
-                         f"{validation_summary(e, ('config',))}") from None
-    in_channels = _checked_int(ckpt, "in_channels", _CHANNELS)
-    image_size = _checked_int(ckpt, "image_size", RunConfig.model_fields["image_size"].metadata)
-    if config.image_size is not None and config.image_size != image_size:
-        raise InvalidInput(f"the checkpoint's image_size ({image_size}) contradicts its config.image_size "
-                         f"({config.image_size}); export it again from dmlscope")
-    class_ids, history = ckpt.get("class_ids", []), ckpt.get("history")
-    if not isinstance(class_ids, list) or not all(type(c) is int and c >= 0 for c in class_ids):
-        raise InvalidInput("the checkpoint's class_ids: expected a list of class numbers (integers ≥ 0)")
-    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        raise InvalidInput("the checkpoint's history: expected a list of per-epoch records")
-    return config, in_channels, image_size
-
-
-def _check_weights(ckpt: dict, config: RunConfig, in_channels: int, image_size: int) -> None:
-    """Build the model and distance the checkpoint describes and load its weights into them, as the worker will:
-    a tensor of the wrong shape is a 400 now, not a failed run later."""
-    from models.trainer import build_distance, build_model
-
-    skeleton = config.skeleton()
-    parts = (("model", f"a {config.backbone} model with embedding_dim {config.embedding_dim} at {image_size} px",
-              lambda: build_model(skeleton, in_channels, image_size)),
-             ("distance", f"a {config.distance.name} distance in {config.embedding_dim} dimensions",
-              lambda: build_distance(config)))
-    for key, what, build in parts:
-        try:
-            build().load_state_dict(ckpt.get(key))
-        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
-            lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
-            why = lines[1] if len(lines) > 1 else lines[0]  # torch's first line is only "Error(s) in loading"
-            raise InvalidInput(f"the checkpoint's {key} weights do not fit {what} ({why[:300]}); export it again "
-                             f"from dmlscope") from None
-
-
 def checkpoint_config(path: Path, store: Store, dataset_id: str) -> RunConfig:
-    """The run config a checkpoint was trained with, every field checked, its weights loaded into the model it
-    describes, and checked against the dataset it is imported for. Writes nothing but `path` itself.
-
-    A config naming a pretrained-weights file (a path on the machine that trained it) is rewritten without
-    it: loading the checkpoint would otherwise open that path here, and the saved weights replace it anyway.
-    """
-    import torch
-
+    """The run config a checkpoint was trained with, every field checked, checked against the dataset it is
+    imported for, and its weights loaded into the model it describes (as the worker will). Writes nothing but
+    `path` itself, stripped of machine paths (models.checkpoint.strip_paths)."""
+    from models.checkpoint import checked_fields, load_checkpoint, strip_paths
     from models.data import DatasetError, zero_shot_split
-    from models.trainer import load_checkpoint
+    from models.inference import model_from_checkpoint
 
     try:
         ckpt = load_checkpoint(path)
-    except ValueError as e:  # not a dmlscope checkpoint
-        raise InvalidInput(str(e).replace(str(path), "the uploaded file")) from None
-    config, in_channels, image_size = _checked_fields(ckpt)
-    image_set = store.image_set(dataset_id)
-    if in_channels != image_set.channels:
-        raise InvalidInput(f"the checkpoint's model takes {in_channels}-channel images but this dataset has "
-                         f"{image_set.channels}-channel images; import it for a dataset like the one it was trained on")
-    _check_weights(ckpt, config, in_channels, image_size)
+        fields = checked_fields(ckpt)
+        image_set = store.image_set(dataset_id)
+        if fields.in_channels != image_set.channels:
+            raise InvalidInput(f"the checkpoint's model takes {fields.in_channels}-channel images but this dataset "
+                             f"has {image_set.channels}-channel images; import it for a dataset like the one it "
+                             f"was trained on")
+        model_from_checkpoint(ckpt)
+    except CheckpointError as e:
+        raise InvalidInput(str(e).replace(str(path), "the uploaded file")) from None  # not the server's temp path
     try:
-        zero_shot_split(image_set, config.split)
+        zero_shot_split(image_set, fields.config.split)
     except DatasetError as e:
         raise InvalidInput(f"dataset {dataset_id} cannot be measured with this checkpoint's split: {e}") from None
-    if config.pretrained_weights is not None:
-        config = config.model_copy(update={"pretrained_weights": None})
-        torch.save({**ckpt, "config": config.model_dump(mode="json")}, path)
-    return config
+    return strip_paths(path, ckpt)
 
 
 def fixed_distances() -> list[str]:
@@ -186,16 +121,14 @@ async def import_model(store: StoreDep, jobs: JobsDep, file: UploadFile = File(.
         if await run_in_threadpool(is_torchscript, tmp):
             if not allow_torchscript:
                 raise InvalidInput(_TORCHSCRIPT_REFUSED)
-            from models.run import TORCHSCRIPT
-
             config = await run_in_threadpool(torchscript_config, store, dataset_id, image_size, distance)
             target, warnings = TORCHSCRIPT, [_TORCHSCRIPT_WARNING]
         else:
-            config, target = await run_in_threadpool(checkpoint_config, tmp, store, dataset_id), "checkpoint.pt"
+            config, target = await run_in_threadpool(checkpoint_config, tmp, store, dataset_id), CHECKPOINT
         jobs.check_capacity()
         rec = store.create_run(dataset_id, config, name=name or f"imported {file.filename or 'model'}"[:200],
                                origin="import")
-        os.replace(tmp, store.run_dir(rec.id) / target)
+        RunFolder(store.run_dir(rec.id)).adopt(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     jobs.submit(rec.id)

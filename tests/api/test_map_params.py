@@ -1,12 +1,12 @@
 """The points endpoint's map parameters: UMAP n_neighbors / min_dist and 3-D maps, validated, and cached per
-(method, split, parameters) in the run folder (models.run.projection_file)."""
+(method, split, parameters) in the run folder (models.runfolder.projection_file)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from models.projection import MapParams
-from models.run import projection_file
+from models.runfolder import projection_file
 from server.routes.explore import clear_caches
 from tests.api.conftest import Trained
 

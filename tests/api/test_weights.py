@@ -11,7 +11,7 @@ import torch
 import torchvision
 from fastapi.testclient import TestClient
 
-from models.trainer import CHECKPOINT
+from models.runfolder import CHECKPOINT
 from tests.api.conftest import TINY_CONFIG, wait_for
 
 

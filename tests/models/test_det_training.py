@@ -11,7 +11,8 @@ import pytest
 
 from models.config import RunConfig
 from models.data import ImageSet, import_builtin
-from models.run import execute_run, load_run
+from models.run import execute_run
+from models.runfolder import load_run
 
 pytestmark = pytest.mark.slow
 

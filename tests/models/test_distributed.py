@@ -76,7 +76,9 @@ def shapes(tmp_path_factory: pytest.TempPathFactory):
 def test_two_processes_agree_and_match_one_process(shapes, tmp_path: Path) -> None:
     from models.config import RunConfig
     from models.data import zero_shot_split
-    from models.trainer import CHECKPOINT, load_checkpoint, train
+    from models.checkpoint import load_checkpoint
+    from models.runfolder import CHECKPOINT
+    from models.trainer import train
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",

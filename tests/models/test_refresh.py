@@ -10,8 +10,10 @@ import torch
 from models.config import RunConfig
 from models.progress import Cancelled
 from models.refresh import refresh_distance
-from models.run import load_model
-from models.trainer import CHECKPOINT, build_distance, build_model, load_checkpoint, train
+from models.checkpoint import load_checkpoint
+from models.inference import load_model
+from models.runfolder import CHECKPOINT
+from models.trainer import build_distance, build_model, train
 from test_trainer import shapes  # noqa: F401 - the small synthetic image set fixture, shared
 
 TINY = {"embedding_dim": 8, "epochs": 2, "steps_per_epoch": 3, "classes_per_batch": 2, "samples_per_class": 4,

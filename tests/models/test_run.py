@@ -10,9 +10,12 @@ import torch
 
 from models.config import RunConfig
 from models.data import ImageSet, import_builtin
+from models.inference import embed_images, load_model
+from models.maps import ensure_projection
 from models.progress import Cancelled, Progress
 from models.projection import project
-from models.run import embed_images, ensure_projection, execute_run, import_model, load_model, load_run
+from models.run import execute_run, import_model
+from models.runfolder import load_run
 
 TINY = {"embedding_dim": 8, "epochs": 2, "steps_per_epoch": 2, "classes_per_batch": 2, "samples_per_class": 4,
         "device": "cpu", "amp": False}

@@ -122,8 +122,9 @@ def test_common_space_stats_ignore_a_global_rescale_and_equal_euclidean_on_norma
 
 
 def test_the_run_headline_has_common_stats_equal_across_distances(ten: ImageSet, tmp_path: Path) -> None:
-    from models.run import _measure_embeddings, _Stages
+    from models.measure import Stages, measure_embeddings
     from models.progress import ignore_progress, never_cancel
+    from models.runfolder import RunFolder
 
     rng = np.random.default_rng(1)
     train_idx, test_idx = zero_shot_split(ten, SplitConfig())
@@ -132,11 +133,9 @@ def test_the_run_headline_has_common_stats_equal_across_distances(ten: ImageSet,
                   for s in split}
     heads = {}
     for name in ("euclidean", "squared_euclidean", "snr"):
-        stages = _Stages(ignore_progress, never_cancel, {k: (0.0, 1.0) for k in ("evaluate", "stats", "project")})
-        run_dir = tmp_path / name
-        run_dir.mkdir()
-        heads[name], _ = _measure_embeddings(embeddings, create_distance(name, normalize=False, dim=6), ten, split,
-                                             run_dir, stages, None, 0, lambda s: {})
+        stages = Stages(ignore_progress, never_cancel, {k: (0.0, 1.0) for k in ("evaluate", "stats", "project")})
+        heads[name], _ = measure_embeddings(embeddings, create_distance(name, normalize=False, dim=6), ten, split,
+                                            RunFolder(tmp_path / name), stages, None, 0, lambda s: {})
     own = {name: h["test"]["radius_mean"] / h["train"]["radius_mean"] for name, h in heads.items()}
     assert len({round(v, 6) for v in own.values()}) == 3  # the own-distance ratio depends on the distance ...
     for name in ("squared_euclidean", "snr"):  # ... the common space does not

@@ -11,7 +11,9 @@ import models.trainer as trainer
 from models.config import RunConfig
 from models.data import ImageSet, import_builtin, zero_shot_split
 from models.progress import Cancelled, Progress
-from models.trainer import CHECKPOINT, HISTORY, TrainingDiverged, load_checkpoint, select_device, train
+from models.checkpoint import load_checkpoint
+from models.runfolder import CHECKPOINT, HISTORY
+from models.trainer import TrainingDiverged, select_device, train
 
 TINY = {"embedding_dim": 8, "epochs": 3, "steps_per_epoch": 3, "classes_per_batch": 2, "samples_per_class": 4,
         "device": "cpu", "amp": False}

@@ -21,7 +21,7 @@ from pytorch_metric_learning.reducers import MeanReducer
 from models.config import RunConfig
 from models.data import ImageSet, MPerClassSampler, import_builtin, zero_shot_split
 from models.evaluate import evaluate
-from models.run import embed_images
+from models.inference import embed_images
 from models.trainer import build_distance, build_model, train
 
 pytestmark = pytest.mark.slow

@@ -176,7 +176,7 @@ def test_runs_a_dataset_cannot_support_are_refused_before_queueing(trainable: tu
 def test_a_diverging_run_fails_cleanly_and_keeps_its_last_good_checkpoint(
         trainable: tuple[Stored, dict[str, Any]]) -> None:
     """SGD at lr 10 with momentum 0.99 blows up the embedding norms at epoch 4 (seeded, so always there)."""
-    from models.trainer import load_checkpoint
+    from models.checkpoint import load_checkpoint
 
     stored, shapes = trainable
     config = {"epochs": 30, "steps_per_epoch": 1, "optimizer": {"name": "sgd", "lr": 10.0, "momentum": 0.99},

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from models.config import RunConfig
-from models.trainer import CHECKPOINT_FORMAT, build_distance, build_model
+from models.checkpoint import CHECKPOINT_FORMAT
+from models.trainer import build_distance, build_model
 from tests.api.conftest import TINY_CONFIG
 from tests.robustness.conftest import Stored
 

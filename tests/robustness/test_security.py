@@ -131,7 +131,8 @@ def test_malicious_checkpoints_run_no_code(stored: Stored, tmp_path: Path) -> No
 def test_an_imported_checkpoint_cannot_make_the_server_open_a_path(tmp_path: Path) -> None:
     """A checkpoint whose config names a weights file is stored without it (its weights replace that file)."""
     from models.config import RunConfig
-    from models.trainer import CHECKPOINT_FORMAT, build_distance, build_model, load_checkpoint
+    from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+    from models.trainer import build_distance, build_model
 
     config = RunConfig(**TINY_CONFIG)
     ckpt = {"format": CHECKPOINT_FORMAT, "config": {**config.model_dump(mode="json"), "pretrained_weights": "/etc/x"},
