@@ -84,7 +84,7 @@ _views = _LRU(16)  # run id → _View (parsed JSON artifacts, embeddings)
 _models = _LRU(8)  # run id → LoadedModel (model and trained distance, on the CPU)
 _indexes = _LRU(8)  # (run id, split) → RetrievalIndex
 _bodies = _LRU(64, max_bytes=256 << 20)  # (run id, what, ...) → encoded response body of points / stats
-_file_locks = _LRU(64)  # file path → Lock, so two requests never compute the same file twice
+_file_locks = _LRU(64)  # (run folder, cached file) → Lock, so two requests never compute the same file twice
 
 
 def clear_caches() -> None:
