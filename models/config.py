@@ -227,16 +227,46 @@ class RunConfig(_Frozen):
 
     def with_patch(self, patch: dict[str, Any]) -> "RunConfig":
         """A new, validated config with `patch` deep-merged in: the "toggle and retrain" action. Nested objects
-        merge key by key; lists and `params` are replaced whole. This is the only implementation of these
-        semantics."""
+        merge key by key; lists and `params` are replaced whole. These semantics exist only here (with their
+        inverse, `patch_to`): the browser asks the server (/api/config/diff)."""
         return RunConfig.model_validate(_deep_merge(self.model_dump(), patch))
+
+    def patch_to(self, other: "RunConfig") -> dict[str, Any]:
+        """The smallest patch p with `self.with_patch(p) == other`: what changed, in with_patch's terms."""
+        return _diff(self.model_dump(mode="json"), other.model_dump(mode="json"))
+
+    def changes(self, patch: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        """(dotted field, value here, value in the patch) for every value `patch` replaces, in patch order."""
+        return _leaves(self.model_dump(mode="json"), patch, "")
+
+
+def _merges(key: str, base: Any, value: Any) -> bool:
+    """Whether a patch value merges into the base value key by key (objects) or replaces it (lists, `params`)."""
+    return isinstance(value, dict) and isinstance(base, dict) and key != "params"
 
 
 def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "params":
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
+        out[key] = _deep_merge(out[key], value) if _merges(key, out.get(key), value) else value
+    return out
+
+
+def _diff(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    patch: dict[str, Any] = {}
+    for key, value in other.items():
+        if _merges(key, base.get(key), value):
+            if sub := _diff(base[key], value):
+                patch[key] = sub
+        elif base.get(key) != value:
+            patch[key] = value
+    return patch
+
+
+def _leaves(base: dict[str, Any], patch: dict[str, Any], prefix: str) -> list[tuple[str, Any, Any]]:
+    out: list[tuple[str, Any, Any]] = []
+    for key, value in patch.items():
+        before = base.get(key)
+        out += (_leaves(before, value, f"{prefix}{key}.") if _merges(key, before, value)
+                else [(f"{prefix}{key}", before, value)])
     return out

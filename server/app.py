@@ -23,8 +23,8 @@ from server.errors import ERROR_RESPONSES, install_error_handlers
 from server.folder_lock import ServerLock
 from server.jobs import JobManager
 from server.middleware import AllowedHosts, BearerAuth, BodyLimit, SameOrigin, SecurityHeaders
-from server.routes import (analysis, datasets, embeddings_import, explore, model_import, run_groups, runs, sweeps,
-                           system, weights)
+from server.routes import (analysis, configs, datasets, embeddings_import, explore, model_import, run_groups, runs,
+                           sweeps, system, weights)
 from server.settings import Settings, is_loopback
 from server.store import Store
 from server.sweeps import SweepManager
@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
                               "binary points layout.")
     app.state.settings = settings
     install_error_handlers(app)
-    for module in (system, datasets, runs, run_groups, sweeps, explore, analysis, model_import, weights,
+    for module in (system, configs, datasets, runs, run_groups, sweeps, explore, analysis, model_import, weights,
                    embeddings_import):
         app.include_router(module.router)
     docs_csp = _mount_docs(app)

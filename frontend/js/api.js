@@ -51,6 +51,9 @@ const q = (params) => new URLSearchParams(Object.entries(params).filter(([, v]) 
 export const api = {
   health: () => request("GET", "health"),
   components: () => request("GET", "components"),
+  /** How config B differs from A: {patch (for a retrain), changes: [{path, before, after}]}. */
+  configDiff: (base, config) => request("POST", "config/diff", { json: { base, config } }),
+  runConfigDiff: (a, b) => request("GET", `config/diff?${q({ a, b })}`),
 
   datasets: () => request("GET", "datasets"),
   dataset: (id) => request("GET", `datasets/${id}`),

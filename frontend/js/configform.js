@@ -1,5 +1,7 @@
 // The run-configuration form, generated from GET /api/components: the RunConfig JSON schema gives the plain
-// fields (with their bounds and enums), the registries give the component choices and their parameters.
+// fields (with their bounds, enums and help text: each field's description), the registries give the component
+// choices and their parameters. What differs between two configs is the server's answer (GET/POST
+// /api/config/diff); this module only words it.
 // The same form starts a new run (Train tab) and "changes one setting and retrains" a finished run.
 import { el, fill } from "./dom.js";
 
@@ -9,27 +11,12 @@ const COMPONENT_FIELDS = new Set(["backbone", "loss", "miner", "distance", "regu
 const HIDDEN_FIELDS = new Set(["pretrained_weights", "weights_id"]);
 const MODEL_FIELDS = ["pretrained", "freeze_bn", "embedding_dim", "image_size"];
 
-const HELP = {
-  "distance.normalize": "L2-normalise embeddings before measuring (explicit, never implied)",
-  classes_per_batch: "P in the P×K batch",
-  samples_per_class: "K in the P×K batch; density needs K ≥ 2 (4+ recommended)",
-  steps_per_epoch: "empty: one pass over the training images",
-  image_size: "empty: the data set's own size",
-  "flow.enabled": "normalizing-flow metric layer after the embedding head: gives log|det J| per image",
-  "flow.dueling": "a second flow branch whose log|det J| is maximised (eq. 11; approximation)",
-  "flow.coupling": "affine = Real-NVP, additive = NICE (volume-preserving ablation)",
-  "split.mode": "zero-shot protocol: train on some classes, test on the unseen rest",
-  amp: "mixed precision, CUDA only",
-  pretrained: "torchvision's ImageNet weights, fetched once into the server's torch cache (offline: upload a file)",
-  freeze_bn: "keep the backbone's BatchNorm statistics and weights frozen (Proxy-Anchor's recipe)",
-};
 // Parts of the papers that are our reconstruction (SPEC: show R/S items as "approximation").
 const APPROXIMATE = new Set(["density", "det"]);
 
 const clone = (x) => JSON.parse(JSON.stringify(x));
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
-const titleOf = (path, schema) => (schema.title || path.split(".").pop())
-  .replace(/^Lr$/, "Learning rate").replace(/Config$/, "");
+const titleOf = (path, schema) => (schema.title || path.split(".").pop()).replace(/Config$/, "");
 
 function resolve(schema, root) {
   return schema.$ref ? root.$defs[schema.$ref.split("/").pop()] : schema;
@@ -155,14 +142,14 @@ function regularizerRows(prefix, components, start) {
 }
 
 /** The uploaded weights files (GET /api/weights) as a select of ids; "none" is null. */
-function weightsField(prefix, weights, startId) {
+function weightsField(prefix, weights, startId, help) {
   const id = `${prefix}-weights_id`;
   const option = (w) => el("option", { value: w.id, selected: w.id === startId }, `${w.name} (${w.backbone})`);
   const select = el("select", { id, "data-path": "weights_id" },
     el("option", { value: "", selected: !startId }, "none"), weights.map(option));
   return {
     nodes: [el("label", { for: id }, "Weights file"),
-      el("div", {}, select, el("span", { class: "help" }, " an uploaded state_dict for this backbone"))],
+      el("div", {}, select, el("span", { class: "help" }, ` ${help}`))],
     read: () => select.value || null,
     add(w) { select.append(option(w)); select.value = w.id; },
   };
@@ -181,9 +168,8 @@ export function configForm(components, start, prefix = "cfg", weights = null) {
     const { input, read } = scalarInput(id, schema, getPath(start, path));
     input.dataset.path = path;
     readers.push([path, read]);
-    const help = HELP[path];
     return [el("label", { for: id }, titleOf(path, schema)),
-      el("div", {}, input, help ? el("span", { class: "help" }, ` ${help}`) : null)];
+      el("div", {}, input, schema.description ? el("span", { class: "help" }, ` ${schema.description}`) : null)];
   };
   const objectFields = (key) => {
     const schema = resolve(root.properties[key], root);
@@ -193,7 +179,8 @@ export function configForm(components, start, prefix = "cfg", weights = null) {
   // RunConfig has no backbone parameters (weights come from `pretrained` or a file): offer the choice only.
   const backbones = components.backbones.map((c) => ({ ...c, params: [] }));
   const backbone = componentField(prefix, "Backbone", "backbone", backbones, { name: start.backbone, params: {} });
-  const weightsChoice = weights ? weightsField(prefix, weights, start.weights_id) : null;
+  const weightsChoice = weights
+    ? weightsField(prefix, weights, start.weights_id, root.properties.weights_id.description) : null;
   const loss = componentField(prefix, "Loss", "loss", components.losses, start.loss);
   const miner = componentField(prefix, "Miner", "miner", components.miners, start.miner);
   const distance = componentField(prefix, "Distance", "distance", components.distances, start.distance);
@@ -244,34 +231,9 @@ export function configForm(components, start, prefix = "cfg", weights = null) {
   };
 }
 
-/** The minimal patch that turns `base` into `next`: nested objects merge, lists and `params` replace
- * (the server's retrain semantics). Empty when nothing changed. */
-export function configPatch(base, next) {
-  const patch = {};
-  for (const key of Object.keys(next)) {
-    const a = base?.[key];
-    const b = next[key];
-    const isObj = (v) => v && typeof v === "object" && !Array.isArray(v);
-    if (key !== "params" && isObj(a) && isObj(b)) {
-      const sub = configPatch(a, b);
-      if (Object.keys(sub).length) patch[key] = sub;
-    } else if (!same(a, b)) {
-      patch[key] = b;
-    }
-  }
-  return patch;
-}
-
-/** "loss.name: triplet → proxy_anchor" lines for a patch against its base config. */
-export function describePatch(base, patch, prefix = "") {
-  return Object.entries(patch).flatMap(([key, value]) => {
-    const path = prefix ? `${prefix}.${key}` : key;
-    const before = base?.[key];
-    if (value && typeof value === "object" && !Array.isArray(value) && key !== "params") {
-      return describePatch(before, value, path);
-    }
-    return [`${path}: ${short(before)} → ${short(value)}`];
-  });
+/** "loss.name: triplet → proxy_anchor" lines for the `changes` of a GET/POST /api/config/diff answer. */
+export function describeChanges(changes) {
+  return changes.map(({ path, before, after }) => `${path}: ${short(before)} → ${short(after)}`);
 }
 
 function short(value) {

@@ -79,3 +79,29 @@ def test_every_field_has_a_description() -> None:
     schema = RunConfig.model_json_schema()  # the descriptions reach the OpenAPI schema the browser reads
     assert schema["properties"]["epochs"]["description"] == RunConfig.model_fields["epochs"].description
     assert schema["$defs"]["FlowConfig"]["properties"]["dueling"]["description"].startswith("a second flow branch")
+
+
+PATCHES = [
+    {},
+    {"flow": {"enabled": True, "depth": 2}, "regularizers": [{"name": "det", "weight": 0.05}]},
+    {"loss": {"name": "contrastive", "params": {"pos_margin": 0.1}}, "optimizer": {"lr": 0.01}},
+    {"image_size": 24, "steps_per_epoch": 3, "split": {"mode": "random_half", "seed": 4}},
+]
+
+
+@pytest.mark.parametrize("patch", PATCHES)
+def test_patch_to_is_the_inverse_of_with_patch(patch: dict) -> None:
+    base = RunConfig(loss={"params": {"margin": 0.3}}, regularizers=[{"name": "zero_mean", "weight": 0.01}])
+    other = base.with_patch(patch)
+    diff = base.patch_to(other)
+    assert base.with_patch(diff) == other and other.patch_to(other) == {}
+    assert set(diff) == set(patch)  # only what the patch touched
+    if "loss" in patch:  # params are replaced whole, never diffed key by key
+        assert diff["loss"]["params"] == patch["loss"]["params"]
+
+
+def test_changes_name_each_replaced_value_with_both_sides() -> None:
+    base = RunConfig(loss={"params": {"margin": 0.3}})
+    patch = base.patch_to(base.with_patch({"flow": {"enabled": True}, "loss": {"params": {}}, "epochs": 2}))
+    assert base.changes(patch) == [("flow.enabled", False, True), ("loss.params", {"margin": 0.3}, {}),
+                                   ("epochs", 6, 2)]  # in field order

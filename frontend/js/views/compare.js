@@ -3,7 +3,7 @@
 // neighbours changed most.
 import { alignTo } from "../align.js";
 import { api } from "../api.js";
-import { configPatch, describePatch } from "../configform.js";
+import { describeChanges } from "../configform.js";
 import { el, empty, errorBox, fill, fixed, loading, signed } from "../dom.js";
 import { pairedBars } from "../explore/classstats.js";
 import { classLegend } from "../explore/legend.js";
@@ -24,8 +24,11 @@ export function renderCompare(root, pair) {
     return () => {};
   }
   root.append(loading("the comparison"));
-  Promise.all([api.compare(a, b), api.runs({ status: "done" }), api.stats(a), api.stats(b)])
-    .then(([cmp, { data: runs }, sa, sb]) => { fill(root); draw(root, { ...cmp, stats: { a: sa, b: sb } }, runs, cleanups); })
+  Promise.all([api.compare(a, b), api.runs({ status: "done" }), api.stats(a), api.stats(b), api.runConfigDiff(a, b)])
+    .then(([cmp, { data: runs }, sa, sb, diff]) => {
+      fill(root);
+      draw(root, { ...cmp, stats: { a: sa, b: sb }, changes: describeChanges(diff.changes) }, runs, cleanups);
+    })
     .catch((err) => fill(root, errorBox(err, "Cannot compare"), el("a", { href: href({ tab: "runs" }), "data-nav": true }, "Pick two runs")));
   return () => cleanups.splice(0).forEach((f) => f());
 }
@@ -37,8 +40,7 @@ function runPicker(id, label, current, runs, onPick) {
 }
 
 function draw(root, cmp, runs, cleanups) {
-  const { a, b } = cmp;
-  const changes = describePatch(a.config, configPatch(a.config, b.config));
+  const { a, b, changes } = cmp;
   const pick = (which) => (id) => navigate({ compare: which === "a" ? `${id},${b.id}` : `${a.id},${id}` });
   root.append(el("section", { class: "panel", "aria-labelledby": "cmp-h" },
     el("header", {}, el("h2", { id: "cmp-h" }, "Compare runs"),

@@ -1,7 +1,7 @@
 // The page of one run (/?run=<id>): what it is and where it came from, live progress while it trains, and
 // once done the exploration: map, neighbours, per-class radius/density, Jacobian-determinant map, metrics.
 import { api, exportUrl } from "../api.js";
-import { configForm, configPatch, describePatch } from "../configform.js";
+import { configForm, describeChanges } from "../configform.js";
 import { el, errorBox, fill, loading } from "../dom.js";
 import { classPanels } from "../explore/classstats.js";
 import { failurePanel } from "../explore/failures.js";
@@ -135,12 +135,13 @@ function saturationWarning(summary) {
 /** "Retrained from <parent>: flow.enabled: false → true" and the runs retrained from this one. */
 async function describeLineage(box, run) {
   try {
-    const [parent, { data: siblings }] = await Promise.all([
-      run.parent_id ? api.run(run.parent_id) : null, api.runs({ dataset_id: run.dataset_id })]);
+    const [parent, diff, { data: siblings }] = await Promise.all([
+      run.parent_id ? api.run(run.parent_id) : null, run.parent_id ? api.runConfigDiff(run.parent_id, run.id) : null,
+      api.runs({ dataset_id: run.dataset_id })]);
     const children = siblings.filter((r) => r.parent_id === run.id);
     fill(box,
       parent ? el("p", {}, "Retrained from ", el("a", { href: href({ run: parent.id }), "data-nav": true }, runLabel(parent)),
-        ": ", describePatch(parent.config, configPatch(parent.config, run.config)).join("; ") || "same settings", " — ",
+        ": ", describeChanges(diff.changes).join("; ") || "same settings", " — ",
         el("a", { href: href({ compare: `${parent.id},${run.id}` }), "data-nav": true }, "compare with parent")) : null,
       children.length ? el("p", {}, "Retrained as: ", children.flatMap((c, i) => [i ? ", " : "",
         el("a", { href: href({ run: c.id }), "data-nav": true }, runLabel(c)), " ", statusBadge(c)])) : null);
@@ -165,16 +166,28 @@ function retrainPanel(run) {
       const summary = el("p", { class: "small", "aria-live": "polite" });
       const status = el("div");
       const submit = el("button", { type: "submit", class: "primary" }, "Retrain with these changes");
-      const update = () => {
-        const changes = describePatch(run.config, configPatch(run.config, form.read()));
-        fill(summary, changes.length ? `Changes: ${changes.join("; ")}` : "No changes yet.");
+      let asked = 0; // only the latest answer is shown: an earlier keystroke's may arrive after it
+      const update = async () => {
+        const mine = ++asked;
+        let text;
+        try {
+          const changes = describeChanges((await api.configDiff(run.config, form.read())).changes);
+          text = changes.length ? `Changes: ${changes.join("; ")}` : "No changes yet.";
+        } catch (err) {
+          text = `Not a valid config yet: ${err.detail}`;
+        }
+        if (mine === asked) fill(summary, text);
       };
       fill(body, el("form", { onchange: update, oninput: update, onsubmit: async (ev) => {
         ev.preventDefault();
-        const patch = configPatch(run.config, form.read());
-        if (!Object.keys(patch).length) { fill(status, errorBox({ error: "Nothing changed", detail: "change at least one setting" })); return; }
         submit.disabled = true;
         try {
+          const { patch } = await api.configDiff(run.config, form.read());
+          if (!Object.keys(patch).length) {
+            submit.disabled = false;
+            fill(status, errorBox({ error: "Nothing changed", detail: "change at least one setting" }));
+            return;
+          }
           const child = await api.retrain(run.id, patch, name.value.trim() || undefined);
           navigate({ run: child.id });
         } catch (err) {
