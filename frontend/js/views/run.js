@@ -174,7 +174,7 @@ function retrainPanel(run) {
           const changes = describeChanges((await api.configDiff(run.config, form.read())).changes);
           text = changes.length ? `Changes: ${changes.join("; ")}` : "No changes yet.";
         } catch (err) {
-          text = `Not a valid config yet: ${err.detail}`;
+          text = err.status === 422 ? `Not a valid config yet: ${err.detail}` : `Changes unknown: ${err.detail}`;
         }
         if (mine === asked) fill(summary, text);
       };
