@@ -21,6 +21,7 @@ from models.config import RunConfig
 from models.data import ImageSet
 from models.diagnostics import network_lipschitz, saturation_map, summarise
 from models.evaluate import evaluate
+from models.query_gallery import split_query_gallery
 from models.geometry import common_space_stats, headline
 from models.inference import embed_passes
 from models.maps import aligned_to_parent
@@ -107,6 +108,11 @@ def measure_embeddings(embeddings: dict[str, np.ndarray], distance: BaseDistance
     t = time.perf_counter()
     stages.start("evaluate", "Recall@K, MAP@R, NMI on unseen and train classes")
     metrics = {s: evaluate(embeddings[s], image_set.labels[split[s]], distance, nmi_seed=seed) for s in SPLITS}
+    for s in SPLITS:  # In-Shop: its own query → gallery Recall@K besides the all-against-all metrics
+        qg = split_query_gallery(None if image_set.partition is None else image_set.partition[split[s]],
+                                 embeddings[s], image_set.labels[split[s]], distance)
+        if qg is not None:
+            metrics[s]["query_gallery"] = qg
     folder.write_metrics(metrics)
     timings["evaluate_s"] = time.perf_counter() - t
 

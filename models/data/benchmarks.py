@@ -3,7 +3,8 @@
 Each keeps its zero-shot protocol (SPEC §4) as the image set's predefined split: CUB-200-2011 trains on
 classes 1–100 and tests on 101–200, Cars196 on 1–98 / 99–196 (the first half of the class ids), Stanford
 Online Products as its Ebay_train.txt / Ebay_test.txt say, In-Shop as its list_eval_partition.txt says (train
-vs query + gallery: the test side holds both, measured all-against-all like the others, not query → gallery).
+vs query + gallery; each image's role is kept as the set's `partition`, and a run on it also reports In-Shop's
+own query → gallery Recall@K, models/query_gallery.py, next to the all-against-all metrics of the test side).
 Labels follow class-id order, so `first_half` equals the published split for CUB and Cars. Images go through
 the same safe decoding as uploads.
 """
@@ -28,6 +29,7 @@ class _Record:
     class_name: str
     path: str  # relative to the benchmark root
     train: bool
+    partition: str | None = None  # In-Shop: train | query | gallery
 
 
 def _locate(root: Path, marker: str, subfolder: str, layout: str) -> Path:
@@ -132,17 +134,23 @@ def _inshop(root: Path) -> tuple[Path, list[_Record]]:
             raise DatasetError(f"{partition.name} line {number} is not 'img/… id_NNNNNNNN train|query|gallery': "
                                f"{line[:120]!r}")
         rel, item, status = parts
-        records.append(_Record(int(item.removeprefix("id_")), item, rel, status == "train"))
+        records.append(_Record(int(item.removeprefix("id_")), item, rel, status == "train", status))
     return root, records
 
 
 BENCHMARKS: dict[str, Callable[[Path], tuple[Path, list[_Record]]]] = {"cub200": _cub, "cars196": _cars, "sop": _sop,
                                                                       "inshop": _inshop}
 ALIASES = {"cub": "cub200", "cars": "cars196"}  # the short names of the CLI
+# Stored images keep their longest side ≤ 512 (uploads: 256): the standard recipe resizes the *short* side to 256
+# for evaluation and crops 224-px training views from the whole image, so a 4:3 photo needs ≥ 341 × 256 to be
+# used without upscaling. 512 keeps CUB (≤ 500 px), In-Shop (256) and most SOP photos as published and shrinks
+# only large Cars images (JPEG decodes those at a reduced scale, safety.decode_image). Cost: the store's PNGs
+# are lossless, so they take more disk than the JPEG originals.
+BENCHMARK_MAX_SIDE = 512
 
 
 def import_benchmark(kind: str, root: str | Path, dest: str | Path, limits: UploadLimits | None = None,
-                     max_side: int = 256) -> ImportReport:
+                     max_side: int = BENCHMARK_MAX_SIDE) -> ImportReport:
     """Import a local copy of a benchmark (`kind` in BENCHMARKS or ALIASES) with its predefined zero-shot split."""
     kind = ALIASES.get(kind, kind)
     if kind not in BENCHMARKS:
@@ -158,7 +166,7 @@ def import_benchmark(kind: str, root: str | Path, dest: str | Path, limits: Uplo
     names = _unique_names(records)
     with ImageSetWriter(dest, max_side) as writer:
         frames = [add_file(writer, names[r.class_id], r.path, lambda r=r: read_local(base / r.path, limits), limits,
-                           skipped, r.train) for r in records]
+                           skipped, r.train, r.partition) for r in records]
         return writer.finish(class_order=[names[c] for c in sorted(names)], skipped=skipped,
                              warnings=multi_frame_warning(frames))
 

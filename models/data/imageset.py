@@ -75,8 +75,9 @@ class ImageSet:
     """An imported image set (see the module docstring for the folder layout).
 
     `mean`/`std` are per channel on the 0..1 scale (pixel / 255), over the stored images. `split` is the
-    benchmark's own train mask (N,) bool when the source had one, else None. `native_size` is the side of
-    the stored images when they are all square and the same size, else None.
+    benchmark's own train mask (N,) bool when the source had one, else None; `partition` (N,) str each
+    image's evaluation role ("train", "query", "gallery") in a query → gallery benchmark (In-Shop), else None.
+    `native_size` is the side of the stored images when they are all square and the same size, else None.
     """
 
     def __init__(self, root: str | Path):
@@ -98,6 +99,9 @@ class ImageSet:
         self.mean: tuple[float, ...] = tuple(meta["mean"])
         self.std: tuple[float, ...] = tuple(meta["std"])
         self.split: np.ndarray | None = None if meta["split"] is None else np.asarray(meta["split"], dtype=bool)
+        # In-Shop's evaluation partition per image ("train" | "query" | "gallery"), else None (sets older than it too)
+        partition = meta.get("partition")
+        self.partition: np.ndarray | None = None if partition is None else np.asarray(partition, dtype=str)
         self.has_images: bool = meta.get("images", True)  # False: labels only, for imported embeddings
         self._pixels: dict[int, np.ndarray] = {}
 

@@ -118,14 +118,14 @@ def _skipped_summary(skipped: list[SkippedFile], shown: int = 5) -> str:
 
 
 def add_file(writer: ImageSetWriter, class_name: str, path: str, read: Callable[[], bytes], limits: UploadLimits,
-             skipped: list[SkippedFile], train: bool | None = None) -> int:
+             skipped: list[SkippedFile], train: bool | None = None, partition: str | None = None) -> int:
     """Decode one file into the writer, or list it in `skipped`; returns its frame count (0 when skipped)."""
     try:
         image, frames = decode_image(read(), limits, writer.max_side)
     except BadImage as exc:
         skipped.append(SkippedFile(path, exc.reason))
         return 0
-    writer.add(class_name, path, image, train)
+    writer.add(class_name, path, image, train, partition)
     return frames
 
 

@@ -42,6 +42,7 @@ class _Entry:
     grey: bool
     size: tuple[int, int]
     train: bool | None
+    partition: str | None  # "train", "query" or "gallery": In-Shop's evaluation partition
     sums: np.ndarray  # (2,) or (2, 3): sum and sum of squares of pixel/255, per channel
     count: int  # pixels
 
@@ -71,11 +72,13 @@ class ImageSetWriter:
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)  # after finish() the folder has already been renamed away
 
-    def add(self, class_name: str, path: str, image: Image.Image, train: bool | None = None) -> None:
+    def add(self, class_name: str, path: str, image: Image.Image, train: bool | None = None,
+            partition: str | None = None) -> None:
         """Store one canonical ("L" or "RGB") image of class `class_name`; `path` is its original name.
 
         RGB images whose three channels are equal are stored as greyscale, so a set is 1-channel exactly when
-        every image is grey. `train` is the benchmark's own split for this image, when it has one.
+        every image is grey. `train` is the benchmark's own split for this image, when it has one; `partition`
+        its evaluation role ("train", "query" or "gallery") in a benchmark that retrieves queries from a gallery.
         """
         image = downscale(image, self.max_side)
         arr = np.asarray(image, dtype=np.uint8)
@@ -94,7 +97,7 @@ class ImageSetWriter:
             thumb = image.copy()
             thumb.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
             thumb.save(self._tmp_thumb(n), "PNG")
-        self._entries.append(_Entry(class_name, path, grey, image.size, train, sums, arr.shape[0] * arr.shape[1]))
+        self._entries.append(_Entry(class_name, path, grey, image.size, train, partition, sums, arr.shape[0] * arr.shape[1]))
 
     def _tmp_image(self, n: int) -> Path:
         return self.tmp / "images" / f"t{n:06d}.png"
@@ -168,5 +171,6 @@ class ImageSetWriter:
             "mean": [round(float(m), 6) for m in mean[:channels]],
             "std": [round(float(s), 6) for s in std[:channels]],
             "split": None if any(t is None for t in splits) else splits,
+            "partition": None if any(e.partition is None for e in entries) else [e.partition for e in entries],
         }
         (self.tmp / META_FILE).write_text(json.dumps(meta), encoding="utf-8")

@@ -28,6 +28,18 @@ function splitTable(id, names, test, train) {
       el("td", { class: `num ${k === "margin" && train?.[k] < 0 ? "worse" : ""}` }, fixed(train?.[k]))))));
 }
 
+/** In-Shop's own protocol (metrics.json test.query_gallery): each query searched in the gallery only. */
+function queryGalleryTable(qg) {
+  if (!qg) return null;
+  const ks = Object.keys(qg).filter((k) => k.startsWith("recall_at_"));
+  return el("div", {},
+    el("table", { id: "query-gallery" },
+      el("thead", {}, el("tr", {}, el("th", {}, "query → gallery"), ks.map((k) => el("th", { class: "num" }, `R@${k.slice(10)}`)))),
+      el("tbody", {}, el("tr", {}, el("td", {}, "test (unseen)"), ks.map((k) => el("td", { class: "num" }, fixed(qg[k])))))),
+    el("p", { class: "help" }, `${qg.queries} queries searched among ${qg.gallery} gallery images (the benchmark's published protocol)` +
+      (qg.unanswerable ? `; ${qg.unanswerable} queries without a gallery image of their item left out` : "")));
+}
+
 /** The metrics and global geometry tables of GET /api/runs/{id}/stats. */
 export function metricsPanel(answer) {
   const { train, test } = answer.metrics || {};
@@ -37,7 +49,8 @@ export function metricsPanel(answer) {
     el("header", {}, el("h2", { id: "metrics-h" }, "Metrics"),
       el("span", { class: "help" }, "under the run's own distance; test = classes never seen in training")),
     el("div", { class: "grid-2" },
-      splitTable("metrics", names, test, train) || empty("This run has no metrics."),
+      el("div", {}, splitTable("metrics", names, test, train) || empty("This run has no metrics."),
+        queryGalleryTable(test?.query_gallery)),
       geometry ? el("div", {}, geometry,
         el("p", { class: "help" }, "A negative margin violates the discriminant criterion max d(same) < δ1 < δ2 < min d(other) (eq. 1).")) : null));
 }
