@@ -21,13 +21,13 @@ from models.config import RunConfig
 from models.data import ImageSet
 from models.diagnostics import network_lipschitz, saturation_map, summarise
 from models.evaluate import evaluate
-from models.query_gallery import split_query_gallery
 from models.geometry import common_space_stats, headline
 from models.inference import embed_passes
 from models.maps import aligned_to_parent
 from models.network import EmbeddingNet
 from models.progress import Cancelled, CancelCheck, Progress, ProgressCallback
 from models.projection import project
+from models.query_gallery import split_query_gallery
 from models.runfolder import PROJECTION_SPLITS, SPLITS, RunFolder
 from models.stats import class_stats, local_lipschitz, logdet_map
 

@@ -12,7 +12,9 @@ from models.config import AugmentConfig, RunConfig
 from models.data import ImageSet, MPerClassSampler, import_builtin, zero_shot_split
 from models.data.loader import EpochJobs, TrainImages, loader_workers, train_loader
 from models.progress import Cancelled
-from models.trainer import CHECKPOINT, load_checkpoint, train
+from models.checkpoint import load_checkpoint
+from models.runfolder import CHECKPOINT
+from models.trainer import train
 
 STANDARD = AugmentConfig(mode="standard", resize=20)
 TINY = {"embedding_dim": 8, "epochs": 2, "steps_per_epoch": 2, "classes_per_batch": 2, "samples_per_class": 4,
