@@ -55,3 +55,13 @@ def test_the_form_schema_carries_every_description(client: TestClient) -> None:
     assert schema["properties"]["samples_per_class"]["description"].startswith("K in the P×K batch")
     flow = schema["$defs"]["FlowConfig"]["properties"]
     assert all(p.get("description") for p in flow.values())
+
+
+def test_run_and_sweep_requests_take_the_explicit_registry_check(client: TestClient, dataset: dict[str, Any]) -> None:
+    """RunConfig itself no longer asks the registries; the request schemas do, with the same words."""
+    for path in ("/api/runs", "/api/sweeps"):
+        for config, detail in [({"loss": {"name": "trplet"}}, "config: loss.name: unknown loss 'trplet'"),
+                               ({"loss": {"name": "proxy_anchor"}}, "config: miner.name: ")]:
+            r = client.post(path, json={"dataset_id": dataset["id"], "config": config})
+            assert r.status_code == 422 and r.json()["detail"].startswith(detail), (path, r.text)
+    assert client.get("/api/runs").json()["count"] == 0

@@ -93,3 +93,11 @@ def test_validation_does_not_consume_the_global_random_stream() -> None:
     torch.manual_seed(0)
     check_config(RunConfig(loss={"name": "proxy_anchor"}, miner={"name": "none"}))  # dry-builds random proxies
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_training_checks_a_config_built_in_python_before_touching_data(tmp_path) -> None:
+    from models.trainer import train
+
+    with pytest.raises(ValueError, match="loss.name: unknown loss 'nope'"):
+        train(RunConfig(loss={"name": "nope"}), None, [], tmp_path)  # no image set needed to be refused
+    assert not any(tmp_path.iterdir())
