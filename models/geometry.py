@@ -17,9 +17,9 @@ import torch
 from torch.nn import functional as F
 
 from models.distances import create_distance
+from models.headline import HEADLINE
 from models.stats import class_stats
 
-HEADLINE = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r", "r_precision", "nmi")
 
 
 def _geometry(stats: dict[str, Any]) -> dict[str, Any]:

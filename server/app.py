@@ -20,6 +20,7 @@ from models.config import RunConfig
 from models.errors import InvalidInput
 from server import __version__
 from server.errors import ERROR_RESPONSES, install_error_handlers
+from server.explorer import Explorer
 from server.folder_lock import ServerLock
 from server.jobs import JobManager
 from server.middleware import AllowedHosts, BearerAuth, BodyLimit, SameOrigin, SecurityHeaders
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
             jobs = JobManager(store, settings)
             sweep_manager = SweepManager(store, jobs, settings)
             app.state.store, app.state.jobs, app.state.sweeps = store, jobs, sweep_manager
+            app.state.explorer = Explorer(store)
             with store.folder.alone() as alone:
                 if not alone:
                     log.warning("a dmlscope command is writing to %s: the start-up cleanup (half-written uploads, "
@@ -93,8 +95,7 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
             finally:
                 sweep_manager.stop()  # first: runs the job manager interrupts now are not sweep failures
                 jobs.stop()
-                explore.clear_caches()
-                analysis.clear_caches()
+                app.state.explorer.clear()
 
     app = FastAPI(title="dmlscope", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   responses=ERROR_RESPONSES,

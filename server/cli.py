@@ -16,6 +16,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from pydantic import ValidationError
 
 from models.errors import DmlscopeError
+from models.headline import HEADLINE, label
 from server.settings import Settings
 
 EXIT_BAD_INPUT = 2
@@ -23,9 +24,7 @@ EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 # The headline numbers printed after a run and compared by `compare`: (summary key, label).
-METRICS = [("recall_at_1", "Recall@1"), ("recall_at_2", "Recall@2"), ("recall_at_4", "Recall@4"),
-           ("recall_at_8", "Recall@8"), ("map_at_r", "MAP@R"), ("r_precision", "R-Precision"), ("nmi", "NMI"),
-           ("radius_mean", "mean radius"), ("margin", "margin δ2−δ1")]
+RUN_METRICS = (*HEADLINE, "radius_mean", "margin")  # a run's table (models/headline.py names them)
 
 class BadInput(Exception):
     """A CLI usage error: printed as one line, exit code 2."""
@@ -171,8 +170,8 @@ def _fmt(value: Any) -> str:
 def metrics_table(columns: dict[str, dict[str, Any]]) -> str:
     """Markdown table, one row per headline metric, one column per (run, split) given."""
     lines = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    for key, label in METRICS:
-        lines.append(f"| {label} | " + " | ".join(_fmt(col.get(key)) for col in columns.values()) + " |")
+    for key in RUN_METRICS:
+        lines.append(f"| {label(key)} | " + " | ".join(_fmt(col.get(key)) for col in columns.values()) + " |")
     return "\n".join(lines)
 
 
@@ -245,7 +244,9 @@ def _eval_checkpoint(store: Any, path: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Headline metrics of two finished runs side by side, then per-class compactness on the unseen classes."""
+    """Two finished runs side by side with models/compare.py (the numbers of GET /api/compare): metrics and
+    headline geometry per split with B − A, then per-class compactness on the unseen classes."""
+    from models.compare import compare_runs
     from models.runfolder import load_run
     from server.store import Store
 
@@ -255,19 +256,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if rec.status != "done" or rec.summary is None:
             raise BadInput(f"run {rec.id} is {rec.status}; compare needs two finished runs")
     a, b = recs
+    cmp = compare_runs(load_run(store.run_dir(a.id)), load_run(store.run_dir(b.id)), None, limit=0)
     print(f"A = {a.id}  {a.name}\nB = {b.id}  {b.name}\n")
-    print(metrics_table({f"A {split}": a.summary[split] for split in ("train", "test")}
-                        | {f"B {split}": b.summary[split] for split in ("train", "test")}))
-    classes = [load_run(store.run_dir(rec.id)).class_compactness("test") for rec in recs]
-    shared = [name for name in classes[0] if name in classes[1]]
+    print("| metric | " + " | ".join(f"{x} {s}" for s in ("train", "test") for x in ("A", "B", "B − A")) + " |")
+    print("|---|" + "---:|" * 6)
+    for part in (cmp.metrics, cmp.geometry):
+        for key in dict.fromkeys(k for split in part.values() for k in split):
+            cells = [_fmt(getattr(part[s].get(key), f, None)) for s in ("train", "test") for f in ("a", "b", "diff")]
+            print(f"| {label(key)} | " + " | ".join(cells) + " |")
     print("\nper unseen class: radius = mean distance to the class centre; relative density = nearest other "
           "centre / radius; margin = smallest distance to another class − largest within (< 0: overlap)")
     cols = ["radius_mean", "relative_density", "margin"]
     print("| class | " + " | ".join(f"A {c} | B {c}" for c in cols) + " |")
     print("|---|" + "---:|" * (2 * len(cols)))
-    for name in shared:
-        cells = " | ".join(f"{_fmt(classes[0][name].get(c))} | {_fmt(classes[1][name].get(c))}" for c in cols)
-        print(f"| {name} | {cells} |")
+    for row in cmp.classes:
+        print(f"| {row.name} | " + " | ".join(f"{_fmt(row.a[c])} | {_fmt(row.b[c])}" for c in cols) + " |")
     return 0
 
 

@@ -56,6 +56,19 @@ class RunConfigInfo(_Out):
     presets: dict[str, PresetInfo]  # models/presets.py, by name
 
 
+class MetricInfo(_Out):
+    key: str
+    label: str
+    description: str
+    kind: Literal["retrieval", "geometry"]
+    higher_is_better: bool | None = Field(description="null: neither (a scale whose meaning depends on the distance)")
+
+
+class MetricsPublic(_Out):
+    """The headline metrics every view labels by (models/headline.py): retrieval first, then geometry."""
+    metrics: list[MetricInfo]
+
+
 class ComponentsPublic(_Out):
     losses: list[Component]
     distances: list[Component]
@@ -194,6 +207,7 @@ class PointsPublic(_Out):
     count: int
     class_names: list[str]
     params: dict[str, float]  # n_neighbors, min_dist, dim: the map drawn (columns has "z" when dim is 3)
+    aligned_to: str | None = None  # the run this map was aligned onto (?align_to=), None when not aligned
     columns: dict[str, list[float] | list[int] | None]
 
 
@@ -251,7 +265,8 @@ class ChangedImage(_Out):
 class ComparePublic(_Out):
     a: RunPublic
     b: RunPublic
-    metrics: dict[str, dict[str, MetricDiff]]
+    metrics: dict[str, dict[str, MetricDiff]]  # split → every metric of metrics.json, B − A
+    geometry: dict[str, dict[str, MetricDiff]]  # split → the summaries' headline geometry (GET /api/metrics)
     classes: list[ClassCompare]
     same_dataset: bool
     changed: list[ChangedImage]

@@ -54,6 +54,7 @@ export const api = {
   /** How config B differs from A: {patch (for a retrain), changes: [{path, before, after}]}. */
   configDiff: (base, config) => request("POST", "config/diff", { json: { base, config } }),
   runConfigDiff: (a, b) => request("GET", `config/diff?${q({ a, b })}`),
+  metrics: () => request("GET", "metrics"),
 
   datasets: () => request("GET", "datasets"),
   dataset: (id) => request("GET", `datasets/${id}`),

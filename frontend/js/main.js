@@ -2,6 +2,7 @@
 // function (closes event streams, frees WebGL contexts) that runs before the next view is drawn.
 import { api, token } from "./api.js";
 import { el, errorBox, fill } from "./dom.js";
+import { loadMetricNames } from "./metricnames.js";
 import { navigate, params } from "./url.js";
 import { renderCompare } from "./views/compare.js";
 import { renderData } from "./views/data.js";
@@ -70,7 +71,8 @@ function tokenField() {
   return el("label", { for: "api-token" }, "Token", input);
 }
 
-route();
+// Views label metrics from the server's list: load it first (a failure leaves keys as labels, not a blank page).
+loadMetricNames().catch(() => {}).finally(route);
 showHealth();
 // The header's "N running, M queued" follows the queue: refreshed every few seconds while the tab is shown.
 const HEALTH_MS = 3000;

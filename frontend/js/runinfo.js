@@ -1,5 +1,6 @@
 // Short descriptions of a run shared by the run list, the run page and the comparison.
 import { el } from "./dom.js";
+import { metricLabel } from "./metricnames.js";
 
 const STATUS_CLASS = { done: "ok", failed: "fail", cancelled: "fail", interrupted: "fail" };
 
@@ -21,7 +22,7 @@ export function configLine(cfg, origin) {
 export function headline(run) {
   const test = run.summary?.test || run.summary?.metrics?.test;
   if (!test) return [];
-  return [["R@1", test.recall_at_1], ["MAP@R", test.map_at_r]].filter(([, v]) => v !== undefined);
+  return ["recall_at_1", "map_at_r"].filter((k) => test[k] !== undefined).map((k) => [metricLabel(k), test[k]]);
 }
 
 export const runLabel = (run) => run.name || run.id;

@@ -1,7 +1,7 @@
 """Questions asked of a finished run: its failures, its class pairs, a selection of its images (docs/api.md).
 
-The computations live in `models.analysis`; this module reads the run through explore's kept `_View`, keeps
-each (run, split) result in a small LRU (a done run never changes), and shapes the answers.
+The computations live in `models.analysis`; this module reads the run through the app's Explorer
+(server/explorer.py), which keeps each (run, split) result (a done run never changes), and shapes the answers.
 """
 from __future__ import annotations
 
@@ -13,18 +13,13 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import InvalidInput
-from server.routes.deps import RunId, StoreDep
-from server.routes.explore import SPLITS, Split, _finished, _LRU, _neighbour_list, _View
+from server.explorer import SPLITS, RunView, Split
+from server.routes.deps import ExplorerDep, RunId, StoreDep
 from server.schemas import Neighbor, thumb_url
 
 router = APIRouter(prefix="/api", tags=["analysis"])
-_results = _LRU(16)  # (run id, what, split, k) → the models.analysis result
 FAILURE_NEIGHBOURS = 5
 CONFUSION_K = 10
-
-
-def clear_caches() -> None:
-    _results.clear()
 
 
 def _num(v: Any) -> float | None:
@@ -114,17 +109,17 @@ def history(run_id: RunId, store: StoreDep) -> HistoryPublic:
                          checkpoint_epoch=len(entries) if entries and has_checkpoint else None, history=entries)
 
 
-def _cached(view: _View, what: str, split: str, compute: Any) -> Any:
-    return _results.get((view.rec.id, what, split), compute)
+def _cached(view: RunView, what: str, split: str, compute: Any) -> Any:
+    return view.explorer.results.get((view.rec.id, what, split), compute)
 
 
 @router.get("/runs/{run_id}/failures", operation_id="analysis-failures")
-def failures(run_id: RunId, store: StoreDep, split: Split = "test",
+def failures(run_id: RunId, explorer: ExplorerDep, split: Split = "test",
              sort: Literal["margin", "lipschitz", "logdet"] = "margin",
              limit: int = Query(50, ge=1, le=1000)) -> FailuresPublic:
     from models.analysis import failure_order, failures as find
 
-    view = _View.of(store, _finished(store, run_id))
+    view = explorer.view(run_id)
     found = _cached(view, "failures", split, lambda: find(view.embeddings(split), view.labels(split),
                                                           view.index(split).distance, FAILURE_NEIGHBOURS))
     rows = found["rows"]
@@ -141,15 +136,15 @@ def failures(run_id: RunId, store: StoreDep, split: Split = "test",
             margin=_num(found["margin"][i]), nearest_other=float(found["nearest_other"][i]),
             farthest_mate=_num(found["farthest_mate"][i]),
             **{name: None if col is None else _num(col[row]) for name, col in extra.items()},
-            neighbors=_neighbour_list(view, found["neighbours"][i], found["distances"][i], split, cls)))
+            neighbors=view.neighbour_list(found["neighbours"][i], found["distances"][i], split, cls)))
     return FailuresPublic(run_id=view.rec.id, split=split, sort=sort, count=len(rows), total=len(ids), failures=out)
 
 
 @router.get("/runs/{run_id}/class-pairs", operation_id="analysis-class-pairs")
-def class_pairs(run_id: RunId, store: StoreDep, split: Split = "test") -> ClassPairsPublic:
+def class_pairs(run_id: RunId, explorer: ExplorerDep, split: Split = "test") -> ClassPairsPublic:
     from models.analysis import class_pairs as pairs
 
-    view = _View.of(store, _finished(store, run_id))
+    view = explorer.view(run_id)
     found = _cached(view, "class-pairs", split, lambda: pairs(view.embeddings(split), view.labels(split),
                                                               view.index(split).distance, len(view.class_names),
                                                               CONFUSION_K))
@@ -160,7 +155,7 @@ def class_pairs(run_id: RunId, store: StoreDep, split: Split = "test") -> ClassP
                             confusion=found["confusion"][np.ix_(order, order)].tolist())
 
 
-def _split_of(view: _View, ids: np.ndarray) -> Literal["train", "test", "all"]:
+def _split_of(view: RunView, ids: np.ndarray) -> Literal["train", "test", "all"]:
     for split in SPLITS:
         if np.isin(ids, view.image_ids(split)).all():
             return split
@@ -168,10 +163,10 @@ def _split_of(view: _View, ids: np.ndarray) -> Literal["train", "test", "all"]:
 
 
 @router.post("/runs/{run_id}/selection", operation_id="analysis-selection")
-def selection(run_id: RunId, body: SelectionBody, store: StoreDep) -> SelectionPublic:
+def selection(run_id: RunId, body: SelectionBody, explorer: ExplorerDep) -> SelectionPublic:
     from models.analysis import selection as describe
 
-    view = _View.of(store, _finished(store, run_id))
+    view = explorer.view(run_id)
     wanted = np.unique(np.asarray(body.image_ids, np.int64))
     split = body.split or _split_of(view, wanted)
     splits: tuple[Split, ...] = SPLITS if split == "all" else (split,)  # type: ignore[assignment]

@@ -1,4 +1,4 @@
-"""Health and the component catalogue the UI builds its forms from."""
+"""Health, the component catalogue the UI builds its forms from, and the headline metrics it labels by."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from models.config import RunConfig
 from server import __version__
 from server.routes.deps import JobsDep, SettingsDep
-from server.schemas import ComponentsPublic, HealthPublic
+from server.schemas import ComponentsPublic, HealthPublic, MetricInfo, MetricsPublic
 
 router = APIRouter(prefix="/api", tags=["system"])
 
@@ -50,3 +50,12 @@ def _components() -> ComponentsPublic:
 @router.get("/components", operation_id="system-components")
 def components() -> ComponentsPublic:
     return _components()
+
+
+@router.get("/metrics", operation_id="system-metrics")
+def metrics() -> MetricsPublic:
+    """Key, label, description and direction of every headline metric: the one list (models/headline.py) the
+    CLI, the sweep report and the browser name metrics by."""
+    from models.headline import METRICS
+
+    return MetricsPublic(metrics=[MetricInfo(**m.to_json()) for m in METRICS])

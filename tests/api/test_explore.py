@@ -235,7 +235,12 @@ def test_import_a_torchscript_embedder(trained: Trained) -> None:
     # no dmlscope checkpoint: image queries and the checkpoint download say so instead of failing
     query = c.post(f"/api/runs/{run['id']}/query", files={"file": ("q.png", png_bytes(), "image/png")})
     assert query.status_code == 409 and "query it by image id" in query.json()["detail"]
-    assert c.get(f"/api/runs/{run['id']}/export", params={"what": "checkpoint"}).status_code == 409
+    export = c.get(f"/api/runs/{run['id']}/export", params={"what": "checkpoint"})
+    assert export.status_code == 409 and "export its embeddings instead" in export.json()["detail"]
+    # a comparison needs no model, only each run's own distance: it works like for a trained run
+    cmp = c.get("/api/compare", params={"a": trained.a["id"], "b": run["id"], "k": 3, "limit": 5})
+    assert cmp.status_code == 200, cmp.text
+    assert cmp.json()["same_dataset"] and 0 < len(cmp.json()["changed"]) <= 5
     c.delete(f"/api/runs/{run['id']}")
 
 

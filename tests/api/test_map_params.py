@@ -7,7 +7,6 @@ import pytest
 
 from models.projection import MapParams
 from models.runfolder import projection_file
-from server.routes.explore import clear_caches
 from tests.api.conftest import Trained
 
 
@@ -47,11 +46,11 @@ def test_two_umap_parameter_sets_give_two_cached_maps_and_the_cache_is_reused(tr
     # The folder's file is what is served: replace it, drop the in-memory bodies, and the API returns it.
     marker = np.arange(32, dtype=np.float32).reshape(16, 2)
     np.save(f1, marker)
-    clear_caches()
+    c.app.state.explorer.clear()
     again = c.get(url, params={"projection": "umap", "n_neighbors": 4, "min_dist": 0.5}).json()
     assert again["columns"]["x"] == marker[:, 0].tolist() and again["columns"]["y"] == marker[:, 1].tolist()
     np.save(f1, xy1)
-    clear_caches()
+    c.app.state.explorer.clear()
 
 
 def test_a_3d_map_has_a_z_column(trained: Trained) -> None:

@@ -147,12 +147,6 @@ export class MapView {
     p.absent = [...(p.absent || []), ...more.absent];
   }
 
-  /** Replace the positions (e.g. after aligning to another map). x, y: Float32Array of the same length. */
-  setPositions(x, y) {
-    this.points.columns.x = x;
-    this.points.columns.y = y;
-  }
-
   /** True for the rows the filters let through (legend, wrong@1 only). */
   visible(row) {
     const c = this.points.columns;

@@ -1,22 +1,13 @@
 // Retrieval and clustering metrics of a run, seen (train) classes next to unseen (test) ones: the gap
 // between the two columns is the generalisation the regularizers are about.
 import { el, empty, fixed } from "../dom.js";
+import { metricKeys, metricLabel } from "../metricnames.js";
 
-export const METRIC_NAMES = {
-  recall_at_1: "Recall@1", recall_at_2: "Recall@2", recall_at_4: "Recall@4", recall_at_8: "Recall@8",
-  precision_at_1: "Precision@1", map_at_r: "MAP@R", r_precision: "R-Precision", nmi: "NMI",
-};
-
-/** The metric names present in any of the metrics.json splits, in their usual order. */
-function metricKeys(...splits) {
-  return Object.keys(METRIC_NAMES).filter((k) => splits.some((s) => typeof s?.[k] === "number"));
+/** {key: label} of the metrics of one kind (GET /api/metrics) present in either split. */
+function present(kind, ...splits) {
+  return Object.fromEntries(metricKeys(kind).filter((k) => splits.some((s) => typeof s?.[k] === "number"))
+    .map((k) => [k, metricLabel(k)]));
 }
-
-const GEOMETRY = {
-  delta1: "δ1: largest intra-class distance", delta2: "δ2: smallest inter-class distance", margin: "margin δ2 − δ1",
-  pi_intra: "π_intra: mean intra-class distance", pi_inter: "π_inter: mean distance between class centres",
-  pi_ratio: "π_ratio = π_intra / π_inter", spectral_decay: "spectral decay ρ(Φ)",
-};
 
 function splitTable(id, names, test, train) {
   const keys = Object.keys(names).filter((k) => typeof test?.[k] === "number" || typeof train?.[k] === "number");
@@ -43,8 +34,9 @@ function queryGalleryTable(qg) {
 /** The metrics and global geometry tables of GET /api/runs/{id}/stats. */
 export function metricsPanel(answer) {
   const { train, test } = answer.metrics || {};
-  const names = Object.fromEntries(metricKeys(train, test).map((k) => [k, METRIC_NAMES[k] || k]));
-  const geometry = splitTable("geometry", GEOMETRY, answer.stats?.test?.global, answer.stats?.train?.global);
+  const names = present("retrieval", train, test);
+  const [testGlobal, trainGlobal] = [answer.stats?.test?.global, answer.stats?.train?.global];
+  const geometry = splitTable("geometry", present("geometry", testGlobal, trainGlobal), testGlobal, trainGlobal);
   return el("section", { class: "panel", "aria-labelledby": "metrics-h" },
     el("header", {}, el("h2", { id: "metrics-h" }, "Metrics"),
       el("span", { class: "help" }, "under the run's own distance; test = classes never seen in training")),

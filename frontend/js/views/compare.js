@@ -1,7 +1,6 @@
 // Run A vs run B (/?compare=<a>,<b>): both maps in the same orientation with linked hover and selection,
 // the metrics with differences, per-class radius and density paired by class, and the images whose nearest
 // neighbours changed most.
-import { alignTo } from "../align.js";
 import { api } from "../api.js";
 import { describeChanges } from "../configform.js";
 import { el, empty, errorBox, fill, fixed, loading, signed } from "../dom.js";
@@ -10,7 +9,7 @@ import { classLegend } from "../explore/legend.js";
 import { pairsDiffPanel } from "../explore/pairs.js";
 import { selectionPanel } from "../explore/selection.js";
 import { MapView, hasLogdet, mapControls, sharedRange, thumbUrl } from "../explore/map.js";
-import { METRIC_NAMES } from "../explore/metrics.js";
+import { metricKeys, metricLabel } from "../metricnames.js";
 import { gallery } from "../explore/retrieval.js";
 import { downloadPng } from "../plots.js";
 import { configLine, runLabel, statusBadge } from "../runinfo.js";
@@ -106,13 +105,13 @@ function mapsSection(root, cmp, cleanups) {
   async function load() {
     fill(status, el("p", { class: "state loading" }, "Loading both maps (a UMAP is computed on first use: up to a minute)…"));
     try {
-      await Promise.all(views.map((v) => v.load(state.split, state.proj)));
+      // B's map comes aligned onto A's by the server (Procrustes on the images both show: ?align_to=).
+      await Promise.all(views.map((v, i) => v.load(state.split, state.proj, i && cmp.same_dataset ? { align_to: a.id } : {})));
     } catch (err) {
       fill(status, errorBox(err, "No maps"));
       return;
     }
-    const aligned = cmp.same_dataset ? alignTo(views[0].points.columns, views[1].points.columns) : null;
-    if (aligned) views[1].setPositions(aligned.x, aligned.y);
+    const aligned = views[1].points.aligned_to === a.id;
     fill(status, aligned ? el("p", { class: "help" }, "B is rotated/reflected and scaled onto A using the images both show; hover one to find it in the other.") : null);
     const noLogdet = !views.some((v) => hasLogdet(v.points));
     if (state.color === "logdet" && noLogdet) state.color = "class";
@@ -148,14 +147,15 @@ function mapsSection(root, cmp, cleanups) {
 
 function metricsTable(cmp) {
   const rows = [];
+  const retrieval = new Set(metricKeys("retrieval"));
   for (const split of ["test", "train"]) {
     for (const [name, m] of Object.entries(cmp.metrics?.[split] || {})) {
-      if (!(name in METRIC_NAMES) || typeof m?.a !== "number") continue;
+      if (!retrieval.has(name) || typeof m?.a !== "number") continue;
       const shown = Number(signed(m.diff).replace("−", "-"));  // the arrow follows the difference as shown
       const cls = shown > 0 ? "better" : shown < 0 ? "worse" : "";
       const sign = shown > 0 ? "▲ " : shown < 0 ? "▼ " : "";
       rows.push(el("tr", {}, el("td", {}, split === "test" ? "test (unseen)" : "train (seen)"),
-        el("td", {}, METRIC_NAMES[name]),
+        el("td", {}, metricLabel(name)),
         el("td", { class: "num" }, fixed(m.a)), el("td", { class: "num" }, fixed(m.b)),
         el("td", { class: `num ${cls}`, title: `B − A = ${m.diff}` }, `${sign}${signed(m.diff)}`)));
     }
@@ -167,10 +167,10 @@ function metricsTable(cmp) {
       : empty("No metrics to compare."));
 }
 
-const GEOMETRY = [
-  ["delta1", "δ1: largest intra-class distance", false], ["delta2", "δ2: smallest inter-class distance", false],
-  ["margin", "margin δ2 − δ1", false], ["pi_ratio", "π_intra / π_inter", true], ["spectral_decay", "spectral decay ρ(Φ)", true],
-  ["radius_ratio", "radius test ÷ train (r* / r)", true]];
+// [key, unit-free]; labels from GET /api/metrics, except the ratio this view derives from the two summaries.
+const GEOMETRY = [["delta1", false], ["delta2", false], ["margin", false], ["pi_ratio", true], ["spectral_decay", true],
+  ["radius_ratio", true]];
+const RADIUS_RATIO = "radius test ÷ train (r* / r)";
 
 /** The global geometry of both runs on their test (unseen) classes; distances are in each run's own units,
  * so only the unit-free rows get a difference when the two distances differ. */
@@ -188,7 +188,8 @@ function geometryTable(cmp) {
       el("span", { class: "help" }, same ? "same distance: all rows compare" : "different distances: only the unit-free rows (✓) compare")),
     el("table", { id: "compare-geometry" }, el("thead", {}, el("tr", {}, el("th", {}, ""), el("th", {}, "unit-free"),
       el("th", { class: "num" }, "A"), el("th", { class: "num" }, "B"), el("th", { class: "num" }, "B − A"))),
-    el("tbody", {}, GEOMETRY.map(([key, label, free]) => {
+    el("tbody", {}, GEOMETRY.map(([key, free]) => {
+      const label = key === "radius_ratio" ? RADIUS_RATIO : metricLabel(key);
       const [a, b] = [value("a", key), value("b", key)];
       const diff = (same || free) && typeof a === "number" && typeof b === "number" ? signed(b - a) : "—";
       return el("tr", {}, el("td", {}, label), el("td", {}, free ? "✓" : ""), el("td", { class: "num" }, fixed(a)),

@@ -3,6 +3,7 @@
 // in the URL (&sort=-map_at_r) so a ranking can be shared. "Group by config" (&group=config) shows instead one
 // row per configuration across seeds (./rungroups.js).
 import { el, fill, fixed } from "../dom.js";
+import { metricDescription, metricLabel } from "../metricnames.js";
 import { statusBadge } from "../runinfo.js";
 import { href, params, setParams } from "../url.js";
 import { drawGroups } from "./rungroups.js";
@@ -11,8 +12,11 @@ const test = (r) => r.summary?.test || {};
 const train = (r) => r.summary?.train || {};
 const regs = (r) => (r.config.regularizers || []).map((g) => `${g.name} ${g.weight}`).join(", ") || "—";
 
-// [key, header, value(run), is number, title]
-const COLUMNS = [
+// [key, header, value(run), is number, title]; metric headers and titles from GET /api/metrics (main.js loads
+// them before a view draws, so the list is built when the board is).
+const metric = (key, split, value, title = metricDescription(key)) =>
+  [`${split === "train" ? "train_" : ""}${key}`, `${metricLabel(key)} ${split}`, value, true, title];
+const columns = () => [
   ["name", "run", (r) => r.name || r.id, false],
   ["dataset", "image set", (r, ds) => ds[r.dataset_id] || r.dataset_id, false],
   ["status", "status", (r) => r.status, false],
@@ -21,18 +25,19 @@ const COLUMNS = [
   ["regularizers", "regularizers", regs, false],
   ["flow", "flow", (r) => (r.config.flow.enabled ? `×${r.config.flow.depth}` : "—"), false],
   ["epochs", "epochs", (r) => r.config.epochs, true],
-  ["map_at_r", "MAP@R test", (r) => test(r).map_at_r, true, "headline metric on the unseen classes"],
-  ["recall_at_1", "R@1 test", (r) => test(r).recall_at_1, true],
-  ["train_map_at_r", "MAP@R train", (r) => train(r).map_at_r, true],
+  metric("map_at_r", "test", (r) => test(r).map_at_r),
+  metric("recall_at_1", "test", (r) => test(r).recall_at_1),
+  metric("map_at_r", "train", (r) => train(r).map_at_r),
   ["gap", "train − test", (r) => (typeof train(r).map_at_r === "number" && typeof test(r).map_at_r === "number"
     ? train(r).map_at_r - test(r).map_at_r : undefined), true, "MAP@R on seen minus unseen classes: the generalisation gap"],
-  ["margin", "margin test", (r) => test(r).margin, true, "δ2 − δ1 under the run's own distance"],
-  ["pi_ratio", "π_intra/π_inter", (r) => test(r).pi_ratio, true, "unit-free: comparable across distances"],
-  ["relative_density", "rel. density", (r) => test(r).relative_density, true, "unit-free (approximation, SPEC §2.2)"],
+  metric("margin", "test", (r) => test(r).margin),
+  metric("pi_ratio", "test", (r) => test(r).pi_ratio),
+  metric("relative_density", "test", (r) => test(r).relative_density),
 ];
 
 /** Returns {node, update(runs, datasets)}; `picked` (a Set) and `onPick(id, on)` are shared with the tree. */
 export function leaderboard(picked, onPick) {
+  const COLUMNS = columns();
   const p = params();
   let sort = p.get("sort") || "-map_at_r";
   let runs = [];

@@ -3,19 +3,16 @@
 // the group's finished runs, with n.
 import { api } from "../api.js";
 import { el, errorBox, fill, fixed, loading } from "../dom.js";
+import { metricDescription, metricLabel } from "../metricnames.js";
 import { href } from "../url.js";
 
 const regs = (c) => (c.regularizers || []).map((g) => `${g.name} ${g.weight}`).join(", ") || "—";
-// [metric key (as the server names it), header, title]
-const NUMBERS = [
-  ["map_at_r", "MAP@R test", "headline metric on the unseen classes"],
-  ["recall_at_1", "R@1 test", ""],
-  ["train_map_at_r", "MAP@R train", ""],
+// [metric key (as GET /api/run-groups names it), header, title]; labels from GET /api/metrics.
+const metric = (key, split) => [`${split === "train" ? "train_" : ""}${key}`, `${metricLabel(key)} ${split}`,
+  metricDescription(key)];
+const numbers = () => [metric("map_at_r", "test"), metric("recall_at_1", "test"), metric("map_at_r", "train"),
   ["gap", "train − test", "MAP@R on seen minus unseen classes"],
-  ["margin", "margin test", "δ2 − δ1 under the run's own distance"],
-  ["pi_ratio", "π_intra/π_inter", "unit-free"],
-  ["relative_density", "rel. density", "unit-free (approximation, SPEC §2.2)"],
-];
+  metric("margin", "test"), metric("pi_ratio", "test"), metric("relative_density", "test")];
 
 const spread = (m) => (m.mean === null ? "—" : m.std === null ? fixed(m.mean) : `${fixed(m.mean)} ± ${fixed(m.std)}`);
 
@@ -29,6 +26,7 @@ export async function drawGroups(table, datasets, datasetId) {
     fill(table, errorBox(err, "Could not group the runs"));
     return;
   }
+  const NUMBERS = numbers();
   const key = (g) => g.metrics.map_at_r.mean ?? -Infinity;
   groups.sort((a, b) => key(b) - key(a));
   fill(table, el("table", { id: "leaderboard-groups" },
