@@ -1,11 +1,12 @@
 """Retrieval and clustering metrics of one split, under the run's own distance.
 
-One exact, self-excluded k-NN search (faiss on `distance.retrieval_view`, the query as anchor) with
-k = max(largest class − 1, max(ks)) feeds every k-NN metric, so MAP@R sees all R relevant items of the
-largest class. Definitions are PML's AccuracyCalculator's (Musgrave et al. 2020), and the values equal
+One exact, self-excluded k-NN search (`models.knn.self_knn` on `distance.retrieval_view`: blocked matrix
+products, each pair once, reranked in float64, ties by smaller id) with k = max(largest class − 1, max(ks))
+feeds every k-NN metric, so MAP@R sees all R relevant items of the largest class. Definitions are PML's AccuracyCalculator's (Musgrave et al. 2020), and the values equal
 its values for Euclidean: queries whose class has no other member cannot be answered and are left out of
 every k-NN metric (PML's "lone query" rule). The metric arithmetic is vectorised over query chunks, which is
 what makes this faster than PML with many classes (PML loops over classes) and memory-bounded for any N.
+`device` runs the products (and their selection) there, e.g. on a GPU.
 
 NMI: k-means (faiss, k = number of classes, `nmi_seed`) on the retrieval view — the space the distance
 measures — scored with sklearn's arithmetic-mean NMI.
@@ -16,11 +17,13 @@ from typing import Any, Sequence
 
 import faiss
 import numpy as np
+import torch
 from pytorch_metric_learning.distances import BaseDistance
 from sklearn.metrics import normalized_mutual_info_score
 from torch import Tensor
 
-from models.retrieval import CHUNK_ELEMENTS, RetrievalIndex, as_tensor
+from models.knn import self_knn
+from models.retrieval import CHUNK_ELEMENTS, as_tensor, view_of
 
 KMEANS_ITERATIONS = 20  # PML's FaissKMeans setting, so NMI is comparable with PML's
 
@@ -60,7 +63,8 @@ def _mean(values: np.ndarray) -> float | None:
 
 
 def evaluate(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, distance: BaseDistance,
-             ks: Sequence[int] = (1, 2, 4, 8), nmi_seed: int = 0) -> dict[str, Any]:
+             ks: Sequence[int] = (1, 2, 4, 8), nmi_seed: int = 0,
+             device: str | torch.device = "cpu") -> dict[str, Any]:
     """Recall@K, P@1, MAP@R (the headline), R-Precision and NMI of one split, plus the same per class.
 
     embeddings (N, D), labels (N,) integers; call once per split (held-out classes, train classes). Returns
@@ -79,17 +83,16 @@ def evaluate(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, dista
     relevant = counts[class_of] - 1
     k = min(n - 1, max(max(ks), int(relevant.max())))
 
-    index = RetrievalIndex(x, distance, approximate_threshold=None)
+    vectors, metric = view_of(distance, x)
+    ids = self_knn(torch.from_numpy(vectors), metric, k, device=device)
     rows = max(1, CHUNK_ELEMENTS // k)
-    chunks = []
-    for s in range(0, n, rows):
-        ids = index.neighbours(x[s:s + rows], k, exclude_self_ids=np.arange(s, min(n, s + rows)))
-        chunks.append(_retrieval_scores(y[ids] == y[s:s + rows, None], relevant[s:s + rows], ks))
+    chunks = [_retrieval_scores(y[ids[s:s + rows]] == y[s:s + rows, None], relevant[s:s + rows], ks)
+              for s in range(0, n, rows)]
     scores = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
 
     answerable = relevant > 0
     result: dict[str, Any] = {name: _mean(v[answerable]) for name, v in scores.items()}
-    result["nmi"] = _nmi(index.vectors, y, len(classes), nmi_seed)
+    result["nmi"] = _nmi(vectors, y, len(classes), nmi_seed)
     result.update(num_samples=n, num_classes=len(classes), num_queries=int(answerable.sum()), k=k)
 
     per_class_means = {name: np.bincount(class_of, weights=v, minlength=len(classes)) / counts
