@@ -1,5 +1,7 @@
 # The README's two commands: `make demo` (install, then serve the app with the built-in data) and
-# `make test` (install, then run the whole test suite). `make bench` runs the benchmarks.
+# `make test` (install, then run the whole test suite, the frontend's `node --test` files included).
+# `make test-fast` is the inner loop: everything not marked slow (no training, no workers, no chromium).
+# `make bench` runs the benchmarks.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test browser-deps bench lint-docker
+.PHONY: install demo test test-fast browser-deps bench lint-docker
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,14 +24,19 @@ install: $(STAMP)
 demo: install
 	DMLSCOPE_DEMO_RUN=$${DMLSCOPE_DEMO_RUN:-true} $(BIN)/dmlscope serve --host $(HOST) --port $(PORT)
 
-# Debian's chromium for the real-browser tests (Playwright drives it; it never downloads a browser).
+# Debian's chromium for the real-browser tests (Playwright drives it; it never downloads a browser) and Debian's
+# Node.js for the frontend's `node --test` files.
+BROWSER_PACKAGES = $(if $(shell command -v chromium),,chromium) $(if $(shell command -v node),,nodejs)
 browser-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi; }
+	@test -z "$(strip $(BROWSER_PACKAGES))" || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; fi; }
 
 test: install browser-deps
 	$(BIN)/python -m pytest -q
+
+test-fast: install browser-deps
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
 	$(BIN)/python -m bench.run_all

@@ -57,6 +57,7 @@ def test_serving_downloads_both_formats_over_loopback() -> None:
     assert float(cells(section, "bytes")[2].rstrip("×")) < 1.0  # 4 bytes a cell beat its decimal text
 
 
+@pytest.mark.slow
 @pytest.mark.umap
 def test_projection_maps_keep_classes() -> None:
     (section,) = projection.run(sizes=(200,), dim=128, class_size=20)  # classes apart in 128-d (vote 1.0)

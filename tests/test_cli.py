@@ -56,6 +56,7 @@ def test_bad_flags_are_bad_input(tmp_path: Path) -> None:
         _config("--config", str(tmp_path / "missing.json"))
 
 
+@pytest.mark.slow
 def test_train_registers_the_run_in_the_store_then_eval_and_compare(tmp_path: Path, capsys) -> None:
     data = ["--data-dir", str(tmp_path)]
     assert main(["train", *TINY, *data, "--name", "first"]) == 0
@@ -139,6 +140,7 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path: Path, capsys) -> None:
         assert err.startswith("dmlscope: error: ") and words in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_a_diverging_run_exits_1_and_is_marked_failed(tmp_path: Path, capsys) -> None:
     argv = ["train", *TINY, "--data-dir", str(tmp_path), "--epochs", "20", "--lr", "10", "--set",
             "optimizer.name=sgd", "--set", "optimizer.momentum=0.99", "--loss", "contrastive", "--miner", "all",
@@ -179,6 +181,7 @@ def test_config_flags_are_explained_by_their_fields_descriptions(command: str, c
     assert "asecondflowbranchwhoselog|detJ|ismaximised" in out
 
 
+@pytest.mark.slow
 def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "server.cli", "train", "--data", "digits", "--loss", "trplet",
                            "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)

@@ -13,8 +13,9 @@ from server.app import create_app
 from server.cli import main
 from server.settings import Settings
 from server.store import Store
-from tests.api.conftest import TINY_CONFIG, make_settings, wait_for
-from tests.models.data_fixtures import cars_tree, cub_tree, inshop_tree, sop_tree
+from tests.support.app import TINY_CONFIG, make_settings
+from tests.support.benchmarks import cars_tree, cub_tree, inshop_tree, sop_tree
+from tests.support.polling import wait_for
 
 # kind → (build the tree, images, classes, train images, train classes)
 LAYOUTS: dict[str, tuple[Any, int, int, int, int]] = {
@@ -41,6 +42,7 @@ def test_import_each_layout_keeps_its_split(kind: str, tmp_path: Path, capsys) -
     assert f"dataset {rec.id}" in out and f"dmlscope train --data {rec.id} --set split.mode=predefined" in out
 
 
+@pytest.mark.slow
 def test_predefined_split_trains_from_the_cli_and_the_api(tmp_path: Path, capsys) -> None:
     data_dir = tmp_path / "data"
     inshop_tree(tmp_path / "inshop")

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.api.conftest import Trained
+from tests.support.app import Trained
+
+pytestmark = pytest.mark.slow  # every test explores the session-wide `trained` runs (spawned workers)
 
 
 def _points(trained: Trained, run: dict, split: str = "test") -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from tests.api.conftest import make_settings
+from tests.support.app import make_settings
 
 
 def test_health_reports_version_device_and_queue(client: TestClient) -> None:

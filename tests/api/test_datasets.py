@@ -8,7 +8,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.api.conftest import make_zip, png_bytes
+from tests.support.images import png_bytes
+from tests.support.zips import make_zip
 
 
 def test_zip_upload_reports_classes_counts_and_skipped_files(client: TestClient) -> None:

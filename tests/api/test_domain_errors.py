@@ -59,6 +59,7 @@ def test_real_route_maps_a_store_error(client: TestClient) -> None:
     assert (r.status_code, r.json()["error"]) == (404, "not_found")
 
 
+@pytest.mark.slow
 def test_cli_and_domain_errors_import_no_web_framework() -> None:
     code = ("import sys, server.cli, models.errors, models.data.errors, server.store\n"
             "loaded = sorted(m for m in ('fastapi', 'starlette') if m in sys.modules)\n"

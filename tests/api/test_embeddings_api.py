@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from models.distances import create_distance
 from models.evaluate import evaluate
-from tests.api.conftest import wait_for
+from tests.support.polling import wait_for
 
 
 def npz(**arrays: Any) -> bytes:
@@ -43,6 +43,7 @@ def nothing_written(c: TestClient, data_dir: Path, datasets_before: int) -> None
     assert not any((data_dir / "tmp").iterdir())
 
 
+@pytest.mark.slow
 def test_labels_only_import_is_measured_like_any_run(client: TestClient, settings: Any) -> None:
     c = client
     vectors, labels = clustered()
@@ -96,6 +97,7 @@ def test_labels_only_import_is_measured_like_any_run(client: TestClient, setting
     assert r.status_code == 400 and r.json()["detail"].startswith("dataset_id:"), r.text
 
 
+@pytest.mark.slow
 def test_linked_dataset_with_ids_split_and_npy(client: TestClient, dataset: dict[str, Any]) -> None:
     c, ds = client, dataset["id"]
     ids = np.arange(32)[::-1].copy()  # every image of the 4 × 8 zip, in another order
@@ -169,6 +171,7 @@ def test_bad_files_are_400_naming_the_field_and_write_nothing(client: TestClient
     nothing_written(client, settings.data_dir, 0)
 
 
+@pytest.mark.slow
 def test_compressed_npz_without_labels_takes_the_datasets(client: TestClient, dataset: dict[str, Any]) -> None:
     buf = io.BytesIO()
     v, _ = clustered(4, 8, 6)

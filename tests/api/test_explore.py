@@ -15,7 +15,11 @@ from PIL import Image
 
 from models.config import RunConfig
 from server import points_codec
-from tests.api.conftest import Trained, png_bytes, wait_for
+from tests.support.app import Trained
+from tests.support.images import png_bytes
+from tests.support.polling import wait_for
+
+pytestmark = pytest.mark.slow  # every test explores the session-wide `trained` runs (spawned workers)
 
 
 def test_points_json_and_binary_agree(trained: Trained) -> None:

@@ -15,7 +15,9 @@ from models.runfolder import RunFolder
 from server.app import create_app
 from server.cli import main
 from server.explorer import Explorer
-from tests.api.conftest import Trained, make_settings
+from tests.support.app import Trained, make_settings
+
+pytestmark = pytest.mark.slow  # every test explores the session-wide `trained` runs (spawned workers)
 
 
 def test_each_app_has_its_own_explorer_and_clear_empties_it(trained: Trained, tmp_path: Path) -> None:

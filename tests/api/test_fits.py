@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import TINY_CONFIG
+from tests.support.app import TINY_CONFIG
 
 
 def test_more_samples_per_class_than_any_class_has_is_refused(client: TestClient, dataset: dict[str, Any]) -> None:

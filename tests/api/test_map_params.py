@@ -7,12 +7,13 @@ import pytest
 
 from models.projection import MapParams
 from models.runfolder import projection_file
-from tests.api.conftest import Trained
+from tests.support.app import Trained
 
 
 @pytest.mark.parametrize(("params", "field"), [({"n_neighbors": 1}, "n_neighbors"), ({"n_neighbors": 201}, "n_neighbors"),
                                                ({"min_dist": 1.0}, "min_dist"), ({"min_dist": -0.1}, "min_dist"),
                                                ({"dim": 4}, "dim")])
+@pytest.mark.slow
 def test_bad_map_parameters_are_a_422_naming_the_field(trained: Trained, params: dict, field: str) -> None:
     r = trained.client.get(f"/api/runs/{trained.a['id']}/points", params={"projection": "umap", **params})
     assert r.status_code == 422
@@ -29,6 +30,7 @@ def test_file_names_keep_the_default_maps_and_separate_the_others() -> None:
         MapParams(n_neighbors=1)
 
 
+@pytest.mark.slow
 def test_two_umap_parameter_sets_give_two_cached_maps_and_the_cache_is_reused(trained: Trained) -> None:
     c, a = trained.client, trained.a
     run_dir = c.app.state.store.run_dir(a["id"])
@@ -53,6 +55,7 @@ def test_two_umap_parameter_sets_give_two_cached_maps_and_the_cache_is_reused(tr
     c.app.state.explorer.clear()
 
 
+@pytest.mark.slow
 def test_a_3d_map_has_a_z_column(trained: Trained) -> None:
     c, a = trained.client, trained.a
     body = c.get(f"/api/runs/{a['id']}/points", params={"projection": "pca", "dim": 3}).json()

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from server import points_codec
 from server.app import create_app
-from tests.api.conftest import make_settings
+from tests.support.app import make_settings
 
 N = 150  # test images of the 160-image built-in `synthetic` set
 

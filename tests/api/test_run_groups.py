@@ -7,7 +7,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from models.config import RunConfig
-from tests.api.conftest import TINY_CONFIG
+from tests.support.app import TINY_CONFIG
 
 
 def _done(client: TestClient, dataset_id: str, summary_map: float, **changes: Any) -> str:

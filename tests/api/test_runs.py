@@ -10,10 +10,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from tests.api.conftest import TINY_CONFIG, Trained, make_settings, make_zip, read_sse, wait_for, wait_until
+from tests.support.app import TINY_CONFIG, Trained, make_settings
+from tests.support.polling import read_sse, wait_for, wait_until
+from tests.support.zips import make_zip
 
 LONG_CONFIG = {**TINY_CONFIG, "epochs": 500, "steps_per_epoch": 20}
 
@@ -37,6 +40,7 @@ def test_config_errors_name_the_field(client: TestClient, dataset: dict[str, Any
     assert client.get("/api/runs").json()["count"] == 0  # nothing was recorded
 
 
+@pytest.mark.slow
 def test_training_streams_progress_and_ends_with_a_terminal_event(trained: Trained) -> None:
     kinds = [kind for kind, _ in trained.events]
     assert kinds[0] == "run" and kinds[-1] == "end" and "progress" in kinds
@@ -55,6 +59,7 @@ def test_training_streams_progress_and_ends_with_a_terminal_event(trained: Train
         assert [k for k, _ in read_sse(stream.iter_lines())] == ["run", "end"]
 
 
+@pytest.mark.slow
 def test_retrain_links_the_parent_and_merges_the_patch(trained: Trained) -> None:
     b = trained.b
     assert b["parent_id"] == trained.a["id"] and b["dataset_id"] == trained.dataset["id"] and b["name"] == "cosine + flow"
@@ -67,6 +72,7 @@ def test_retrain_links_the_parent_and_merges_the_patch(trained: Trained) -> None
     assert trained.client.get("/api/runs", params={"status": "running"}).json()["count"] == 0
 
 
+@pytest.mark.slow
 def test_cancel_queue_limit_worker_death_and_delete(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path / "data", max_queued=1, cancel_grace_s=60))) as c:
         ds = _upload(c)
@@ -104,6 +110,7 @@ def test_cancel_queue_limit_worker_death_and_delete(tmp_path: Path) -> None:
         assert not (tmp_path / "data" / "runs" / long["id"]).exists()
 
 
+@pytest.mark.slow
 def test_interrupted_by_a_restart_and_resumed_from_the_checkpoint(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data")
     config = {**TINY_CONFIG, "epochs": 3, "steps_per_epoch": 40}

@@ -9,7 +9,7 @@ import pytest
 from models.config import RunConfig
 from models.errors import Conflict, InvalidInput, NotFound
 from server.store import Store, atomic_write_bytes
-from tests.api.conftest import make_settings
+from tests.support.app import make_settings
 
 
 @pytest.fixture

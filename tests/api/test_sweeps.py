@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.store import _MIGRATIONS, Store
 from server.sweeps_store import SweepStore
-from tests.api.conftest import TINY_CONFIG, make_settings, read_sse, wait_until
+from tests.support.app import TINY_CONFIG, make_settings
+from tests.support.polling import read_sse, wait_until
 
 LONG_CONFIG = {**TINY_CONFIG, "epochs": 500, "steps_per_epoch": 20}
 

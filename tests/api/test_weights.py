@@ -7,12 +7,14 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import torchvision
 from fastapi.testclient import TestClient
 
 from models.runfolder import CHECKPOINT
-from tests.api.conftest import TINY_CONFIG, wait_for
+from tests.support.app import TINY_CONFIG
+from tests.support.polling import wait_for
 
 
 def _resnet18_file(seed: int = 0) -> tuple[bytes, dict[str, torch.Tensor]]:
@@ -32,6 +34,7 @@ def _upload(client: TestClient, data: bytes, backbone: str, name: str | None = N
     return client.post("/api/weights", files={"file": ("r18.pth", data, "application/octet-stream")}, data=form)
 
 
+@pytest.mark.slow
 def test_upload_list_choose_train_and_delete(client: TestClient, dataset: dict[str, Any], settings: Any) -> None:
     data, state = _resnet18_file()
     r = _upload(client, data, "resnet18", name="my resnet18")
@@ -99,6 +102,7 @@ def test_a_run_must_choose_an_existing_file_for_its_backbone(client: TestClient,
     assert r.status_code == 422
 
 
+@pytest.mark.slow
 def test_offline_imagenet_fails_the_run_with_what_to_do(client: TestClient, dataset: dict[str, Any], tmp_path: Path,
                                                         monkeypatch: Any) -> None:
     # the worker process inherits this environment: an empty torch cache, downloads refused by a closed port

@@ -5,28 +5,19 @@ so a view that throws, a 404'd module or a CSP violation cannot pass unnoticed.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.browser import CLASSES, PER_CLASS
+from tests.support.server import ROOT, Server
+from tests.support.zips import digits_zip as make_digits_zip
+
 SHOTS = ROOT / "test-output" / "browser"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -37,36 +28,18 @@ def server_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(server_data: Path) -> Iterator[str]:
-    """Base URL of `uvicorn server.app:create_app` with a fresh data folder and the small built-in `digits`."""
-    data = server_data
-    port = _free_port()
-    env = {**os.environ, "DMLSCOPE_DATA_DIR": str(data), "DMLSCOPE_BUILTIN_DATASETS": "digits",
-           "DMLSCOPE_DEVICE": "cpu", "DMLSCOPE_TORCH_THREADS": "1"}
-    log = (data / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "server.app:create_app",
-                             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    """Base URL of `dmlscope serve` with a fresh data folder and the small built-in `digits`."""
+    live = Server(server_data, builtin_datasets="digits", warm_umap="true")
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start; its log:\n{(data / 'server.log').read_text()}")
-            time.sleep(0.3)
-        yield url
+        yield live.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        live.stop()
+
+
+@pytest.fixture(scope="session")
+def digits_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zip of CLASSES classes × PER_CLASS images of the built-in digits, plus one file to reject."""
+    return make_digits_zip(tmp_path_factory.mktemp("zip"), CLASSES, PER_CLASS)
 
 
 @pytest.fixture(scope="session")

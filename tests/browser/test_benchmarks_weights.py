@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from server.cli import main
-from tests.models.data_fixtures import inshop_tree
+from tests.support.benchmarks import inshop_tree
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

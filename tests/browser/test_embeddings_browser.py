@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.browser.test_ui_flow import RUN_TIMEOUT_MS, _point_position, _wait_done
+from tests.support.browser import RUN_TIMEOUT_MS, point_position, wait_done
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CLASSES, PER_CLASS = 6, 6
@@ -28,7 +28,7 @@ def test_upload_npz_and_open_its_map(page, tmp_path: Path, shots: Path) -> None:
     page.select_option("#emb-distance", "cosine")
     page.click("#import-embeddings button[type=submit]")
     page.wait_for_url("**/?run=*", timeout=30_000)
-    _wait_done(page)
+    wait_done(page)
     test_points = (CLASSES - CLASSES // 2) * PER_CLASS  # first_half: kind-3..kind-5 are the unseen classes
     page.wait_for_function(f"() => document.getElementById('map').data[0].x.length === {test_points}",
                            timeout=RUN_TIMEOUT_MS)
@@ -36,7 +36,7 @@ def test_upload_npz_and_open_its_map(page, tmp_path: Path, shots: Path) -> None:
     note = page.text_content("#embeddings-note")
     assert "without a model" in note and "no thumbnails" in note
     assert page.evaluate("document.querySelectorAll('img[src*=\"/thumb\"]').length") == 0
-    x, y = _point_position(page, "map", 0)
+    x, y = point_position(page, "map", 0)
     page.mouse.move(x, y)
     page.wait_for_function("() => document.getElementById('hover-card').style.display === 'block'")
     assert "kind-" in page.text_content("#hover-card .caption")

@@ -9,45 +9,18 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-import httpx
 import pytest
 
-from tests.browser.test_ui_flow import CLASSES, PER_CLASS, RUN_TIMEOUT_MS, _point_position, digits_zip  # noqa: F401
+from tests.support.browser import CLASSES, PER_CLASS, RUN_TIMEOUT_MS, TEST_POINTS, Api, map_ready, point_position
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 TINY = {"epochs": 1, "steps_per_epoch": 4, "classes_per_batch": 3, "samples_per_class": 8, "embedding_dim": 16}
-TEST_POINTS = (CLASSES - CLASSES // 2) * PER_CLASS
 NUMBER = re.compile(r"^(—|-?\d+\.\d{3})$")
 
 
-class Api:
-    def __init__(self, server: str):
-        self.http = httpx.Client(base_url=f"{server}/api", timeout=60)
-
-    def __call__(self, method: str, path: str, **kw: Any) -> Any:
-        r = self.http.request(method, path, **kw)
-        assert r.status_code < 300, r.text
-        return r.json() if r.content else None
-
-    def upload(self, zip_path: Path) -> dict:
-        return self("POST", "/datasets", files={"file": (zip_path.name, zip_path.read_bytes(), "application/zip")})
-
-    def wait(self, run_id: str, done: Any, what: str) -> dict:
-        import time
-
-        deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
-        while time.monotonic() < deadline:
-            run = self("GET", f"/runs/{run_id}")
-            if done(run):
-                return run
-            assert run["status"] not in ("failed",), run
-            time.sleep(0.3)
-        raise AssertionError(f"run {run_id} never {what}: {run}")
-
-
 @pytest.fixture(scope="module")
-def runs(server: str, digits_zip: Path) -> Iterator[dict]:  # noqa: F811
+def runs(server: str, digits_zip: Path) -> Iterator[dict]:
     api = Api(server)
     dataset = api.upload(digits_zip)
     a = api("POST", "/runs", json={"dataset_id": dataset["id"], "config": TINY, "name": "euclid"})
@@ -59,18 +32,13 @@ def runs(server: str, digits_zip: Path) -> Iterator[dict]:  # noqa: F811
     yield {"api": api, "dataset": dataset, "a": a["id"], "b": b["id"]}
 
 
-def _map_ready(page, div: str = "map", count: int = TEST_POINTS) -> None:
-    page.wait_for_function(f"() => document.getElementById('{div}')?.data?.[0]?.x?.length === {count}",
-                           timeout=RUN_TIMEOUT_MS)
-
-
 def _visible(page, div: str = "map") -> int:
     return page.evaluate(f"Array.from(document.getElementById('{div}').data[0].x).filter(v => !Number.isNaN(v)).length")
 
 
 def test_box_selection_panel_url_and_reload(page, runs: dict, shots: Path) -> None:
     page.goto(f"/?run={runs['a']}&proj=pca")
-    _map_ready(page)
+    map_ready(page)
     page.click(".modebar-btn[data-val='select'][data-attr='dragmode']")
     box = page.evaluate("""() => { const gd = document.getElementById('map'); const r = gd.getBoundingClientRect();
         const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
@@ -96,7 +64,7 @@ def test_box_selection_panel_url_and_reload(page, runs: dict, shots: Path) -> No
     page.select_option("#map-color", "lipschitz")  # the selection survives a recolouring
     page.wait_for_function(f"() => document.getElementById('map').data[0].selectedpoints?.length === {expected}")
     page.reload()
-    _map_ready(page)
+    map_ready(page)
     page.wait_for_selector(f"#selection-size:has-text('{expected} images')")
     page.wait_for_function(f"() => document.getElementById('map').data[0].selectedpoints?.length === {expected}")
 
@@ -107,19 +75,19 @@ def test_box_selection_panel_url_and_reload(page, runs: dict, shots: Path) -> No
 
 def test_legend_keeps_colours_hides_isolates_and_searches(page, runs: dict) -> None:
     page.goto(f"/?run={runs['a']}&proj=pca")
-    _map_ready(page)
+    map_ready(page)
     items = page.locator(".legend-item")
     assert items.count() == CLASSES // 2
     swatch = "(l) => getComputedStyle(document.querySelector(`.legend-item[data-label='${l}'] .swatch`)).backgroundColor"
     colour_before = page.evaluate(swatch, CLASSES - 1)
     scale_before = page.evaluate("document.getElementById('map').data[0].marker.colorscale")
     page.select_option("#map-split", "all")
-    _map_ready(page, count=CLASSES * PER_CLASS)
+    map_ready(page, count=CLASSES * PER_CLASS)
     assert items.count() == CLASSES
     assert page.evaluate(swatch, CLASSES - 1) == colour_before  # the same class keeps its colour
     assert page.evaluate("document.getElementById('map').data[0].marker.colorscale") == scale_before
     page.select_option("#map-split", "test")
-    _map_ready(page)
+    map_ready(page)
 
     label = CLASSES - 1
     page.click(f".legend-item[data-label='{label}']")  # hide one class
@@ -152,7 +120,7 @@ def test_failure_browser(page, runs: dict, shots: Path) -> None:
     answer = api("GET", f"/runs/{runs['a']}/failures", params={"limit": 40})
     assert answer["count"] > 0, "the tiny run should miss some test images"
     page.goto(f"/?run={runs['a']}&proj=pca")
-    _map_ready(page)
+    map_ready(page)
     rows = page.locator("#failures tbody tr")
     page.wait_for_function(f"() => document.querySelectorAll('#failures tbody tr').length === {len(answer['failures'])}")
     margins = [float(t) for t in rows.locator("td:nth-child(2)").all_inner_texts()]
@@ -171,7 +139,7 @@ def test_failure_browser(page, runs: dict, shots: Path) -> None:
 
 def test_class_pair_heat_map_isolates_the_two_classes(page, runs: dict) -> None:
     page.goto(f"/?run={runs['a']}&proj=pca")
-    _map_ready(page)
+    map_ready(page)
     page.wait_for_function("() => document.getElementById('class-pairs')?.data?.[0]?.z?.length === 3")
     z = page.evaluate("document.getElementById('class-pairs').data[0].z")
     assert all(z[i][i] is None for i in range(3)) and all(z[i][j] > 0 for i in range(3) for j in range(3) if i != j)
@@ -186,11 +154,11 @@ def test_class_pair_heat_map_isolates_the_two_classes(page, runs: dict) -> None:
     page.wait_for_function("() => document.getElementById('class-pairs').data[0].colorbar.title.text === 'count'")
 
 
-def test_the_uploaded_query_searches_the_chosen_split(page, runs: dict, digits_zip: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_the_uploaded_query_searches_the_chosen_split(page, runs: dict, digits_zip: Path, tmp_path: Path) -> None:
     image = runs["api"].http.get(f"/datasets/{runs['dataset']['id']}/images/0").content
     (tmp_path / "q.png").write_bytes(image)
     page.goto(f"/?run={runs['a']}&proj=pca&split=train")
-    _map_ready(page)
+    map_ready(page)
     page.wait_for_selector("#query-within")
     assert page.input_value("#query-within") == "train"  # default: the map's split
     page.set_input_files("#query-file", str(tmp_path / "q.png"))
@@ -219,7 +187,7 @@ def test_compare_shares_scales_states_units_and_keeps_the_image(page, runs: dict
     api = runs["api"]
     page.goto(f"/?compare={runs['a']},{runs['b']}&proj=pca&color=lipschitz")
     for div in ("map-a", "map-b"):
-        _map_ready(page, div)
+        map_ready(page, div)
     scales = page.evaluate("['map-a', 'map-b'].map(id => { const m = document.getElementById(id).data[0].marker; return [m.cmin, m.cmax]; })")
     points = [api("GET", f"/runs/{r}/points", params={"projection": "pca"})["columns"]["lipschitz"] for r in ("a", "b")
               for r in [runs[r]]]
@@ -254,7 +222,7 @@ def test_compare_shares_scales_states_units_and_keeps_the_image(page, runs: dict
     assert page.locator("#pairs-diff-what option[value=gap]").is_disabled()  # euclidean vs cosine
     for cell in page.locator("#compare-metrics td.num").all_inner_texts():
         assert re.match(r"^(—|-?\d+\.\d{3}|[▲▼] [+−]\d+\.\d{3}|0\.000)$", cell), cell
-    x, y = _point_position(page, "map-a", 2)
+    x, y = point_position(page, "map-a", 2)
     page.mouse.click(x, y)
     page.wait_for_function("() => document.querySelectorAll('.gallery figure.query').length === 2")
     image = page.evaluate("new URLSearchParams(location.search).get('image')")
@@ -310,7 +278,7 @@ def test_live_history_header_count_cancel_and_what_was_kept(page, runs: dict, sh
     page.screenshot(path=shots / "11-cancelled.png", full_page=True)
 
 
-def test_deleting_a_set_with_a_running_run_offers_to_cancel_it(page, runs: dict, digits_zip: Path) -> None:  # noqa: F811
+def test_deleting_a_set_with_a_running_run_offers_to_cancel_it(page, runs: dict, digits_zip: Path) -> None:
     api = runs["api"]
     dataset = api.upload(digits_zip)
     run = api("POST", "/runs", json={"dataset_id": dataset["id"], "config": {**TINY, "epochs": 500, "steps_per_epoch": 2}})
@@ -361,7 +329,7 @@ def test_leaderboard_sorts_filters_and_keeps_the_sort_in_the_url(page, runs: dic
 def test_a_selection_in_compare_is_the_same_images_in_both_maps(page, runs: dict) -> None:
     page.goto(f"/?compare={runs['a']},{runs['b']}&proj=pca")
     for div in ("map-a", "map-b"):
-        _map_ready(page, div)
+        map_ready(page, div)
     page.hover("#map-a")
     page.click("#map-a .modebar-btn[data-val='select'][data-attr='dragmode']")
     left, top, width, height = page.evaluate("""() => { const gd = document.getElementById('map-a');

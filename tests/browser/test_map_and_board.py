@@ -9,8 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.browser.test_explore_views import TEST_POINTS, Api, _map_ready
-from tests.browser.test_ui_flow import RUN_TIMEOUT_MS, digits_zip  # noqa: F401
+from tests.support.browser import RUN_TIMEOUT_MS, TEST_POINTS, Api, map_ready
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -19,7 +18,7 @@ CONFIG = {"epochs": 2, "steps_per_epoch": 2, "classes_per_batch": 3, "samples_pe
 
 
 @pytest.fixture(scope="module")
-def seeds(server: str, digits_zip: Path) -> Iterator[dict]:  # noqa: F811
+def seeds(server: str, digits_zip: Path) -> Iterator[dict]:
     api = Api(server)
     dataset = api.upload(digits_zip)
     ids = [api("POST", "/runs", json={"dataset_id": dataset["id"], "config": {**CONFIG, "seed": s}, "name": f"seed {s}"})["id"]
@@ -37,7 +36,7 @@ def _redrawn(page, old_first_x: float) -> None:
 
 def test_umap_parameters_redraw_the_map_and_stay_in_the_url_and_3d(page, seeds: dict, shots: Path) -> None:
     page.goto(f"/?run={seeds['a']}&proj=umap&nn=5")
-    _map_ready(page)
+    map_ready(page)
     page.wait_for_selector("#map-computing", state="detached", timeout=RUN_TIMEOUT_MS)
     assert page.input_value("#map-nn") == "5" and page.input_value("#map-md") == "0.1"
     before = page.evaluate("Array.from(document.getElementById('map').data[0].x)")
@@ -55,7 +54,7 @@ def test_umap_parameters_redraw_the_map_and_stay_in_the_url_and_3d(page, seeds: 
     assert "nn=8" in page.url
 
     page.reload()
-    _map_ready(page)
+    map_ready(page)
     assert page.input_value("#map-nn") == "8"
     page.wait_for_selector("#map-computing", state="detached", timeout=RUN_TIMEOUT_MS)
     assert page.evaluate("Array.from(document.getElementById('map').data[0].x)") == after  # the cached map

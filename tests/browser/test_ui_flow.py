@@ -6,54 +6,17 @@ from __future__ import annotations
 import io
 import json
 import urllib.request
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from models.data import export_zip, import_builtin
+from tests.support.browser import CLASSES, PER_CLASS, RUN_TIMEOUT_MS, point_position, wait_done
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CLASSES = 6  # first_half split: 3 seen classes to train on, 3 unseen ones to explore
-PER_CLASS = 30
-RUN_TIMEOUT_MS = 150_000  # one tiny run: a few steps, embed, metrics, stats, projections (a first UMAP compiles numba)
-
-
-@pytest.fixture(scope="module")
-def digits_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A zip of a few classes of the built-in digits (exported by export_zip), plus one file to reject."""
-    tmp = tmp_path_factory.mktemp("zip")
-    full = export_zip(import_builtin("digits", tmp / "digits").image_set, tmp / "all.zip")
-    kept: dict[str, int] = {}
-    out = tmp / "digits6.zip"
-    with zipfile.ZipFile(full) as src, zipfile.ZipFile(out, "w") as dst:
-        for name in src.namelist():
-            cls = name.split("/")[0]
-            if int(cls) < CLASSES and kept.get(cls, 0) < PER_CLASS:
-                kept[cls] = kept.get(cls, 0) + 1
-                dst.writestr(f"digits6/{name}", src.read(name))
-        dst.writestr("digits6/0/notes.txt", b"not an image")
-    return out
-
 
 def _api(server: str, path: str) -> dict:
     with urllib.request.urlopen(f"{server}/api/{path}", timeout=30) as r:
         return json.load(r)
-
-
-def _point_position(page, div_id: str, row: int) -> tuple[float, float]:
-    """Viewport pixel of point `row` of trace 0 in a Plotly div (from its axes' data→pixel maps)."""
-    return tuple(page.evaluate("""([id, row]) => {
-        const gd = document.getElementById(id); const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-        const box = gd.getBoundingClientRect();
-        return [box.left + xa._offset + xa.l2p(gd.data[0].x[row]), box.top + ya._offset + ya.l2p(gd.data[0].y[row])];
-    }""", [div_id, row]))
-
-
-def _wait_done(page) -> None:
-    page.wait_for_selector("#run-h ~ [data-status='done']", timeout=RUN_TIMEOUT_MS)
-    page.wait_for_function("() => document.getElementById('map')?.data?.[0]?.x?.length > 0", timeout=RUN_TIMEOUT_MS)
 
 
 def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Path, shots: Path) -> None:
@@ -79,7 +42,7 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
     page.click("button:has-text('Start training')")
     page.wait_for_selector("#progress-h")
     page.screenshot(path=shots / "3-progress.png", full_page=True)
-    _wait_done(page)
+    wait_done(page)
     parent_id = page.evaluate("new URLSearchParams(location.search).get('run')")
 
     # 3. The map: one point per test image (3 unseen classes × PER_CLASS), as one coloured scattergl trace.
@@ -87,7 +50,7 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
     assert points == (CLASSES - CLASSES // 2) * PER_CLASS
 
     # 4. Hover shows the thumbnail next to the cursor; a click lists k neighbours marked right/wrong.
-    x, y = _point_position(page, "map", 0)
+    x, y = point_position(page, "map", 0)
     page.mouse.move(x, y)
     card = page.locator("#hover-card")
     card.wait_for(state="visible")
@@ -113,7 +76,7 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
     page.wait_for_selector("text=flow.enabled: false → true")
     page.click("button:has-text('Retrain with these changes')")
     page.wait_for_selector("text=Retrained from")
-    _wait_done(page)
+    wait_done(page)
     child_id = page.evaluate("new URLSearchParams(location.search).get('run')")
     assert child_id != parent_id
     assert _api(server, f"runs/{child_id}")["parent_id"] == parent_id
@@ -130,7 +93,7 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
     for div in ("map-a", "map-b"):
         page.wait_for_function(f"() => document.getElementById('{div}')?.data?.[0]?.x?.length === {points}",
                                timeout=RUN_TIMEOUT_MS)
-    x, y = _point_position(page, "map-a", 3)
+    x, y = point_position(page, "map-a", 3)
     page.mouse.move(x, y)
     page.wait_for_function("() => document.getElementById('map-b').data[1].x.length === 1")
     assert page.locator("#compare-metrics tbody tr").count() > 0

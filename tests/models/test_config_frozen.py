@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from models.config import FlowConfig, RunConfig
 
 
+@pytest.mark.slow
 def test_validating_a_config_imports_no_torch() -> None:
     code = ("import json, sys\n"
             "from models.config import RunConfig\n"

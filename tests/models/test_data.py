@@ -8,7 +8,8 @@ import numpy as np
 
 import pytest
 import torch
-from data_fixtures import cars_tree, class_files, cub_tree, encode, inshop_tree, solid, sop_tree
+from tests.support.benchmarks import cars_tree, cub_tree, inshop_tree, sop_tree
+from tests.support.images import class_files, encode, solid
 from PIL import Image
 
 from models.config import SplitConfig
@@ -32,6 +33,7 @@ def test_builtin_names():
     assert set(BUILTIN_DATASETS) == {"mnist5k", "digits", "synthetic"}
 
 
+@pytest.mark.slow
 def test_mnist5k(mnist):
     assert len(mnist) == 5000 and mnist.class_names == [str(d) for d in range(10)]
     assert np.bincount(mnist.labels).tolist() == [500] * 10

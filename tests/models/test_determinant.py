@@ -14,7 +14,7 @@ from models.config import RunConfig
 from models.flow import ActNorm, Coupling, FlowMetricLayer, sphere_log_volume
 from models.network import EmbeddingNet
 from models.regularizers import RegularizerInputs, create_regularizer
-from reference import random_flow64
+from tests.support.reference import random_flow64
 
 D = 5
 LABELS = torch.tensor([0, 1, 0, 2, 1, 0])
@@ -153,6 +153,7 @@ def test_log_volume_is_the_pseudo_determinant_of_the_whole_jacobian_from_the_hea
                                    atol=1e-9, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_gradcheck_of_the_regulariser_through_the_network_in_float64() -> None:
     torch.manual_seed(4)
     net = tiny_net()
@@ -230,6 +231,7 @@ def test_orientation_minimising_the_regulariser_contracts_around_the_samples() -
         assert torch.pdist(F.normalize(flow(cap)[0], dim=1)).mean() < 0.9 * spread_before
 
 
+@pytest.mark.slow
 def test_maximising_the_dueling_branch_is_bounded() -> None:
     torch.manual_seed(5)
     u = F.normalize(torch.randn(16, D, dtype=torch.float64), dim=1)

@@ -11,7 +11,7 @@ from models.compat import check_config
 from models.config import RunConfig
 from models.distances import DISTANCES, create_distance, list_distances
 from models.registry import InvalidParameterError
-from reference import distance_matrix, pair_distance
+from tests.support.reference import distance_matrix, pair_distance
 
 DIM = 5
 NAMES = list_distances()

@@ -73,6 +73,7 @@ def shapes(tmp_path_factory: pytest.TempPathFactory):
                           size=16).image_set
 
 
+@pytest.mark.slow
 def test_two_processes_agree_and_match_one_process(shapes, tmp_path: Path) -> None:
     from models.config import RunConfig
     from models.data import zero_shot_split

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models.flow import FlowMetricLayer
-from reference import random_flow64
+from tests.support.reference import random_flow64
 
 CASES = [(dim, depth, coupling) for dim in (5, 6) for depth in (1, 2, 4) for coupling in ("affine", "additive")]
 

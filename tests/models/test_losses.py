@@ -8,11 +8,11 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
-import reference as ref
 from models.config import LossConfig, MinerConfig
 from models.distances import create_distance, list_distances
 from models.losses import create_criterion, list_losses, list_miners
 from models.registry import InvalidParameterError
+from tests.support import reference as ref
 
 DIM = 5
 LABELS = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 1]  # 3 classes, 4 each, not sorted

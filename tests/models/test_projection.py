@@ -103,6 +103,7 @@ def umap_maps() -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.umap
 def test_umap_maps_keep_classes_apart(umap_maps) -> None:
     y = umap_maps["y"]
@@ -113,6 +114,7 @@ def test_umap_maps_keep_classes_apart(umap_maps) -> None:
     np.testing.assert_array_equal(umap_maps["again"], umap_maps["whole"])  # seeded: reproducible
 
 
+@pytest.mark.slow
 @pytest.mark.umap
 def test_umap_started_from_a_parent_map_keeps_its_orientation(umap_maps) -> None:
     start, child = umap_maps["whole"] @ TURN, umap_maps["child"]
@@ -137,6 +139,7 @@ def test_map_parameters_out_of_range_name_the_parameter(kw: dict, field: str) ->
         project(blobs(n=20)[0], "pca", **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.umap
 def test_umap_parameters_and_3d(umap_maps) -> None:
     x, y = umap_maps["x"], umap_maps["y"]

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from data_fixtures import inshop_tree, solid
 
 from models.config import RunConfig
 from models.data import import_benchmark
@@ -17,6 +16,8 @@ from models.data.benchmarks import BENCHMARK_MAX_SIDE
 from models.distances import create_distance
 from models.query_gallery import IN_SHOP_KS, query_gallery_recall, split_query_gallery
 from models.run import execute_run
+from tests.support.benchmarks import inshop_tree
+from tests.support.images import solid
 
 
 def _brute_force(x: np.ndarray, labels: np.ndarray, partition: np.ndarray, measure, ks) -> dict[str, float]:

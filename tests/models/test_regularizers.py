@@ -7,12 +7,12 @@ import torch.nn.functional as F
 from pytorch_metric_learning.regularizers import ZeroMeanRegularizer
 from torch import nn
 
-import reference as ref
 from models.distances import create_distance, list_distances
 from models.flow import sphere_log_volume
 from models.registry import InvalidParameterError
 from models.regularizers import RegularizerInputs, create_regularizer, list_regularizers
-from reference import random_flow64
+from tests.support import reference as ref
+from tests.support.reference import random_flow64
 
 LABELS = torch.tensor([0, 1, 0, 2, 1, 0, 2, 3])  # class 3 is a singleton
 DIM = 4

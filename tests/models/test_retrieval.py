@@ -9,7 +9,7 @@ import torch
 
 from models.distances import create_distance, list_distances
 from models.retrieval import RetrievalIndex
-from reference import distance_matrix, pair_distance
+from tests.support.reference import distance_matrix, pair_distance
 
 DIM = 6
 

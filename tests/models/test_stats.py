@@ -15,7 +15,7 @@ import models.stats
 from models.distances import create_distance
 from models.flow import FlowMetricLayer
 from models.stats import class_stats, geometric_stretch, local_lipschitz, logdet_map
-from reference import pair_distance
+from tests.support.reference import pair_distance
 
 # Two classes in the plane, small enough to check on paper:
 #   a = {(0,0), (2,0)}          centroid (1,0), radii 1, 1; δ1 = 2

@@ -88,6 +88,7 @@ def test_under_trained_rule() -> None:
     assert old["loss_first"] is None and not old["flag"] and old["steps"] == 200
 
 
+@pytest.mark.slow
 def test_trainer_records_the_metric_loss_of_the_runs_first_and_last_steps(ten: ImageSet, tmp_path: Path) -> None:
     config = RunConfig(embedding_dim=8, epochs=3, steps_per_epoch=11, classes_per_batch=2, samples_per_class=4,
                        device="cpu", amp=False, regularizers=[{"name": "zero_mean", "weight": 0.5}])

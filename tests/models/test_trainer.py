@@ -42,6 +42,7 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
         assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides", [FLOW_MAHALANOBIS, PROXY], ids=["flow+mahalanobis+det", "proxy_anchor"])
 def test_same_seed_same_weights_and_resume_after_interrupt_is_exact(shapes, tmp_path: Path, overrides) -> None:
     image_set, train_idx = shapes

@@ -1,6 +1,6 @@
 """Untrusted uploads: archive-level attacks reject the whole upload; bad files inside are skipped with reasons.
 
-Every fixture is generated here (see data_fixtures.py); none is committed.
+Every fixture is generated here (see tests/support); none is committed.
 """
 import io
 import subprocess
@@ -11,8 +11,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from data_fixtures import (class_files, encode, huge_png, make_zip, patch_central_directory, solid,
-                           symlink_zip)
+from tests.support.images import class_files, encode, huge_png, solid
+from tests.support.zips import patch_central_directory, symlink_zip, zip_of
 from PIL import Image
 
 from models.data import DatasetError, ImageSet, UploadLimits, import_files, import_folder, import_zip
@@ -40,7 +40,7 @@ def assert_nothing_left(tmp_path, dest_name="set"):
     ("class0/e\x1bvil.png", "control characters"),
 ])
 def test_zip_slip_names_reject_the_upload(tmp_path, name, message):
-    data = make_zip(class_files() + [(name, solid(0))])
+    data = zip_of(class_files() + [(name, solid(0))])
     with pytest.raises(DatasetError, match=message):
         import_zip(data, tmp_path / "set")
     assert_nothing_left(tmp_path)
@@ -53,20 +53,20 @@ def test_symlink_member_rejects_the_upload(tmp_path):
 
 
 def test_zip_bomb_by_ratio(tmp_path):
-    data = make_zip(class_files() + [("class0/bomb.png", b"\0" * (8 << 20))])
+    data = zip_of(class_files() + [("class0/bomb.png", b"\0" * (8 << 20))])
     assert len(data) < 100_000
     with pytest.raises(DatasetError, match="zip bomb"):
         import_zip(data, tmp_path / "set")
 
 
 def test_total_uncompressed_limit(tmp_path):
-    data = make_zip(class_files(), compression=zipfile.ZIP_STORED)
+    data = zip_of(class_files(), compression=zipfile.ZIP_STORED)
     with pytest.raises(DatasetError, match="unpacks to"):
         import_zip(data, tmp_path / "set", UploadLimits(max_total_bytes=500))
 
 
 def test_archive_size_and_member_limits(tmp_path):
-    data = make_zip(class_files())
+    data = zip_of(class_files())
     with pytest.raises(DatasetError, match="the limit is 100 bytes"):
         import_zip(data, tmp_path / "set", UploadLimits(max_archive_bytes=100))
     with pytest.raises(DatasetError, match="9 entries; the limit is 5"):
@@ -76,7 +76,7 @@ def test_archive_size_and_member_limits(tmp_path):
 def test_lying_size_header_is_caught_while_streaming(tmp_path):
     # The directory says 100 bytes, the stream holds 2 MB: the reader stops at 100 and the CRC then fails.
     payload = np.random.default_rng(0).integers(0, 255, 2 << 20, dtype=np.uint8).tobytes()
-    data = patch_central_directory(make_zip(class_files() + [("class0/liar.png", payload)]), "class0/liar.png",
+    data = patch_central_directory(zip_of(class_files() + [("class0/liar.png", payload)]), "class0/liar.png",
                                    file_size=100)
     with pytest.raises(DatasetError, match="class0/liar.png.*damaged"):
         import_zip(data, tmp_path / "set")
@@ -94,30 +94,30 @@ def test_not_a_zip_and_empty_archives(tmp_path):
     with pytest.raises(DatasetError, match="not a readable zip"):
         import_zip(b"hello, not a zip", tmp_path / "set")
     with pytest.raises(DatasetError, match="archive is empty"):
-        import_zip(make_zip([]), tmp_path / "set")
+        import_zip(zip_of([]), tmp_path / "set")
     with pytest.raises(DatasetError, match="no files"):
-        import_zip(make_zip([("class0/", b""), ("__MACOSX/._x.png", b"x"), (".DS_Store", b"x")]), tmp_path / "set")
+        import_zip(zip_of([("class0/", b""), ("__MACOSX/._x.png", b"x"), (".DS_Store", b"x")]), tmp_path / "set")
 
 
 def test_no_class_folders(tmp_path):
     with pytest.raises(DatasetError, match="no class folders"):
-        import_zip(make_zip([("a.png", solid(0)), ("b.png", solid(1))]), tmp_path / "set")
+        import_zip(zip_of([("a.png", solid(0)), ("b.png", solid(1))]), tmp_path / "set")
 
 
 def test_one_class_only(tmp_path):
     with pytest.raises(DatasetError, match="only one class folder \\('class0'\\)"):
-        import_zip(make_zip(class_files(1, 4, prefix="wrap/")), tmp_path / "set")
+        import_zip(zip_of(class_files(1, 4, prefix="wrap/")), tmp_path / "set")
 
 
 def test_too_few_classes_left_after_dropping(tmp_path):
     files = class_files(2, 3)[:4]  # class0: 3 images, class1: 1 image
     with pytest.raises(DatasetError, match="need at least 2 classes with 2 or more usable images each; found 1"):
-        import_zip(make_zip(files), tmp_path / "set")
+        import_zip(zip_of(files), tmp_path / "set")
     assert_nothing_left(tmp_path)
 
 
 def test_encrypted_member_is_skipped(tmp_path):
-    data = patch_central_directory(make_zip(class_files() + [("class0/secret.png", solid(0))]), "class0/secret.png",
+    data = patch_central_directory(zip_of(class_files() + [("class0/secret.png", solid(0))]), "class0/secret.png",
                                    flag_bits=0x1)
     report = import_zip(data, tmp_path / "set")
     assert "encrypted" in skipped_reasons(report)["class0/secret.png"]
@@ -148,7 +148,7 @@ def test_wrapper_folder_and_litter(tmp_path):
         ("mydata/class0/.hidden.png", solid(0)), ("mydata/.git/config", b"x"), ("mydata/readme.txt", b"hi"),
         ("mydata/class1/deeper/img9.png", solid(1)),
     ]
-    report = import_zip(make_zip(files), tmp_path / "set")
+    report = import_zip(zip_of(files), tmp_path / "set")
     assert report.image_set.class_names == ["class0", "class1"]
     assert len(report.image_set) == 4
     assert skipped_reasons(report) == {
@@ -164,10 +164,10 @@ def test_non_images_truncated_nested_and_empty_files(tmp_path):
         ("class0/notes.png", b"just some text, not an image"),
         ("class0/cut.png", png[: len(png) // 2]),
         ("class1/cut.jpg", jpeg[: jpeg.find(b"\xff\xda") + 20]),  # headers intact, scan data cut
-        ("class1/inner.zip", make_zip(class_files())),
+        ("class1/inner.zip", zip_of(class_files())),
         ("class2/empty.png", b""),
     ]
-    reasons = skipped_reasons(import_zip(make_zip(files), tmp_path / "set"))
+    reasons = skipped_reasons(import_zip(zip_of(files), tmp_path / "set"))
     assert reasons["class0/notes.png"].startswith("not an image")
     assert "truncated" in reasons["class0/cut.png"]
     assert "truncated" in reasons["class1/cut.jpg"]
@@ -177,7 +177,7 @@ def test_non_images_truncated_nested_and_empty_files(tmp_path):
 
 def test_class_with_one_image_is_dropped_and_reported(tmp_path):
     files = class_files(2, 2) + [("lonely/only.png", solid(3))]
-    report = import_zip(make_zip(files), tmp_path / "set")
+    report = import_zip(zip_of(files), tmp_path / "set")
     assert report.image_set.class_names == ["class0", "class1"]
     assert any("'lonely' was dropped" in w for w in report.warnings)
     assert "fewer than 2" in skipped_reasons(report)["lonely/only.png"]
@@ -196,7 +196,7 @@ def test_duplicate_names_after_normalisation(tmp_path):
     assert nfc != nfd
     files = class_files(2, 2) + [(f"class0/{nfc}", solid(0)), (f"class0/{nfd}", solid(0, seed=5)),
                                  ("Class1/img0.png", solid(1, seed=9)), ("Class1/extra.png", solid(1, seed=8))]
-    report = import_zip(make_zip(files), tmp_path / "set")
+    report = import_zip(zip_of(files), tmp_path / "set")
     reasons = skipped_reasons(report)
     assert any("same name" in r for p, r in reasons.items() if "caf" in p)
     assert "same name as 'Class1/img0.png'" in reasons["class1/img0.png"]
@@ -208,7 +208,7 @@ def test_duplicate_names_after_normalisation(tmp_path):
 def test_content_decides_not_the_extension(tmp_path):
     files = class_files(2, 2) + [("class0/really_png.jpg", solid(0)), ("class1/really_jpeg.txt",
                                                                        solid(1, fmt="JPEG"))]
-    report = import_zip(make_zip(files), tmp_path / "set")
+    report = import_zip(zip_of(files), tmp_path / "set")
     assert report.skipped == []
     assert len(report.image_set) == 6
 
@@ -217,7 +217,7 @@ def test_animated_gif_keeps_the_first_frame(tmp_path):
     frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     gif = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
     assert Image.open(io.BytesIO(gif)).n_frames == 3
-    report = import_zip(make_zip(class_files(2, 2) + [("class0/anim.gif", gif)]), tmp_path / "set")
+    report = import_zip(zip_of(class_files(2, 2) + [("class0/anim.gif", gif)]), tmp_path / "set")
     i = report.image_set.paths.index("class0/anim.gif")
     assert tuple(report.image_set.pixels(8)[i, :, 4, 4]) == (255, 0, 0)
     assert any("multi-frame" in w and "first frame" in w for w in report.warnings)
@@ -279,11 +279,12 @@ def test_pixel_limit_skips_a_large_image(tmp_path):
 
 def test_file_size_limit_skips_a_large_file(tmp_path):
     big = solid(0, (64, 64))
-    report = import_zip(make_zip(class_files(2, 2) + [("class0/big.png", big)]), tmp_path / "set",
+    report = import_zip(zip_of(class_files(2, 2) + [("class0/big.png", big)]), tmp_path / "set",
                         UploadLimits(max_file_bytes=len(big) - 1))
     assert "the limit is" in skipped_reasons(report)["class0/big.png"]
 
 
+@pytest.mark.slow
 def test_decompression_bomb_is_skipped_without_allocating_it(tmp_path):
     """A valid 20 000 × 20 000 PNG (400 M pixels, ~50 kB): skipped from its header, peak memory stays low."""
     bomb = tmp_path / "bomb.png"

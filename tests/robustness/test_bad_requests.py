@@ -12,10 +12,10 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import TINY_CONFIG, make_zip, wait_for
-from tests.models.data_fixtures import class_files, solid
-from tests.models.data_fixtures import make_zip as zip_of
-from tests.robustness.conftest import Stored, api_routes, stored_app, upload
+from tests.support.app import TINY_CONFIG, Stored, api_routes, stored_app, upload
+from tests.support.images import class_files, solid
+from tests.support.polling import wait_for
+from tests.support.zips import make_zip, zip_of
 
 MISSING_ID = "0123456789ab"
 # Raw path segments (already URL-encoded as a client would send them): traversal, encodings, odd ids.
@@ -173,6 +173,7 @@ def test_runs_a_dataset_cannot_support_are_refused_before_queueing(trainable: tu
     assert stored.client.get("/api/runs").json()["count"] == 0
 
 
+@pytest.mark.slow
 def test_a_diverging_run_fails_cleanly_and_keeps_its_last_good_checkpoint(
         trainable: tuple[Stored, dict[str, Any]]) -> None:
     """SGD at lr 10 with momentum 0.99 blows up the embedding norms at epoch 4 (seeded, so always there)."""

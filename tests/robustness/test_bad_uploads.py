@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.app import create_app
-from tests.api.conftest import make_settings
-from tests.models.data_fixtures import class_files, encode, huge_png, make_zip, solid, symlink_zip
-from tests.robustness.conftest import Stored, good_zip, upload
+from tests.support.app import Stored, make_settings, upload
+from tests.support.images import class_files, encode, huge_png, solid
+from tests.support.zips import good_zip, symlink_zip, zip_of
 
 MiB = 1 << 20
 
@@ -34,16 +34,16 @@ REJECTED: list[tuple[str, Callable[[], bytes], str]] = [
     ("zip-slip symlink", lambda: symlink_zip(class_files(), "class0/link.png", "/etc/passwd"), "symbolic link"),
     ("zip bomb (ratio)", lambda: good_zip(extra=[("class0/bomb.png", b"\0" * (8 * MiB))]), "zip bomb"),
     ("not a zip", lambda: b"PK\x03\x04 this is no archive", "not a readable zip"),
-    ("empty archive", lambda: make_zip([]), "archive is empty"),
-    ("only folders", lambda: make_zip([("cats/", b""), ("dogs/", b"")]), "holds no files"),
-    ("no class folders", lambda: make_zip([("a.png", solid(0)), ("b.png", solid(1))]), "no class folders"),
-    ("a zip of a zip", lambda: make_zip([("photos.zip", good_zip())]), "'photos.zip' is an archive inside"),
-    ("one class only", lambda: make_zip(class_files(1, 4)), "only one class folder ('class0')"),
-    ("classes of one image", lambda: make_zip(class_files(3, 1)),
+    ("empty archive", lambda: zip_of([]), "archive is empty"),
+    ("only folders", lambda: zip_of([("cats/", b""), ("dogs/", b"")]), "holds no files"),
+    ("no class folders", lambda: zip_of([("a.png", solid(0)), ("b.png", solid(1))]), "no class folders"),
+    ("a zip of a zip", lambda: zip_of([("photos.zip", good_zip())]), "'photos.zip' is an archive inside"),
+    ("one class only", lambda: zip_of(class_files(1, 4)), "only one class folder ('class0')"),
+    ("classes of one image", lambda: zip_of(class_files(3, 1)),
      "need at least 2 classes with 2 or more usable images each; found 0"),
-    ("nothing decodable", lambda: make_zip([(f"{c}/{i}.png", b"text, not pixels") for c in "ab" for i in range(3)]),
+    ("nothing decodable", lambda: zip_of([(f"{c}/{i}.png", b"text, not pixels") for c in "ab" for i in range(3)]),
      "need at least 2 classes with 2 or more usable images each; found 0"),
-    ("one class left after skipping", lambda: make_zip(class_files(1, 3) + [("class1/a.png", b"x"),
+    ("one class left after skipping", lambda: zip_of(class_files(1, 3) + [("class1/a.png", b"x"),
                                                                             ("class1/b.png", solid(1)[:20])]),
      "found 1 ('class0')"),
 ]
@@ -91,7 +91,7 @@ def _messy_members() -> list[tuple[str, bytes]]:
 
 
 def test_bad_files_are_skipped_and_listed_with_their_reason(stored: Stored) -> None:
-    r = upload(stored.client, make_zip(_messy_members()), "messy folder.zip")
+    r = upload(stored.client, zip_of(_messy_members()), "messy folder.zip")
     assert r.status_code == 201, r.text
     body = r.json()
     reasons = {s["path"]: s["reason"] for s in body["skipped"]}

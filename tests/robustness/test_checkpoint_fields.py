@@ -12,8 +12,7 @@ import torch
 from models.config import RunConfig
 from models.checkpoint import CHECKPOINT_FORMAT
 from models.trainer import build_distance, build_model
-from tests.api.conftest import TINY_CONFIG
-from tests.robustness.conftest import Stored
+from tests.support.app import TINY_CONFIG, Stored
 
 
 def _checkpoint(**config: Any) -> dict[str, Any]:

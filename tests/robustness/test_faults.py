@@ -27,9 +27,10 @@ import server.store.base
 from models.data.writer import ImageSetWriter
 from server.app import create_app
 from server.store import Store, atomic_write_bytes
-from tests.api.conftest import TINY_CONFIG, make_settings, make_zip, read_sse, wait_for, wait_until
-from tests.api.test_uvicorn import Server
-from tests.robustness.conftest import Stored, good_zip, upload
+from tests.support.app import TINY_CONFIG, Stored, make_settings, upload
+from tests.support.polling import read_sse, wait_for, wait_until
+from tests.support.server import Server
+from tests.support.zips import good_zip, make_zip
 
 LONG = {**TINY_CONFIG, "epochs": 500, "steps_per_epoch": 20}
 
@@ -127,6 +128,7 @@ def _worker_process(run_id: str) -> multiprocessing.Process:
                                     if p.name == f"dmlscope-run-{run_id}"), None), "the worker process")
 
 
+@pytest.mark.slow
 def test_a_worker_that_crashes_or_hangs_is_reported_not_waited_for(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path / "data", cancel_grace_s=1))) as client:
         dataset = upload(client, make_zip(), "shapes.zip").json()
@@ -206,6 +208,7 @@ def with_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stored,
         yield Stored(client, settings, dataset), run
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_caching_an_artifact_is_507_and_corrupts_nothing(
         with_run: tuple[Stored, dict[str, Any]], full_disk: None, monkeypatch: pytest.MonkeyPatch) -> None:
     stored, run = with_run
@@ -221,6 +224,7 @@ def test_a_full_disk_while_caching_an_artifact_is_507_and_corrupts_nothing(
     assert "correct_at_1_test.npy" in _digests(run_dir)
 
 
+@pytest.mark.slow
 def test_a_full_disk_or_database_during_an_upload_is_507_and_stores_nothing(
         with_run: tuple[Stored, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
     stored, _ = with_run

@@ -23,9 +23,10 @@ from models.config import RunConfig
 from server.folder_lock import FolderInUse
 from server.settings import Settings, SettingsError
 from server.store import Store
-from tests.api.conftest import TINY_CONFIG, make_settings, wait_until
-from tests.api.test_uvicorn import Server, _free_port, server_env
-from tests.robustness.conftest import good_zip
+from tests.support.app import TINY_CONFIG, make_settings
+from tests.support.polling import wait_until
+from tests.support.server import Server, free_port, server_env
+from tests.support.zips import good_zip
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,6 +90,7 @@ def test_allowed_hosts_lets_a_real_host_name_in(tmp_path: Path) -> None:
         Settings(allowed_hosts="lab.example.org:8000")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("token", ["", "   ", "\t"])
 def test_a_blank_token_is_no_token(token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DMLSCOPE_API_TOKEN", token)
@@ -96,7 +98,7 @@ def test_a_blank_token_is_no_token(token: str, tmp_path: Path, monkeypatch: pyte
     with pytest.raises(SettingsError, match="non-blank"):
         Settings(host="0.0.0.0").check_serving()
     data_dir = tmp_path / "data"
-    out = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--host", "0.0.0.0", "--port", str(_free_port())],
+    out = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
                          env=server_env(data_dir, 1, api_token=token), capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "API_TOKEN" in out.stderr, (out.returncode, out.stderr[-2000:])
     assert not data_dir.exists()  # refused before anything was created
@@ -110,7 +112,7 @@ def test_an_empty_bearer_is_never_accepted(tmp_path: Path) -> None:
 
 
 def _serve(data_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server.cli", "serve", "--port", str(_free_port())],
+    return subprocess.run([sys.executable, "-m", "server.cli", "serve", "--port", str(free_port())],
                           env=server_env(data_dir, 1), capture_output=True, text=True, timeout=120)
 
 
@@ -152,6 +154,7 @@ _CLI_WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_server_starting_beside_a_command_line_run_leaves_its_work_alone(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data_dir = tmp_path / "data"

@@ -9,16 +9,16 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.schemas import SKIPPED_SHOWN
-from tests.api.conftest import make_settings
-from tests.models.data_fixtures import class_files, huge_png, make_zip, solid
-from tests.robustness.conftest import Stored, good_zip, upload
+from tests.support.app import Stored, make_settings, upload
+from tests.support.images import class_files, huge_png, solid
+from tests.support.zips import good_zip, zip_of
 
 
 def test_a_zip_with_nothing_usable_lists_the_files_and_why(stored: Stored) -> None:
     before = stored.snapshot()
     png = solid(0, (64, 64), fmt="BMP")
     junk = [("a/notes.png", b"plain text"), ("a/cut.bmp", png[: len(png) // 2]), ("b/readme.txt", b"hello")]
-    r = upload(stored.client, make_zip(junk))
+    r = upload(stored.client, zip_of(junk))
     assert r.status_code == 400, r.text
     detail = r.json()["detail"]
     assert "found 0" in detail and "3 file(s) were skipped" in detail, detail
@@ -29,14 +29,14 @@ def test_a_zip_with_nothing_usable_lists_the_files_and_why(stored: Stored) -> No
 
 def test_hidden_class_folders_are_reported_not_dropped_silently(stored: Stored) -> None:
     hidden = [(f"{folder}/{i}.png", solid(9)) for folder in (".net", "...") for i in range(3)]
-    r = upload(stored.client, make_zip(class_files(2, 3) + hidden))
+    r = upload(stored.client, zip_of(class_files(2, 3) + hidden))
     assert r.status_code == 201, r.text
     warning = next(w for w in r.json()["warnings"] if "hidden folders" in w)
     assert "6 file(s)" in warning and "'.net'" in warning and "'...'" in warning and "rename" in warning
     assert {c["name"] for c in r.json()["classes"]} == {"class0", "class1"}
     assert stored.client.delete(f"/api/datasets/{r.json()['id']}").status_code == 204
     before = stored.snapshot()
-    r = upload(stored.client, make_zip(hidden))  # nothing but hidden folders: the refusal names them
+    r = upload(stored.client, zip_of(hidden))  # nothing but hidden folders: the refusal names them
     assert r.status_code == 400 and "'.net'" in r.json()["detail"] and "'...'" in r.json()["detail"], r.text
     r = stored.client.post("/api/datasets", files=[("files", (p, data, "image/png")) for p, data in hidden])
     assert r.status_code == 400 and "6 file(s) in hidden folders ('...', '.net')" in r.json()["detail"], r.text

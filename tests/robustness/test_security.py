@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
-from tests.api.conftest import TINY_CONFIG, make_settings, make_zip, wait_for
-from tests.robustness.conftest import Stored, api_routes, good_zip, upload
+from tests.support.app import TINY_CONFIG, Stored, api_routes, make_settings, upload
+from tests.support.polling import wait_for
+from tests.support.zips import good_zip, make_zip
 
 ROOT = Path(__file__).resolve().parents[2]
 SAFE = {"GET", "HEAD", "OPTIONS"}
@@ -128,6 +129,7 @@ def test_malicious_checkpoints_run_no_code(stored: Stored, tmp_path: Path) -> No
     assert stored.snapshot() == before
 
 
+@pytest.mark.slow
 def test_an_imported_checkpoint_cannot_make_the_server_open_a_path(tmp_path: Path) -> None:
     """A checkpoint whose config names a weights file is stored without it (its weights replace that file)."""
     from models.config import RunConfig

@@ -1,94 +1,12 @@
-"""Generated test inputs for the data tests: image bytes, zips (sound and hostile) and benchmark trees.
-
-Nothing binary is committed; every fixture is made here, small, from a seed.
-"""
+"""Fabricated benchmark folder trees (CUB-200-2011, Cars196, Stanford Online Products, In-Shop) in the published
+layouts, a few tiny images each, for the importers' tests."""
 from __future__ import annotations
 
-import io
-import struct
-import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-COLOURS = [(200, 30, 30), (30, 160, 40), (40, 60, 220), (220, 200, 40), (180, 40, 200), (40, 190, 200)]
-
-
-def encode(im: Image.Image, fmt: str = "PNG", **params) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
-
-
-def solid(colour: tuple[int, ...] | int, size: tuple[int, int] = (8, 8), mode: str = "RGB", fmt: str = "PNG",
-          seed: int = 0) -> bytes:
-    """A near-solid image with a little noise (so re-encoding is not trivially constant)."""
-    rng = np.random.default_rng(seed)
-    base = np.broadcast_to(np.asarray(colour, dtype=np.int16), (size[1], size[0], 3 if mode == "RGB" else 1))
-    arr = np.clip(base + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
-    return encode(Image.fromarray(arr[..., 0] if mode == "L" else arr), fmt)
-
-
-def class_files(n_classes: int = 3, per_class: int = 3, prefix: str = "", size: tuple[int, int] = (8, 8)
-                ) -> list[tuple[str, bytes]]:
-    """(relative path, PNG bytes) for a class-per-folder set: class c is colour c."""
-    return [(f"{prefix}class{c}/img{k}.png", solid(COLOURS[c % len(COLOURS)], size, seed=10 * c + k))
-            for c in range(n_classes) for k in range(per_class)]
-
-
-def make_zip(entries: list[tuple[str, bytes]], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression) as zf:
-        for name, data in entries:
-            zf.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data, compress_type=compression)
-    return buf.getvalue()
-
-
-def symlink_zip(entries: list[tuple[str, bytes]], link_name: str, target: str) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries:
-            zf.writestr(name, data)
-        info = zipfile.ZipInfo(link_name)
-        info.external_attr = (0o120777 << 16)  # S_IFLNK: the member is a symbolic link to `target`
-        zf.writestr(info, target)
-    return buf.getvalue()
-
-
-def patch_central_directory(data: bytes, member: str, *, file_size: int | None = None,
-                            flag_bits: int | None = None) -> bytes:
-    """Rewrite one member's declared size or flags in the central directory (and its local header): lying headers."""
-    out = bytearray(data)
-    name = member.encode()
-    pos = out.find(b"PK\x01\x02")
-    while pos != -1:
-        name_len = struct.unpack_from("<H", out, pos + 28)[0]
-        if out[pos + 46: pos + 46 + name_len] == name:
-            local = struct.unpack_from("<I", out, pos + 42)[0]
-            if file_size is not None:
-                struct.pack_into("<I", out, pos + 24, file_size)
-                struct.pack_into("<I", out, local + 22, file_size)
-            if flag_bits is not None:
-                struct.pack_into("<H", out, pos + 8, flag_bits)
-                struct.pack_into("<H", out, local + 6, flag_bits)
-            return bytes(out)
-        pos = out.find(b"PK\x01\x02", pos + 4)
-    raise KeyError(member)
-
-
-def huge_png(side: int = 20_000) -> bytes:
-    """A valid side × side 1-bit PNG of ~50 kB: decoding it would allocate side² bytes."""
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-    row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
-    comp = zlib.compressobj(9)
-    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+from tests.support.images import COLOURS, solid
 
 
 def write_tree(root: Path, files: dict[str, bytes | str]) -> None:
