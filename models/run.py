@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -109,14 +109,16 @@ def import_model(checkpoint_path: str | Path, image_set: ImageSet, run_dir: str 
 
 def import_torchscript(module_path: str | Path, image_set: ImageSet, run_dir: str | Path, config: RunConfig,
                        on_progress: ProgressCallback | None = None, should_cancel: CancelCheck | None = None,
-                       parent_dir: str | Path | None = None) -> dict[str, Any]:
+                       parent_dir: str | Path | None = None,
+                       on_config: Callable[[RunConfig], None] | None = None) -> dict[str, Any]:
     """Measure a TorchScript embedding model on `image_set` (no training) into `run_dir`; returns the summary.
 
     Loading a TorchScript archive runs its code: call this only for a file the user explicitly allowed, and
     in a worker process. Input convention: float32 (B, C, S, S), raw pixels / 255 (0..1, no mean/std
     normalisation), C the set's channel count, S `config.image_size` or else the set's native size; the
     module must return (B, D). `config` supplies the split, distance and seed; its embedding_dim and
-    image_size are rewritten to what was measured. No flow, so no logdet maps; local Lipschitz is taken
+    image_size are rewritten to what was measured, and `on_config` gets that config before the folder's copy is
+    written (the store records it: the caller's record is the truth). No flow, so no logdet maps; local Lipschitz is taken
     with respect to the 0..1 input pixels (not a metric layer's input, as for a dmlscope model), and left
     out with a note in the summary if the module cannot be differentiated twice.
     """
@@ -141,6 +143,8 @@ def import_torchscript(module_path: str | Path, image_set: ImageSet, run_dir: st
     except ValidationError as e:
         raise ValueError(f"the TorchScript module returns {dim}-dimensional embeddings, which a run cannot "
                          f"record: embedding_dim {e.errors()[0]['msg']}") from None
+    if on_config is not None:
+        on_config(config)
     folder.write_start(config, split)
     lipschitz_failure: list[str] = []
 

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from models.config import RunConfig
 from models.errors import InvalidInput
-from server import __version__
+from server import __version__, lifecycle
 from server.errors import ERROR_RESPONSES, install_error_handlers
 from server.explorer import Explorer
 from server.folder_lock import ServerLock
@@ -144,11 +144,11 @@ def _queue_demo_run(store: Store, jobs: JobManager, dataset_id: str) -> None:
     """A first visit should find a map to explore, not an empty run list: queue the default config once."""
     config = RunConfig()
     try:
-        runs.check_fits(store, dataset_id, config)
+        rec = lifecycle.record(store, dataset_id, config, name="demo: triplet baseline")
     except InvalidInput as exc:
         log.warning("no demo run: %s", exc)
         return
-    jobs.submit(store.create_run(dataset_id, config, name="demo: triplet baseline").id)
+    jobs.submit(rec.id)
 
 
 def _mount_frontend(app: FastAPI) -> None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from pydantic import ValidationError
 
@@ -67,101 +66,6 @@ def resolve_dataset(store: Any, data: str) -> Any:
                        f"an existing folder or .zip, nor a dataset id in {store.root}") from None
 
 
-class ProgressBar:
-    """tqdm bar over the whole run (fraction of all stages), with epoch, loss, samples/s and ETA."""
-
-    def __init__(self, name: str):
-        from tqdm import tqdm
-
-        self.name = name
-        # The status goes in tqdm's `desc` at the end of the line (a postfix would get a leading comma).
-        self.bar = tqdm(total=1000, desc=name, file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
-                        bar_format="{percentage:3.0f}%|{bar:20}| {desc}")
-
-    def __call__(self, p: Any) -> None:
-        parts = [self.name, p.stage]
-        if p.stage == "train":
-            parts.append(f"epoch {p.epoch}/{p.epochs}")
-            if p.loss is not None:
-                parts.append(f"loss {p.loss:.4f}")
-            if p.samples_per_s:
-                parts.append(f"{p.samples_per_s:.0f} img/s")
-            if p.eta_s is not None:
-                parts.append(f"ETA {int(p.eta_s) // 60}:{int(p.eta_s) % 60:02d}")
-        elif p.message:
-            parts.append(p.message)
-        self.bar.set_description_str(" ".join(parts), refresh=False)
-        self.bar.update(max(0, round(p.fraction * 1000) - self.bar.n))
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class _StopOnSigint:
-    """First Ctrl-C asks the run to stop after the current step (kept checkpoint, status `cancelled`)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = signal.getsignal(signal.SIGINT)
-
-    def __enter__(self) -> "_StopOnSigint":
-        signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, *_: Any) -> None:
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *_: Any) -> None:
-        signal.signal(signal.SIGINT, self._previous)
-
-    def __call__(self) -> bool:
-        return self.requested
-
-
-def run_in_store(store: Any, dataset: Any, config: Any, name: str | None, parent: Any = None,
-                 work: Callable[..., dict[str, Any]] | None = None, origin: str = "train",
-                 label: str | None = None) -> tuple[Any, dict]:
-    """Record a run, execute it in-process with a progress bar (`label`, default "run ID"), and record its
-    outcome, as the server would."""
-    from models.data import check_trainable
-    from models.progress import Cancelled
-    from models.run import execute_run
-    from models.trainer import TrainingDiverged
-    from server.weights import with_weights_file
-
-    if work is None:  # refuse what cannot train on this set before recording a run that would only fail
-        check_trainable(store.image_set(dataset.id), config)
-    rec = store.create_run(dataset.id, config, name=name, parent_id=parent.id if parent else None,
-                           origin=origin, status="running")
-    run_dir = store.run_dir(rec.id)
-    parent_dir = store.run_dir(parent.id) if parent else None
-    bar = ProgressBar(label or f"run {rec.id}")
-    try:
-        with _StopOnSigint() as stop:
-            if work is None:
-                summary = execute_run(store.image_set(dataset.id), with_weights_file(store, config), run_dir,
-                                      on_progress=bar, should_cancel=stop, parent_dir=parent_dir)
-            else:
-                summary = work(run_dir, bar, stop)
-    except (Cancelled, KeyboardInterrupt):
-        bar.close()
-        store.set_status(rec.id, "cancelled", "stopped from the command line; resume it from the browser")
-        raise
-    except TrainingDiverged as exc:
-        bar.close()
-        store.set_status(rec.id, "failed", str(exc))
-        raise RunFailed(f"run {rec.id}: {exc}") from None
-    except BaseException as exc:
-        bar.close()
-        store.set_status(rec.id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    bar.close()
-    store.set_summary(rec.id, summary)
-    return store.set_status(rec.id, "done"), summary
-
-
 # ---- printing ---------------------------------------------------------------------------------------------
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
@@ -175,74 +79,7 @@ def metrics_table(columns: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _print_run(rec: Any, run_dir: Path, summary: dict[str, Any]) -> None:
-    from models.diagnostics import saturation_warning
-
-    print(f"run {rec.id}  {rec.name}")
-    print(f"folder {run_dir}")
-    print(metrics_table({"train classes": summary["train"], "test classes (unseen)": summary["test"]}))
-    check = summary.get("under_trained")
-    if check and check["flag"]:
-        print(f"warning: run {rec.id} is under-trained: {'; '.join(check['reasons'])}", file=sys.stderr)
-    if warning := saturation_warning(summary):
-        print(warning)
-
-
 # ---- commands ---------------------------------------------------------------------------------------------
-def cmd_train(args: argparse.Namespace) -> int:
-    from models import distributed
-    from server.cli_config import build_config
-    from server.store import Store
-
-    settings = _settings(args)
-    config = build_config(args, settings)
-    with distributed.process_group(config.device) as top:  # a no-op unless launched by torchrun
-        if not top.is_primary:  # ranks > 0 train in step with rank 0's run and record nothing
-            from models.run import follow_run
-
-            follow_run()
-            return 0
-        store = Store.open(settings)
-        dataset = resolve_dataset(store, args.data)
-        parent = store.get_run(args.parent) if args.parent else None
-        rec, summary = run_in_store(store, dataset, config, args.name, parent)
-        _print_run(rec, store.run_dir(rec.id), summary)
-    return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    """Print a stored run's metrics, or evaluate an exported checkpoint file (`--data`) as a new run."""
-    from server.store import Store
-
-    store = Store.open(_settings(args))
-    target = Path(args.run)
-    if target.suffix == ".pt" or target.is_file():
-        return _eval_checkpoint(store, target, args)
-    rec = store.get_run(args.run)
-    if rec.status != "done" or rec.summary is None:
-        raise BadInput(f"run {rec.id} is {rec.status}; only finished runs have metrics")
-    _print_run(rec, store.run_dir(rec.id), rec.summary)
-    return 0
-
-
-def _eval_checkpoint(store: Any, path: Path, args: argparse.Namespace) -> int:
-    from models.checkpoint import read_config
-    from models.run import import_model
-
-    if not path.is_file():
-        raise BadInput(f"{path} does not exist; give a run id or an exported checkpoint .pt file")
-    if not args.data:
-        raise BadInput(f"evaluating the checkpoint {path} needs --data (the image set to embed and measure)")
-    dataset = resolve_dataset(store, args.data)
-    config = read_config(path)
-    image_set = store.image_set(dataset.id)
-    rec, summary = run_in_store(
-        store, dataset, config, args.name or f"import {path.name}", origin="import",
-        work=lambda run_dir, bar, stop: import_model(path, image_set, run_dir, on_progress=bar, should_cancel=stop))
-    _print_run(rec, store.run_dir(rec.id), summary)
-    return 0
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     """Two finished runs side by side with models/compare.py (the numbers of GET /api/compare): metrics and
     headline geometry per split with B − A, then per-class compactness on the unseen classes."""
@@ -280,6 +117,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from models.data import check_trainable
     from models.sweep import DEFAULT_VARIANTS, Sweep, prepare_spec
     from server.cli_config import build_config
+    from server import lifecycle
+    from server.cli_train import run_in_store
     from server.store import Store
 
     names = tuple(v.strip() for v in args.variants.split(",")) if args.variants else DEFAULT_VARIANTS
@@ -297,7 +136,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     def execute(run: Any) -> dict[str, Any]:
         label = f"[{sweep.finished + 1}/{sweep.total}] {run.name}"
-        return run_in_store(store, dataset, run.config, run.name, label=label)[1]
+        return run_in_store(store, lifecycle.record(store, dataset.id, run.config, run.name, status="running"),
+                            label=label)[1]
 
     try:
         report = sweep.run(execute)
@@ -335,23 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dmlscope", description="Deep-metric-learning workbench: train, evaluate, compare, serve.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a run and register it in the store",
-                       description="Train one run in this process; it appears in the browser like any other.")
-    p.add_argument("--data", required=True, help="mnist5k | digits | synthetic | FOLDER | ZIP | dataset id")
-    p.add_argument("--name", help="run name shown in the browser")
-    p.add_argument("--parent", help="a run id this one retrains (its UMAP map is aligned to the parent's)")
-    add_config_flags(p)
-    _add_data_dir(p)
-    p.set_defaults(func=cmd_train)
+    from server.cli_train import add_run_parsers
 
-    p = sub.add_parser("eval", help="print a run's metrics, or evaluate an exported checkpoint",
-                       description="RUN is a run id (prefix) whose metrics are printed, or an exported checkpoint "
-                                   "(.pt) evaluated on --data as a new imported run (no training).")
-    p.add_argument("run", metavar="RUN")
-    p.add_argument("--data", help="image set for a checkpoint file (as for train)")
-    p.add_argument("--name", help="name of the imported run")
-    _add_data_dir(p)
-    p.set_defaults(func=cmd_eval)
+    add_run_parsers(sub)
 
     p = sub.add_parser("compare", help="two runs side by side: metrics and per-class compactness")
     p.add_argument("run_a", metavar="RUN_A")

@@ -73,9 +73,9 @@ def cmd_import_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_import_embeddings(args: argparse.Namespace) -> int:
-    from models.embeddings_import import measure_embeddings_file
-    from server.cli import BadInput, _print_run, _settings, run_in_store
-    from server.routes.embeddings_import import dataset_for, place_input, prepare
+    from server.cli import BadInput, _settings
+    from server.cli_train import print_run, run_in_store
+    from server.routes.embeddings_import import prepare, record
     from server.store import Store
 
     if not args.file.is_file():
@@ -84,14 +84,6 @@ def cmd_import_embeddings(args: argparse.Namespace) -> int:
     name = (args.name or args.file.name)[:200]
     dataset_id = store.get_dataset(args.dataset).id if args.dataset else None
     prepared = prepare(store, args.file, dataset_id, args.distance)
-    dataset_id, _ = dataset_for(store, prepared, name)
-
-    def work(run_dir: Path, bar: Any, stop: Any) -> dict[str, Any]:
-        place_input(store, prepared, run_dir)
-        return measure_embeddings_file(store.image_set(dataset_id), run_dir, prepared.config, on_progress=bar,
-                                       should_cancel=stop)
-
-    rec, summary = run_in_store(store, store.get_dataset(dataset_id), prepared.config, name, work=work,
-                                origin="embeddings")
-    _print_run(rec, store.run_dir(rec.id), summary)
+    rec, summary = run_in_store(store, record(store, prepared, name, status="running"))
+    print_run(rec, store.run_dir(rec.id), summary)
     return 0

@@ -29,6 +29,8 @@ class HealthPublic(_Out):
     torch: str
     auth_required: bool
     queue: dict[str, int]
+    cpus: int = Field(description="CPU cores the workers may use: the most processes a run on device cpu may ask for")
+    gpus: int = Field(description="CUDA GPUs the workers see (0 when DMLSCOPE_DEVICE=cpu): one per process")
 
 
 class ComponentParam(_Out):
@@ -151,11 +153,18 @@ _NO_WEIGHTS_PATH = ("pretrained_weights: a local weights file can only be named 
 RunName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
+Processes = Annotated[int, Field(ge=1, le=1024)] | Literal["auto"]
+_PROCESSES = ("worker processes that train the run data-parallel under torchrun (gloo on CPU, nccl with one GPU "
+              "each); 'auto' = every visible GPU, 1 without one. At most the server's CPU cores (device cpu) or "
+              "visible GPUs (GET /api/health); the batch must split evenly over them")
+
+
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dataset_id: str = Id
     config: RunConfig = Field(default_factory=RunConfig, description="missing fields take their defaults")
     name: RunName | None = None
+    processes: Processes = Field(1, description=_PROCESSES)
 
     @field_validator("config")
     @classmethod
@@ -169,6 +178,7 @@ class RunRetrain(BaseModel):
     model_config = ConfigDict(extra="forbid")
     patch: dict[str, Any] = Field(default_factory=dict, description="partial RunConfig, deep-merged into the parent's")
     name: RunName | None = None
+    processes: Processes | None = Field(None, description=_PROCESSES + "; default: as many as the parent's")
 
     @field_validator("patch")
     @classmethod
@@ -176,6 +186,11 @@ class RunRetrain(BaseModel):
         if patch.get("pretrained_weights") is not None:  # a parent trained from the CLI keeps its own file
             raise ValueError(_NO_WEIGHTS_PATH)
         return patch
+
+
+class RunResume(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    processes: Processes | None = Field(None, description=_PROCESSES + "; default: as many as its last execution")
 
 
 class RunPublic(_Out):
@@ -193,6 +208,7 @@ class RunPublic(_Out):
     finished_at: str | None
     progress: dict[str, Any] | None
     summary: dict[str, Any] | None
+    processes: int
 
 
 class RunsPublic(_Out):

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import BadInput, _StopOnSigint, build_parser, main
+from server.cli import BadInput, build_parser, main
 from server.cli_config import FLAGS, build_config, config_field
+from server.cli_train import _StopOnSigint
 from server.settings import Settings
 from server.store import Store
 

@@ -68,7 +68,8 @@ export const api = {
   runs: (params = {}) => request("GET", `runs?${q(params)}`),
   runGroups: (params = {}) => request("GET", `run-groups?${q(params)}`),
   run: (id) => request("GET", `runs/${id}`),
-  createRun: (datasetId, config, name) => request("POST", "runs", { json: { dataset_id: datasetId, config, name } }),
+  createRun: (datasetId, config, name, processes) =>
+    request("POST", "runs", { json: { dataset_id: datasetId, config, name, processes } }),
   retrain: (id, patch, name) => request("POST", `runs/${id}/retrain`, { json: { patch, name } }),
   cancel: (id) => request("POST", `runs/${id}/cancel`),
   resume: (id) => request("POST", `runs/${id}/resume`),

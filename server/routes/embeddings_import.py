@@ -79,13 +79,13 @@ def place_input(store: Store, prepared: Prepared, run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def record(store: Store, prepared: Prepared, name: str) -> RunRecord:
-    """Record the queued run (and its labels-only dataset if need be) with the vectors in its folder; on any
-    failure nothing recorded stays behind."""
+def record(store: Store, prepared: Prepared, name: str, status: str = "queued") -> RunRecord:
+    """Record the run, `queued` for a worker or `running` in this process (CLI), and its labels-only dataset if
+    need be, with the vectors in its folder; on any failure nothing recorded stays behind."""
     dataset_id, created = dataset_for(store, prepared, name)
     rec = None
     try:
-        rec = store.create_run(dataset_id, prepared.config, name=name, origin="embeddings")
+        rec = store.create_run(dataset_id, prepared.config, name=name, origin="embeddings", status=status)
         place_input(store, prepared, store.run_dir(rec.id))
     except BaseException:
         if rec is not None:

@@ -92,11 +92,12 @@ def torchscript_config(store: Store, dataset_id: str, image_size: int | None, di
     if distance not in free:
         raise InvalidInput(f"distance {distance!r} cannot measure a TorchScript module (its metric is learned or "
                          f"estimated during training, and the module has no training); choose one of {', '.join(free)}")
-    config = RunConfig(image_size=image_size, distance={"name": distance})
     image_set = store.image_set(dataset_id)
     if image_size is None and image_set.native_size is None:
         raise InvalidInput("the images of this dataset have different sizes; send image_size (the side, in pixels, "
                          "the module takes)")
+    # Recorded as measured: the input side now; the output dimension once the worker has run the module.
+    config = RunConfig(image_size=image_size or image_set.native_size, distance={"name": distance})
     try:
         zero_shot_split(image_set, config.split)
     except DatasetError as e:

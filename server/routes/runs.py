@@ -11,49 +11,43 @@ from pydantic import ValidationError
 
 from models.compat import checked
 from models.config import RunConfig
+from server import lifecycle
 from models.errors import InvalidInput
 from server.errors import config_validation_error
-from server.routes.deps import JobsDep, RunId, StoreDep
-from server.schemas import RunCreate, RunPublic, RunRetrain, RunsPublic, run_public
-from server.store import ID_PATTERN, TERMINAL, RunRecord, Store
-from server.weights import check_weights_choice
+from server.executor import resolve_processes
+from server.routes.deps import JobsDep, RunId, SettingsDep, StoreDep
+from server.schemas import RunCreate, RunPublic, RunResume, RunRetrain, RunsPublic, run_public
+from server.settings import Settings
+from server.store import ID_PATTERN, TERMINAL, RunRecord
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 KEEPALIVE_S = 15.0
 
 
-def check_fits(store: Store, dataset_id: str, config: RunConfig) -> None:
-    """400 now, not a failed worker later: the dataset must split and batch the way the config asks, and an
-    uploaded weights file it chooses must exist and fit its backbone."""
-    from models.data import DatasetError, check_trainable
-
-    check_weights_choice(store, config)
-    try:
-        check_trainable(store.image_set(dataset_id), config)
-    except DatasetError as e:
-        raise InvalidInput(f"dataset {dataset_id} cannot be trained with this config: {e}") from None
+def _processes(requested: int | str, config: RunConfig, settings: Settings) -> int:
+    return resolve_processes(requested, config.device, config.batch_size, settings)
 
 
 @router.post("", status_code=201, operation_id="runs-create")
-def create_run(body: RunCreate, store: StoreDep, jobs: JobsDep) -> RunPublic:
-    check_fits(store, body.dataset_id, body.config)
+def create_run(body: RunCreate, store: StoreDep, jobs: JobsDep, settings: SettingsDep) -> RunPublic:
+    processes = _processes(body.processes, body.config, settings)
     jobs.check_capacity()
-    rec = store.create_run(body.dataset_id, body.config, name=body.name)
+    rec = lifecycle.record(store, body.dataset_id, body.config, name=body.name, processes=processes)
     jobs.submit(rec.id)
     return run_public(rec)
 
 
 @router.post("/{run_id}/retrain", status_code=201, operation_id="runs-retrain",
              responses={422: {"description": "the patched config is invalid; `detail` names the field"}})
-def retrain(run_id: RunId, body: RunRetrain, store: StoreDep, jobs: JobsDep) -> Any:
+def retrain(run_id: RunId, body: RunRetrain, store: StoreDep, jobs: JobsDep, settings: SettingsDep) -> Any:
     parent = store.get_run(run_id)
     try:
         config = checked(parent.run_config().with_patch(body.patch))
     except ValidationError as e:
         return config_validation_error(e, ("body", "patch"))
-    check_fits(store, parent.dataset_id, config)
+    processes = _processes(parent.processes if body.processes is None else body.processes, config, settings)
     jobs.check_capacity()
-    rec = store.create_run(parent.dataset_id, config, name=body.name, parent_id=parent.id)
+    rec = lifecycle.record(store, parent.dataset_id, config, name=body.name, parent_id=parent.id, processes=processes)
     jobs.submit(rec.id)
     return run_public(rec)
 
@@ -77,8 +71,16 @@ def cancel_run(run_id: RunId, jobs: JobsDep) -> RunPublic:
 
 
 @router.post("/{run_id}/resume", operation_id="runs-resume")
-def resume_run(run_id: RunId, jobs: JobsDep) -> RunPublic:
-    return run_public(jobs.resume(run_id))
+def resume_run(run_id: RunId, store: StoreDep, jobs: JobsDep, settings: SettingsDep,
+               body: RunResume | None = None) -> RunPublic:
+    """Continue from the last saved epoch; `processes` (default: as before) may differ from the last execution."""
+    processes = None
+    if body is not None and body.processes is not None:
+        rec = store.get_run(run_id)
+        if rec.origin != "train" and body.processes != 1:
+            raise InvalidInput(f"run {rec.id} measures an imported {rec.origin}; it runs in one process")
+        processes = _processes(body.processes, rec.run_config(), settings)
+    return run_public(jobs.resume(run_id, processes))
 
 
 @router.delete("/{run_id}", status_code=204, operation_id="runs-delete")

@@ -9,8 +9,9 @@ from fastapi.responses import StreamingResponse
 
 from models.errors import InvalidInput
 from models.sweep import prepare_spec
+from server.lifecycle import check_fits
 from server.routes.deps import StoreDep
-from server.routes.runs import KEEPALIVE_S, _sse, check_fits
+from server.routes.runs import KEEPALIVE_S, _sse
 from server.store import ID_PATTERN
 from server.sweeps import SweepManager
 from server.sweeps_schemas import (SweepCreate, SweepPublic, SweepsPublic, SweepVariantsPublic, sweep_public,

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from models.config import RunConfig
 from server import __version__
+from server.executor import cpu_cores, visible_gpus
 from server.routes.deps import JobsDep, SettingsDep
 from server.schemas import ComponentsPublic, HealthPublic, MetricInfo, MetricsPublic
 
@@ -26,7 +27,8 @@ def health(settings: SettingsDep, jobs: JobsDep) -> HealthPublic:
     import torch
 
     return HealthPublic(version=__version__, device=_device(settings.device), torch=torch.__version__,
-                        auth_required=settings.api_token is not None, queue=jobs.state())
+                        auth_required=settings.api_token is not None, queue=jobs.state(), cpus=cpu_cores(),
+                        gpus=visible_gpus(settings))
 
 
 @lru_cache(maxsize=1)

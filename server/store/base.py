@@ -69,6 +69,12 @@ _MIGRATIONS = [
         PRIMARY KEY (sweep_id, key));
     CREATE INDEX sweep_runs_by_run ON sweep_runs(run_id);
     """,
+    # v3: how many processes execute a run (torchrun when > 1), and its recent progress events, numbered
+    # (server/lifecycle.py StoreProgress writes them, the job manager streams them)
+    """
+    ALTER TABLE runs ADD COLUMN processes INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE runs ADD COLUMN progress_log TEXT;
+    """,
 ]
 
 

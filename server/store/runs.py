@@ -32,6 +32,7 @@ class RunRecord:
     finished_at: str | None
     progress: dict[str, Any] | None
     summary: dict[str, Any] | None
+    processes: int  # worker processes that execute it (torchrun when > 1)
 
     def run_config(self) -> RunConfig:
         return RunConfig.model_validate(self.config)
@@ -46,10 +47,10 @@ class RunStore(StoreBase):
 
         return RunRecord(row["id"], row["dataset_id"], row["parent_id"], row["name"], json.loads(row["config"]),
                          row["status"], row["error"], row["origin"], bool(row["cancel_requested"]), row["created_at"],
-                         row["started_at"], row["finished_at"], load("progress"), load("summary"))
+                         row["started_at"], row["finished_at"], load("progress"), load("summary"), row["processes"])
 
     def create_run(self, dataset_id: str, config: RunConfig, name: str | None = None, parent_id: str | None = None,
-                   origin: str = "train", status: str = "queued") -> RunRecord:
+                   origin: str = "train", status: str = "queued", processes: int = 1) -> RunRecord:
         """Record a run and create its (empty) folder; the caller then executes or queues it."""
         dataset = self.get_dataset(check_id(dataset_id, "dataset"))
         if parent_id is not None:
@@ -59,10 +60,10 @@ class RunStore(StoreBase):
         run_id = new_id()
         name = name or _default_run_name(config, dataset.name)
         stamp = now()
-        self._exec("INSERT INTO runs (id, dataset_id, parent_id, name, config, status, origin, created_at, started_at)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._exec("INSERT INTO runs (id, dataset_id, parent_id, name, config, status, origin, created_at, started_at,"
+                   " processes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (run_id, dataset.id, parent_id, name, config.model_dump_json(), status, origin, stamp,
-                    stamp if status == "running" else None))
+                    stamp if status == "running" else None, processes))
         self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         return self.get_run(run_id)
 
@@ -85,8 +86,9 @@ class RunStore(StoreBase):
         """Move a run to `status`, stamping started_at (running) or finished_at (terminal states)."""
         if status not in STATUSES:
             raise InvalidInput(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        if status == "running":
-            sql = "UPDATE runs SET status=?, error=?, cancel_requested=0, started_at=?, finished_at=NULL WHERE id=?"
+        if status == "running":  # a new execution: its progress events are numbered from 1 again
+            sql = ("UPDATE runs SET status=?, error=?, cancel_requested=0, started_at=?, finished_at=NULL, "
+                   "progress_log=NULL WHERE id=?")
             args: tuple = (status, error, now(), run_id)
         elif status == "queued":
             sql = "UPDATE runs SET status=?, error=?, cancel_requested=0, finished_at=NULL WHERE id=?"
@@ -98,11 +100,32 @@ class RunStore(StoreBase):
             raise NotFound(f"run {run_id!r} does not exist")
         return self.get_run(run_id)
 
+    def set_processes(self, run_id: str, processes: int) -> None:
+        self._exec("UPDATE runs SET processes=? WHERE id=?", (processes, run_id))
+
+    def set_config(self, run_id: str, config: RunConfig) -> None:
+        """Replace a run's config with what its execution established (a TorchScript module's output size)."""
+        self._exec("UPDATE runs SET config=? WHERE id=?", (config.model_dump_json(), run_id))
+
     def request_cancel(self, run_id: str) -> None:
         self._exec("UPDATE runs SET cancel_requested=1 WHERE id=?", (run_id,))
 
-    def set_progress(self, run_id: str, progress: dict[str, Any]) -> None:
-        self._exec("UPDATE runs SET progress=? WHERE id=?", (json.dumps(progress), run_id))
+    def cancel_requested(self, run_id: str) -> bool:
+        rows = self._rows("SELECT cancel_requested FROM runs WHERE id=?", (run_id,))
+        return bool(rows and rows[0][0])
+
+    def set_progress(self, run_id: str, progress: dict[str, Any], log: list[tuple[int, dict[str, Any]]]) -> None:
+        """The latest progress and the recent numbered events (server/lifecycle.py StoreProgress)."""
+        self._exec("UPDATE runs SET progress=?, progress_log=? WHERE id=?",
+                   (json.dumps(progress), json.dumps(log), run_id))
+
+    def progress_logs(self, also: list[str]) -> list[tuple[str, str, list[tuple[int, dict[str, Any]]]]]:
+        """(id, status, numbered recent progress events) of every running run and of the runs `also` names:
+        what the job manager polls to stream progress and to see a run leave `running`."""
+        marks = ",".join("?" * len(also))
+        rows = self._rows(f"SELECT id, status, progress_log FROM runs WHERE status='running' OR id IN ({marks})",
+                          tuple(also))
+        return [(r[0], r[1], [tuple(e) for e in json.loads(r[2])] if r[2] else []) for r in rows]
 
     def set_summary(self, run_id: str, summary: dict[str, Any]) -> None:
         self._exec("UPDATE runs SET summary=? WHERE id=?", (json.dumps(summary), run_id))

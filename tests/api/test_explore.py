@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 import zipfile
 from typing import Any
 
@@ -229,6 +230,12 @@ def test_import_a_torchscript_embedder(trained: Trained) -> None:
     assert run["status"] == "done", run
     summary = run["summary"]
     assert summary["model_format"] == "torchscript" and summary["embedding_dim"] == 3
+    # One config: the database row (what GET shows) holds what was measured, and the folder's copy agrees.
+    with sqlite3.connect(trained.data_dir / "dmlscope.sqlite3") as db:
+        row = json.loads(db.execute("SELECT config FROM runs WHERE id = ?", (run["id"],)).fetchone()[0])
+    folder = json.loads((trained.data_dir / "runs" / run["id"] / "config.json").read_text())
+    assert run["config"] == row == folder
+    assert row["embedding_dim"] == 3 and row["image_size"] == 16 and row["flow"]["enabled"] is False
     assert summary["flow"] is False and "input pixels" in summary["notes"][0]
     assert 0.0 <= summary["test"]["recall_at_1"] <= 1.0
     stats = c.get(f"/api/runs/{run['id']}/stats").json()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import multiprocessing
 import os
 import signal
 from pathlib import Path
@@ -17,6 +16,7 @@ from server.app import create_app
 from tests.support.app import TINY_CONFIG, Trained, make_settings
 from tests.support.polling import read_sse, wait_for, wait_until
 from tests.support.zips import make_zip
+from tests.support.workers import worker_pids
 
 LONG_CONFIG = {**TINY_CONFIG, "epochs": 500, "steps_per_epoch": 20}
 
@@ -98,9 +98,8 @@ def test_cancel_queue_limit_worker_death_and_delete(tmp_path: Path) -> None:
         resumed = c.post(f"/api/runs/{long['id']}/resume").json()
         assert resumed["status"] == "queued" and resumed["error"] is None
         wait_until(lambda: c.get(f"/api/runs/{long['id']}").json()["status"] == "running", "the resumed run to start")
-        worker = wait_until(lambda: next((p for p in multiprocessing.active_children()
-                                          if p.name == f"dmlscope-run-{long['id']}"), None), "the worker process")
-        os.kill(worker.pid, signal.SIGKILL)
+        worker = wait_until(lambda: worker_pids(long["id"]), "the worker process")[0]
+        os.kill(worker, signal.SIGKILL)
         failed = wait_for(c, long["id"], ("failed",))
         assert "died without reporting" in failed["error"] and "SIGKILL" in failed["error"]
 

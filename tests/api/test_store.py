@@ -26,7 +26,7 @@ def test_open_creates_layout_migrates_once_and_uses_wal(tmp_path: Path) -> None:
     assert {p.name for p in settings.data_dir.iterdir()} >= {"datasets", "runs", "tmp", "dmlscope.sqlite3"}
     conn = sqlite3.connect(settings.database_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # v2: sweeps
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3  # v2: sweeps, v3: run processes and progress log
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     with pytest.raises(RuntimeError, match="newer than this dmlscope"):
@@ -51,7 +51,9 @@ def test_run_lifecycle_prefix_lookup_and_interrupted(store: Store) -> None:
         assert alone and store.mark_interrupted() == [child.id]
     interrupted = store.get_run(child.id)
     assert interrupted.status == "interrupted" and "resume" in interrupted.error and interrupted.finished_at
-    store.set_progress(run.id, {"stage": "train", "fraction": 0.5})
+    store.set_progress(run.id, {"stage": "train", "fraction": 0.5}, [(1, {"stage": "train", "fraction": 0.5})])
+    assert store.progress_logs([]) == [] and store.progress_logs([run.id]) == [
+        (run.id, "queued", [(1, {"stage": "train", "fraction": 0.5})])]  # running runs, and those asked for
     store.set_summary(run.id, {"test": {"map_at_r": 0.3}})
     done = store.set_status(run.id, "done")
     assert done.progress["fraction"] == 0.5 and done.summary["test"]["map_at_r"] == 0.3 and done.finished_at

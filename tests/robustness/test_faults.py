@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import multiprocessing
 import os
 import signal
 import sqlite3
@@ -31,31 +30,9 @@ from tests.support.app import TINY_CONFIG, Stored, make_settings, upload
 from tests.support.polling import read_sse, wait_for, wait_until
 from tests.support.server import Server
 from tests.support.zips import good_zip, make_zip
+from tests.support.workers import alive, worker_pids
 
 LONG = {**TINY_CONFIG, "epochs": 500, "steps_per_epoch": 20}
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] != "Z"  # a zombie has exited; only its exit status is left to collect
-
-
-def _worker_of(server_pid: int) -> int | None:
-    """The training worker the server spawned (not multiprocessing's resource tracker)."""
-    for entry in Path("/proc").iterdir():
-        stat = _proc_stat(int(entry.name)) if entry.name.isdigit() else None
-        if stat is not None and int(stat[1]) == server_pid:
-            cmdline = (entry / "cmdline").read_bytes()
-            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-                return int(entry.name)
-    return None
 
 
 def _big_zip(n: int = 1500, side: int = 48) -> bytes:
@@ -85,7 +62,7 @@ def test_sigkill_mid_training_and_mid_upload_then_restart_and_resume(tmp_path: P
             dataset = http.post("/api/datasets", files={"file": ("shapes.zip", make_zip(), "application/zip")}).json()
             run = http.post("/api/runs", json={"dataset_id": dataset["id"], "config": config}).json()
             wait_until(lambda: (data_dir / "runs" / run["id"] / "checkpoint.pt").exists(), "the first checkpoint")
-            worker = wait_until(lambda: _worker_of(server.proc.pid), "the worker process")
+            worker = wait_until(lambda: worker_pids(run["id"]), "the worker process")[0]
 
             big = _big_zip()
             threading.Thread(target=_post_quietly, args=(server.url, big), daemon=True).start()
@@ -94,7 +71,7 @@ def test_sigkill_mid_training_and_mid_upload_then_restart_and_resume(tmp_path: P
         server.proc.kill()  # SIGKILL: no shutdown handler runs
         server.proc.wait(timeout=10)
         assert _hidden_or_temp(data_dir), "the kill left nothing half-written: the test did not test"
-        wait_until(lambda: not _alive(worker), "the orphaned worker to exit", timeout=10)
+        wait_until(lambda: not alive(worker), "the orphaned worker to exit", timeout=10)
     finally:
         server.log.close()
 
@@ -123,9 +100,8 @@ def _post_quietly(url: str, data: bytes) -> None:
         pass  # the server is killed under it
 
 
-def _worker_process(run_id: str) -> multiprocessing.Process:
-    return wait_until(lambda: next((p for p in multiprocessing.active_children()
-                                    if p.name == f"dmlscope-run-{run_id}"), None), "the worker process")
+def _worker_process(run_id: str) -> int:
+    return wait_until(lambda: worker_pids(run_id), "the worker process")[0]
 
 
 @pytest.mark.slow
@@ -138,7 +114,7 @@ def test_a_worker_that_crashes_or_hangs_is_reported_not_waited_for(tmp_path: Pat
             for kind, data in read_sse(stream.iter_lines()):
                 events.append((kind, data))
                 if kind == "progress" and len(events) == 3:
-                    os.kill(_worker_process(run["id"]).pid, signal.SIGSEGV)  # a native crash in the worker
+                    os.kill(_worker_process(run["id"]), signal.SIGSEGV)  # a native crash in the worker
         assert events[-1][0] == "end" and events[-1][1]["status"] == "failed"  # the stream ended: no hang
         assert "died without reporting (killed by signal SIGSEGV)" in events[-1][1]["error"]
 
@@ -146,11 +122,11 @@ def test_a_worker_that_crashes_or_hangs_is_reported_not_waited_for(tmp_path: Pat
         assert client.post(f"/api/runs/{run['id']}/resume").json()["status"] == "queued"
         worker = _worker_process(run["id"])
         wait_until(lambda: client.get(f"/api/runs/{run['id']}").json()["progress"]["stage"] == "train", "training")
-        os.kill(worker.pid, signal.SIGSTOP)
+        os.kill(worker, signal.SIGSTOP)
         assert client.post(f"/api/runs/{run['id']}/cancel").json()["cancel_requested"] is True
         cancelled = wait_for(client, run["id"], ("cancelled", "failed"), timeout=30)
         assert cancelled["status"] == "cancelled" and "stopped by force" in cancelled["error"], cancelled
-        assert not worker.is_alive()
+        assert not alive(worker)
 
 
 # ---- a full disk --------------------------------------------------------------------------------------------

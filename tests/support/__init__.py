@@ -7,6 +7,7 @@ Fixtures stay in the conftests (which may use these); no test imports another te
   app        test settings, the tiny run config, apps over a data folder (Stored, Trained), every API route
   server     a live `dmlscope serve` under uvicorn in a subprocess on a free loopback port
   polling    waiting for a run's status or a condition, reading a Server-Sent Events stream
+  workers    the worker processes (torchrun's agent and ranks too) executing a run, found in /proc
   browser    helpers for the chromium tests (point positions, waiting for a map, a small HTTP client)
   reference  slow, obviously-correct reference loops for the metric-learning formulas
 """

@@ -11,13 +11,14 @@ export function renderTrain(root) {
   const panel = el("section", { class: "panel", "aria-labelledby": "train-h" },
     el("header", {}, el("h2", { id: "train-h" }, "Train a run")), loading("components"));
   root.append(panel);
-  Promise.all([api.components(), api.datasets(), api.weights()])
-    .then(([components, { data: datasets }, { data: weights }]) => build(panel, components, datasets, weights))
+  Promise.all([api.components(), api.datasets(), api.weights(), api.health()])
+    .then(([components, { data: datasets }, { data: weights }, health]) =>
+      build(panel, components, datasets, weights, health))
     .catch((err) => panel.append(errorBox(err, "Could not load the components")));
   return () => {};
 }
 
-function build(panel, components, datasets, weights) {
+function build(panel, components, datasets, weights, health) {
   panel.querySelector(".state")?.remove();
   if (!datasets.length) {
     panel.append(empty("No image set to train on yet.",
@@ -44,6 +45,7 @@ function build(panel, components, datasets, weights) {
   };
   dataset.addEventListener("change", followSplit);
   mountForm(components.run_config.defaults);
+  const processes = processesChoice(health);
   const status = el("div", { "aria-live": "polite" });
   const start = el("button", { type: "submit", class: "primary" }, "Start training");
 
@@ -53,7 +55,9 @@ function build(panel, components, datasets, weights) {
       start.disabled = true;
       fill(status, el("p", { class: "state loading" }, "Queueing the run…"));
       try {
-        const run = await api.createRun(dataset.value, form.read(), name.value.trim() || undefined);
+        const count = processes?.select.value;
+        const run = await api.createRun(dataset.value, form.read(), name.value.trim() || undefined,
+          count === undefined || count === "auto" ? count : Number(count));
         navigate({ run: run.id });
       } catch (err) {
         start.disabled = false;
@@ -65,7 +69,8 @@ function build(panel, components, datasets, weights) {
   el("div", { class: "form-grid", style: { marginBottom: "0.75rem" } },
     el("label", { for: "train-dataset" }, "Image set"), dataset,
     el("label", { for: "train-name" }, "Run name"), name,
-    ...presetPicker(components.run_config, mountForm)),
+    ...presetPicker(components.run_config, mountForm),
+    ...(processes ? [el("label", { for: "train-processes" }, "Processes"), processes.node] : [])),
   formSlot,
   el("div", { class: "row" }, start, el("span", { class: "help" }, "Defaults train the built-in set in about a minute on 2 CPU cores.")),
   status);
@@ -85,6 +90,21 @@ function presetPicker(runConfig, mountForm) {
     mountForm(preset ? preset.config : runConfig.defaults);
   });
   return [el("label", { for: "train-preset" }, "Recipe"), el("div", {}, select, " ", help)];
+}
+
+/** How many processes train the run (data-parallel under torchrun), offered when the server has more than one
+ *  device to give (GET /api/health): one per GPU, or up to two CPU processes with device "cpu". */
+function processesChoice(health) {
+  const most = Math.max(health.gpus, Math.min(health.cpus, 2));
+  if (most < 2) return null;
+  const counts = Array.from({ length: most }, (_, i) => String(i + 1));
+  const select = el("select", { id: "train-processes" },
+    counts.map((n) => el("option", { value: n }, n === "1" ? "1 (one process)" : `${n} (torchrun)`)),
+    health.gpus > 1 ? el("option", { value: "auto" }, `auto (every GPU: ${health.gpus})`) : null);
+  const help = el("span", { class: "help" }, health.gpus > 0
+    ? "one GPU per process; the batch (classes × samples per class) must split evenly"
+    : "CPU processes: set device to cpu; the batch (classes × samples per class) must split evenly");
+  return { select, node: el("span", {}, select, " ", help) };
 }
 
 /** Upload a state_dict for the chosen backbone (POST /api/weights); it joins the form's weights list, chosen. */
