@@ -107,10 +107,6 @@ class RunFolder:
     def embeddings_input_path(self) -> Path:
         return self.dir / EMBEDDINGS_INPUT
 
-    @property
-    def history_path(self) -> Path:
-        return self.dir / HISTORY
-
     def has_checkpoint(self) -> bool:
         return self.checkpoint_path.is_file()
 
