@@ -66,7 +66,7 @@ def test_the_headline_metrics_are_served_from_the_one_list(trained: Trained) -> 
     summary_keys = set(trained.a["summary"]["test"]) - {"common"}
     named = {k for k in summary_keys if k in by_key}
     assert {"recall_at_1", "map_at_r", "nmi", "radius_mean", "margin", "pi_ratio"} <= named
-    js = "\n".join(p.read_text() for p in Path("frontend/js").rglob("*.js"))
+    js = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[2] / "frontend" / "js").rglob("*.js"))
     assert not re.search(r'"Recall@1"|"MAP@R"|"R-Precision"', js)  # no copy of a label in the browser's code
 
 
