@@ -20,7 +20,7 @@ _EXPORTS = {
     "REGULARIZERS": "regularizers", "create_regularizer": "regularizers", "list_regularizers": "regularizers",
     "BACKBONES": "backbones", "create_backbone": "backbones",
     "FlowMetricLayer": "flow",
-    "execute_run": "run", "load_run": "run",
+    "execute_run": "run", "load_run": "runfolder",
 }
 __all__ = sorted(_EXPORTS)
 
