@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import sqlite3
-import tempfile
 import threading
 import uuid
 from datetime import datetime, timezone
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Self
 
 from models.errors import InvalidInput, NotFound
+from models.runfolder import atomic_write
 from server.folder_lock import StoreLock
 from server.settings import Settings
 
@@ -93,16 +93,8 @@ def check_id(value: str, kind: str) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Bytes through the one atomic writer (`models.runfolder.atomic_write`): readers never see half a file."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def remove_tree(path: Path) -> None:

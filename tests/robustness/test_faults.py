@@ -5,6 +5,7 @@ the API says what happened (a failed run's reason, 507 for a full disk) instead 
 """
 from __future__ import annotations
 
+import builtins
 import errno
 import hashlib
 import io
@@ -22,7 +23,6 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import server.store.base
 from models.data.writer import ImageSetWriter
 from server.app import create_app
 from server.store import Store, atomic_write_bytes
@@ -144,7 +144,8 @@ class _FillsUp(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        self.real.write(bytes(data)[: len(data) // 2])
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        self.real.write(raw[: len(raw) // 2])
         self.real.flush()
         _disk_full()
 
@@ -155,9 +156,17 @@ class _FillsUp(io.RawIOBase):
 
 @pytest.fixture
 def full_disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The atomic writer's file fills the disk half-way through its write."""
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(server.store.base.os, "fdopen", lambda fd, *a, **k: _FillsUp(real_fdopen(fd, *a, **k)))
+    """Every atomic writer's temp file (`.<name>.*.tmp`, whoever writes it: the store, the run folder, numpy)
+    fills the disk half-way through its write; every other file opens as usual."""
+    real_open = io.open
+
+    def filling_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = real_open(file, mode, *args, **kwargs)
+        name = os.path.basename(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ""
+        return _FillsUp(f) if "w" in mode and name.startswith(".") and name.endswith(".tmp") else f
+
+    monkeypatch.setattr(builtins, "open", filling_open)
+    monkeypatch.setattr(io, "open", filling_open)
     yield
 
 
