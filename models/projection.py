@@ -2,7 +2,7 @@
 
 Both work on the distance's retrieval view when a distance is given (the space the distance measures: centred
 vectors for SNR, L·x for Mahalanobis, the unit sphere for cosine), else on the raw embeddings. UMAP is fed a
-k-NN graph computed once by faiss under the run's distance (`knn_graph`), through umap-learn's precomputed
+k-NN graph computed once under the run's distance (`knn_graph`: models.knn's exact self-k-NN, each pair once), through umap-learn's precomputed
 metric, so pynndescent never runs; past `sample_threshold` points it is fitted on a seeded sample and the rest
 is placed with `transform` from each point's neighbours in the sample. Its default start is the PCA map
 (informative, and stable from run to run), or a parent run's map when given.
@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse
+import torch
 from pytorch_metric_learning.distances import BaseDistance
 from sklearn.decomposition import PCA
 from torch import Tensor
 
-from models.retrieval import RetrievalIndex, as_tensor, dissimilarity, view_of
+from models.knn import self_knn
+from models.retrieval import RetrievalIndex, as_tensor, dissimilarity, exact_values, view_of
 
 SAMPLE_THRESHOLD = 20_000  # fitting UMAP on 100k points takes ~40 s warm at 2 cores; 20k + transform ~10 s
 N_NEIGHBORS = 15  # umap-learn's default
@@ -42,9 +44,13 @@ def knn_graph(embeddings: np.ndarray | Tensor, distance: BaseDistance | None = N
     distance (Euclidean when None), as dissimilarities ≥ 0, closest first — what `project(knn=...)` takes.
     UMAP counts the point itself among its `n_neighbors`, hence the − 1."""
     distance = distance or _euclidean()
-    index = RetrievalIndex(embeddings, distance)
-    ids, values = index.search(index.embeddings, n_neighbors - 1, exclude_self_ids=np.arange(len(index)))
-    return ids, np.maximum(dissimilarity(distance, values), 0.0).astype(np.float32)
+    x = as_tensor(embeddings)
+    vectors, metric = view_of(distance, x)
+    ids = self_knn(torch.from_numpy(vectors), metric, n_neighbors - 1)
+    values = dissimilarity(distance, exact_values(distance, x, x, ids))
+    order = np.lexsort((ids, values), axis=1)  # the exact values' order, as RetrievalIndex.search gives
+    return (np.take_along_axis(ids, order, axis=1),
+            np.maximum(np.take_along_axis(values, order, axis=1), 0.0).astype(np.float32))
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,20 @@ def test_knn_graph_counts_umap_style() -> None:
     assert (dists >= 0).all() and (np.diff(dists, axis=1) >= 0).all()  # 1 − cosine, closest first
 
 
+@pytest.mark.parametrize("name", ["euclidean", "cosine", "snr"])
+def test_knn_graph_equals_an_exact_search_under_the_distance(name: str) -> None:
+    """The graph from models.knn (each pair once) is the exact search RetrievalIndex makes, values included."""
+    from models.retrieval import RetrievalIndex
+
+    x, _ = blobs(n=300, dim=8)
+    distance = create_distance(name)
+    ids, dists = knn_graph(x, distance, n_neighbors=15)
+    index = RetrievalIndex(x, distance, approximate_threshold=None)
+    want_ids, values = index.search(x, 14, exclude_self_ids=np.arange(300))
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(dists, np.maximum(1 - values if name == "cosine" else values, 0), rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def umap_maps() -> dict[str, np.ndarray]:
     """Every UMAP path once on 300 points: fitted whole, on a sample + transform, and from a parent's map.
