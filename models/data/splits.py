@@ -101,11 +101,14 @@ class MPerClassSampler:
             raise DatasetError("classes_per_batch, samples_per_class and num_batches must all be positive")
         labels = np.asarray(labels)
         indices = np.asarray(indices, dtype=np.int64)
-        classes = np.unique(labels[indices])
+        own = labels[indices]
+        classes, counts = np.unique(own, return_counts=True)
         if len(classes) < classes_per_batch:
             raise DatasetError(f"classes_per_batch is {classes_per_batch} but the training split has only "
                                f"{len(classes)} classes; lower classes_per_batch to at most {len(classes)}")
-        self._members = [torch.from_numpy(indices[labels[indices] == c]) for c in classes]
+        # each class's members in `indices` order: one stable sort, not a mask over all samples per class
+        by_class = indices[np.argsort(own, kind="stable")]
+        self._members = [torch.from_numpy(m) for m in np.split(by_class, np.cumsum(counts)[:-1])]
         self.classes_per_batch = classes_per_batch
         self.samples_per_class = samples_per_class
         self.num_batches = num_batches
