@@ -14,7 +14,6 @@ from models.checkpoint import load_checkpoint
 from models.inference import load_model
 from models.runfolder import CHECKPOINT
 from models.trainer import build_distance, build_model, train
-from test_trainer import shapes  # noqa: F401 - the small synthetic image set fixture, shared
 
 TINY = {"embedding_dim": 8, "epochs": 2, "steps_per_epoch": 3, "classes_per_batch": 2, "samples_per_class": 4,
         "device": "cpu", "amp": False, "distance": {"name": "relative_mahalanobis"}}
@@ -27,11 +26,11 @@ def shrunk_inverse_covariance(x: torch.Tensor, shrinkage: float) -> torch.Tensor
     return torch.linalg.inv(cov + shrinkage * torch.trace(cov) / len(cov) * torch.eye(len(cov), dtype=x.dtype))
 
 
-def test_refresh_uses_the_eval_embeddings_of_a_seeded_training_sample(shapes, monkeypatch) -> None:
+def test_refresh_uses_the_eval_embeddings_of_a_seeded_training_sample(train_split, monkeypatch) -> None:
     import models.refresh
 
     monkeypatch.setattr(models.refresh, "REFRESH_SAMPLE", 10)  # a strict subset, so the sample itself matters
-    image_set, train_idx = shapes
+    image_set, train_idx = train_split
     config = RunConfig(**TINY)
     pixels = image_set.pixels(16)
     model = build_model(config, image_set.channels, 16, image_set.mean, image_set.std).train()
@@ -52,8 +51,8 @@ def test_refresh_uses_the_eval_embeddings_of_a_seeded_training_sample(shapes, mo
     refresh_distance(model, build_distance(RunConfig(device="cpu")), pixels, train_idx, 3, 1, torch.device("cpu"))
 
 
-def test_training_refreshes_M_keeps_it_in_the_checkpoint_and_resumes_exactly(shapes, tmp_path: Path) -> None:
-    image_set, train_idx = shapes
+def test_training_refreshes_M_keeps_it_in_the_checkpoint_and_resumes_exactly(train_split, tmp_path: Path) -> None:
+    image_set, train_idx = train_split
     config = RunConfig(**TINY)
     result = train(config, image_set, train_idx, tmp_path / "a")
     M = result.distance.metric_matrix().detach()

@@ -9,7 +9,6 @@ import torch
 
 import models.trainer as trainer
 from models.config import RunConfig
-from models.data import ImageSet, import_builtin, zero_shot_split
 from models.progress import Cancelled, Progress
 from models.checkpoint import load_checkpoint
 from models.runfolder import CHECKPOINT, HISTORY
@@ -24,14 +23,6 @@ FLOW_MAHALANOBIS = {**TINY, "flow": {"enabled": True, "depth": 2, "hidden": 8, "
 PROXY = {**TINY, "loss": {"name": "proxy_anchor"}, "miner": {"name": "none"}}
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageSet, np.ndarray]:
-    image_set = import_builtin("synthetic", tmp_path_factory.mktemp("data") / "shapes", num_classes=4,
-                               per_class=8, size=16).image_set
-    train_idx, _ = zero_shot_split(image_set, RunConfig(**TINY).split)
-    return image_set, train_idx
-
-
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -44,8 +35,8 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides", [FLOW_MAHALANOBIS, PROXY], ids=["flow+mahalanobis+det", "proxy_anchor"])
-def test_same_seed_same_weights_and_resume_after_interrupt_is_exact(shapes, tmp_path: Path, overrides) -> None:
-    image_set, train_idx = shapes
+def test_same_seed_same_weights_and_resume_after_interrupt_is_exact(train_split, tmp_path: Path, overrides) -> None:
+    image_set, train_idx = train_split
     config = RunConfig(**overrides)
     first = train(config, image_set, train_idx, tmp_path / "a")
     again = train(config, image_set, train_idx, tmp_path / "b")
@@ -66,15 +57,15 @@ def test_same_seed_same_weights_and_resume_after_interrupt_is_exact(shapes, tmp_
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in first.history]
 
 
-def test_different_seed_different_weights(shapes, tmp_path: Path) -> None:
-    image_set, train_idx = shapes
+def test_different_seed_different_weights(train_split, tmp_path: Path) -> None:
+    image_set, train_idx = train_split
     a = train(RunConfig(**TINY), image_set, train_idx, tmp_path / "a")
     b = train(RunConfig(**TINY, seed=1), image_set, train_idx, tmp_path / "b")
     assert not torch.equal(a.model.head.weight, b.model.head.weight)
 
 
-def test_progress_terms_checkpoint_and_history(shapes, tmp_path: Path) -> None:
-    image_set, train_idx = shapes
+def test_progress_terms_checkpoint_and_history(train_split, tmp_path: Path) -> None:
+    image_set, train_idx = train_split
     events: list[Progress] = []
     result = train(RunConfig(**FLOW_MAHALANOBIS), image_set, train_idx, tmp_path, on_progress=events.append)
     assert len(events) == 3 * 3
@@ -96,15 +87,15 @@ def test_progress_terms_checkpoint_and_history(shapes, tmp_path: Path) -> None:
     assert not result.model.training  # handed back ready for inference
 
 
-def test_cancel_before_the_first_epoch_ends_saves_nothing(shapes, tmp_path: Path) -> None:
-    image_set, train_idx = shapes
+def test_cancel_before_the_first_epoch_ends_saves_nothing(train_split, tmp_path: Path) -> None:
+    image_set, train_idx = train_split
     with pytest.raises(Cancelled):
         train(RunConfig(**TINY), image_set, train_idx, tmp_path, should_cancel=lambda: True)
     assert not (tmp_path / CHECKPOINT).exists()
 
 
-def test_divergence_names_the_term_and_keeps_the_last_good_checkpoint(shapes, tmp_path: Path, monkeypatch) -> None:
-    image_set, train_idx = shapes
+def test_divergence_names_the_term_and_keeps_the_last_good_checkpoint(train_split, tmp_path: Path, monkeypatch) -> None:
+    image_set, train_idx = train_split
     real = trainer._batch_loss
     calls = {"n": 0}
 
@@ -124,8 +115,8 @@ def test_divergence_names_the_term_and_keeps_the_last_good_checkpoint(shapes, tm
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
-def test_non_finite_weights_are_never_checkpointed(shapes, tmp_path: Path, monkeypatch) -> None:
-    image_set, train_idx = shapes
+def test_non_finite_weights_are_never_checkpointed(train_split, tmp_path: Path, monkeypatch) -> None:
+    image_set, train_idx = train_split
     real_step = torch.optim.Adam.step
 
     def poisoning_step(self, *args, **kwargs):  # the real step, then one weight turned to inf on the 6th
@@ -142,8 +133,8 @@ def test_non_finite_weights_are_never_checkpointed(shapes, tmp_path: Path, monke
     assert load_checkpoint(tmp_path / CHECKPOINT)["epoch"] == 1
 
 
-def test_huge_learning_rate_diverges_with_a_clear_error(shapes, tmp_path: Path) -> None:
-    image_set, train_idx = shapes
+def test_huge_learning_rate_diverges_with_a_clear_error(train_split, tmp_path: Path) -> None:
+    image_set, train_idx = train_split
     config = RunConfig(**{**TINY, "epochs": 20, "optimizer": {"name": "sgd", "lr": 10.0, "momentum": 0.99},
                           "loss": {"name": "contrastive"}, "miner": {"name": "all"},
                           "regularizers": [{"name": "l2_embedding", "weight": 1.0}]})
@@ -151,8 +142,8 @@ def test_huge_learning_rate_diverges_with_a_clear_error(shapes, tmp_path: Path) 
         train(config, image_set, train_idx, tmp_path)
 
 
-def test_resume_refuses_a_checkpoint_of_another_config(shapes, tmp_path: Path) -> None:
-    image_set, train_idx = shapes
+def test_resume_refuses_a_checkpoint_of_another_config(train_split, tmp_path: Path) -> None:
+    image_set, train_idx = train_split
     train(RunConfig(**{**TINY, "epochs": 1}), image_set, train_idx, tmp_path)
     with pytest.raises(ValueError, match="different config"):
         train(RunConfig(**{**TINY, "epochs": 1, "embedding_dim": 4}), image_set, train_idx, tmp_path)
@@ -160,8 +151,8 @@ def test_resume_refuses_a_checkpoint_of_another_config(shapes, tmp_path: Path) -
     assert longer.epochs_trained == 1 and len(longer.history) == 2
 
 
-def test_model_normalises_raw_pixels_with_the_dataset_statistics(shapes) -> None:
-    image_set, _ = shapes
+def test_model_normalises_raw_pixels_with_the_dataset_statistics(train_split) -> None:
+    image_set, _ = train_split
     model = trainer.build_model(RunConfig(**TINY), image_set.channels, 16, image_set.mean, image_set.std)
     pixels = torch.from_numpy(image_set.pixels(16)[:4])
     x = model.normalise(pixels)
