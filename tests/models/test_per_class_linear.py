@@ -28,6 +28,7 @@ def test_sampler_members_equal_a_mask_per_class(labels: np.ndarray) -> None:
     assert all(len(batch) == 32 for batch in sampler)
 
 
+@pytest.mark.slow
 def test_evaluate_per_class_at_11k_classes_equals_a_mask_per_class() -> None:
     y = sop_like(classes=11_318)[:30_000]
     rng = np.random.default_rng(3)
