@@ -38,12 +38,18 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
                          "embedding_dim": "16"}.items():
         page.fill(f"#train-{field}", value)
     page.fill("#train-name", "baseline")
+    two_cores = _api(server, "health")["cpus"] >= 2  # then the form offers two CPU processes (torchrun, gloo)
+    if two_cores:
+        page.select_option("#train-processes", "2")
     page.screenshot(path=shots / "2-train-form.png", full_page=True)
     page.click("button:has-text('Start training')")
     page.wait_for_selector("#progress-h")
     page.screenshot(path=shots / "3-progress.png", full_page=True)
     wait_done(page)
     parent_id = page.evaluate("new URLSearchParams(location.search).get('run')")
+    assert _api(server, f"runs/{parent_id}")["processes"] == (2 if two_cores else 1)
+    if two_cores:
+        page.wait_for_selector("text=2 processes (torchrun)")
 
     # 3. The map: one point per test image (3 unseen classes × PER_CLASS), as one coloured scattergl trace.
     points = page.evaluate("document.getElementById('map').data.filter(t => t.type === 'scattergl')[0].x.length")

@@ -94,7 +94,9 @@ function headerPanel(run) {
   describeLineage(lineage, run);
   return el("section", { class: "panel", "aria-labelledby": "run-h" },
     el("header", {}, el("h2", { id: "run-h" }, runLabel(run)), statusBadge(run), actions),
-    el("p", { class: "small" }, configLine(run.config, run.origin), el("span", { class: "muted mono" }, `  · id ${run.id}`)),
+    el("p", { class: "small" }, configLine(run.config, run.origin),
+      run.processes > 1 ? ` · ${run.processes} processes (torchrun)` : null,
+      el("span", { class: "muted mono" }, `  · id ${run.id}`)),
     underTrainedNote(run),
     lineage,
     saturationWarning(run.summary),
