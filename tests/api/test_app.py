@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
@@ -86,6 +87,7 @@ def test_openapi_operation_ids_read_well(client: TestClient) -> None:
             "models-import", "system-health"} <= ops
 
 
+@pytest.mark.slow
 def test_demo_run_is_queued_once_on_an_empty_store(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, builtin_datasets=["digits"], demo_run=True)
     with TestClient(create_app(settings)) as client:
