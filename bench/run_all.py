@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 # Run order: fast and independent first; projection pays `import umap` and numba compilation.
-BENCHMARKS = ("loss_step", "evaluation", "retrieval", "training", "serving", "projection")
+BENCHMARKS = ("loss_step", "evaluation", "retrieval", "training", "loader", "serving", "projection")
 
 
 def document(sections: list[Section], full: bool, seconds: float) -> str:

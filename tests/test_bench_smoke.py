@@ -5,7 +5,7 @@ import inspect
 
 import pytest
 
-from bench import evaluation, loss_step, projection, retrieval, run_all, serving, training
+from bench import evaluation, loader, loss_step, projection, retrieval, run_all, serving, training
 from bench.report import Section
 
 
@@ -41,6 +41,13 @@ def test_training_runs_the_trainer_and_the_bare_loop() -> None:
                               steps_per_epoch=2, repeat=1, classes_per_batch=2, samples_per_class=4)
     (row,) = section.rows
     assert row[1] == "2 × 8" and row[-1].endswith("×")
+
+
+def test_loader_times_the_bare_loop_and_the_dataloader() -> None:
+    (section,) = loader.run(images=24, classes=3, classes_per_batch=2, samples_per_class=4, workers=0, repeat=1)
+    assert len(section.rows) == 3 and cells(section, "vs bare loop")[0] == "1.00×"
+    assert all(cell.endswith("×") for cell in cells(section, "vs bare loop"))
+    assert cells(section, "images") == ["24"] * 3  # 3 batches of 2 × 4: every image the same number of times
 
 
 def test_retrieval_flat_is_exact_and_approximate_indexes_are_close() -> None:

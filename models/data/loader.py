@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from models.augment import sample_generator, train_view
 from models.config import AugmentConfig
 from models.data.imageset import ImageSet, image_file
+from models.data.splits import MPerClassSampler
 
 MAX_AUTO_WORKERS = 8
 
@@ -40,8 +41,9 @@ class BatchJob:
 class EpochJobs:
     """The loader's sampler: one BatchJob per step of the current `epoch`, drawn from the P×K `batches`."""
 
-    def __init__(self, batches, slots_of):
-        self.batches = batches  # iterable of global batches (lists of image indices), e.g. MPerClassSampler
+    def __init__(self, batches: Sequence[Sequence[int]] | MPerClassSampler,
+                 slots_of: Callable[[int], Iterable[int]]):
+        self.batches = batches  # the global batches (lists of image indices), e.g. an MPerClassSampler
         self.slots_of = slots_of  # global batch length → this process's positions in it
         self.epoch = 0
 
@@ -58,7 +60,7 @@ class TrainImages(Dataset):
 
     def __init__(self, image_set: ImageSet, size: int, augment: AugmentConfig, seed: int):
         self.size, self.augment, self.seed = size, augment, seed
-        self.channels = image_set.channels
+        self.mode = "L" if image_set.channels == 1 else "RGB"  # the set's stored modes (writer.py)
         self.root = image_set.root
         # without augmentation the (cached, possibly memory-mapped) pixels; with it, each worker decodes files
         self.pixels = image_set.pixels(size) if augment.mode == "none" else None
@@ -74,9 +76,10 @@ class TrainImages(Dataset):
         return torch.stack(views), batch
 
     def _decode(self, i: int) -> Tensor:
+        # PIL, not torchvision.io: its decoders are deprecated since torchvision 0.29 (for TorchCodec)
         with Image.open(image_file(self.root, i)) as im:
-            arr = np.asarray(im.convert("L" if self.channels == 1 else "RGB"), dtype=np.uint8)
-        return torch.from_numpy(arr[None] if self.channels == 1 else arr.transpose(2, 0, 1).copy())
+            arr = np.asarray(im if im.mode == self.mode else im.convert(self.mode), dtype=np.uint8)
+        return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
 
 
 def loader_workers(augment: AugmentConfig) -> int:
