@@ -29,9 +29,9 @@ def test_inshop_run_shows_query_to_gallery_recall(page, server: str, server_data
                  "split.mode=predefined", "--device", "cpu", "--data-dir", str(server_data)]) == 0
     run = next(r for r in _get(f"{server}/api/runs")["data"] if r["dataset_id"] == dataset["id"])
 
-    page.goto(f"/?run={run['id']}")
+    page.goto(f"/?run={run['id']}&proj=pca")
     table = page.locator("#query-gallery")
-    table.wait_for()
+    table.wait_for(timeout=90_000)  # the page's statistics load after its map
     assert table.locator("th").all_inner_texts() == ["query → gallery", "R@1", "R@10", "R@20", "R@30", "R@40",
                                                      "R@50"]
     page.get_by_text("2 queries searched among 2 gallery images").wait_for()
