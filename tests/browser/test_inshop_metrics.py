@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from server.cli import main
-from tests.models.data_fixtures import inshop_tree
+from tests.support.benchmarks import inshop_tree
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
