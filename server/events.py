@@ -25,6 +25,11 @@ class EventHub:
             self._subs.setdefault(key, []).append((asyncio.get_running_loop(), q))
         return q
 
+    def keys(self) -> list[str]:
+        """The keys someone is subscribed to now."""
+        with self._lock:
+            return list(self._subs)
+
     def unsubscribe(self, key: str, q: asyncio.Queue) -> None:
         with self._lock:
             subs = [s for s in self._subs.get(key, []) if s[1] is not q]

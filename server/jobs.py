@@ -21,7 +21,7 @@ from models.errors import Conflict, NotFound, QueueFull
 from server.events import EventHub
 from server.executor import Execution, Executor, executor_for
 from server.settings import Settings
-from server.store import ACTIVE, RunRecord, Store
+from server.store import ACTIVE, TERMINAL, RunRecord, Store
 
 log = logging.getLogger("dmlscope.jobs")
 _POLL_S = 0.2
@@ -144,20 +144,23 @@ class JobManager:
 
     def _watch(self) -> None:
         """Publish the progress events the workers wrote since the last look, in order, and the new state of
-        every run that left `running` (its worker concluded it)."""
-        rows = self.store.progress_logs(list(self._seen))
+        every run that left `running` (its worker concluded it). A watched run that concluded before it was
+        ever seen running (a short `dmlscope train` run) is published whole, so its stream ends too."""
+        subscribed = set(self.hub.keys())
+        rows = self.store.progress_logs(sorted(set(self._seen) | subscribed))
         for gone in set(self._seen) - {run_id for run_id, _, _ in rows}:  # deleted
             del self._seen[gone]
         for run_id, status, events in rows:
-            last = self._seen.get(run_id, 0)
+            if status != "running" and run_id not in self._seen and status not in TERMINAL:
+                continue  # a subscriber waits for a queued run: nothing to say yet
+            last = self._seen.pop(run_id, 0)
             for seq, progress in events:
                 if seq > last:
                     self.hub.publish(run_id, "progress", progress)
-            self._seen[run_id] = max([last, *(seq for seq, _ in events)])
-            if status != "running":
-                del self._seen[run_id]
-                if rec := self._record(run_id):
-                    self.hub.publish(run_id, "run", rec)
+            if status == "running":
+                self._seen[run_id] = max([last, *(seq for seq, _ in events)])
+            elif rec := self._record(run_id):
+                self.hub.publish(run_id, "run", rec)
 
     def _record(self, run_id: str) -> RunRecord | None:
         """The run's record, or None once it has been deleted (a concluded run may go while its worker exits)."""

@@ -3,17 +3,19 @@ progress and cancel requests travel through the store's row, and the run is conc
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 
 from models.config import RunConfig
 from models.progress import Cancelled, Progress, ignore_progress
 from server import lifecycle
 from server.store import RunRecord, Store
 from tests.support.app import TINY_CONFIG, make_settings
-from tests.support.polling import wait_until
+from tests.support.polling import read_sse, wait_until
 
 
 @pytest.fixture
@@ -64,3 +66,30 @@ def test_a_run_that_cannot_execute_is_concluded_failed_with_the_reason(store: St
     failed = store.get_run(run.id)
     assert failed.status == "failed" and failed.finished_at
     assert failed.error.startswith(f"{type(raised.value).__name__}: ") and "Traceback" not in failed.error
+
+
+def test_a_command_line_run_streams_and_is_cancelled_through_the_store(client: TestClient) -> None:
+    store: Store = client.app.state.store
+    run = _running(store)  # as `dmlscope train` records it, executing in its own process
+    stages = ["train", "embed", "evaluate", "stats", "project", "done"]
+
+    def execute() -> None:  # what the CLI's lifecycle writes while the browser watches
+        report = lifecycle.StoreProgress(store, run.id)
+        for i, stage in enumerate(stages):
+            report(Progress(stage=stage, fraction=i / 5))
+        store.set_summary(run.id, {"epochs": 1})
+        store.set_status(run.id, "done")
+
+    events: list[tuple[str, Any]] = []
+    with client.stream("GET", f"/api/runs/{run.id}/events") as stream:
+        for kind, data in read_sse(stream.iter_lines()):
+            if not events:  # subscribed: the run now executes
+                threading.Thread(target=execute).start()
+            events.append((kind, data))
+    assert [d["stage"] for k, d in events if k == "progress"] == stages  # every stage, in order
+    assert [k for k, _ in events][-2:] == ["run", "end"] and events[-1][1]["status"] == "done"
+
+    other = _running(store)
+    cancelled = client.post(f"/api/runs/{other.id}/cancel").json()
+    assert cancelled["status"] == "running" and cancelled["cancel_requested"] is True  # the CLI stops itself
+    assert lifecycle.StoreCancel(store, other.id)() is True
