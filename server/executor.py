@@ -26,6 +26,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
     been given to the server as arguments rather than in its environment)."""
     env = {**os.environ, "DMLSCOPE_DATA_DIR": str(settings.data_dir), "DMLSCOPE_DEVICE": settings.device,
            SERVER_PID_ENV: str(os.getpid())}
+    if settings.database_url:
+        env["DMLSCOPE_DATABASE_URL"] = settings.database_url
     if settings.torch_threads:
         env["DMLSCOPE_TORCH_THREADS"] = str(settings.torch_threads)
         env["OMP_NUM_THREADS"] = str(settings.torch_threads)  # else torchrun sets 1 for every process

@@ -3,6 +3,7 @@ under torchrun (gloo on CPU), recorded once, streamed, cancelled with every proc
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.executor import resolve_processes
+from server.executor import SERVER_PID_ENV, resolve_processes, worker_env
+from server.settings import Settings
 from tests.support.app import TINY_CONFIG, make_settings
 from tests.support.polling import read_sse, wait_for, wait_until
 from tests.support.workers import worker_pids
@@ -44,6 +46,20 @@ def test_processes_are_checked_against_the_machine(client: TestClient, dataset: 
     for device in ("auto", "cpu", "cuda"):  # "auto": every visible GPU, and one process without a GPU
         assert resolve_processes("auto", device, 8, settings) == 1
     assert resolve_processes(1, "cpu", 9, settings) == 1
+
+
+def test_a_worker_reads_the_servers_settings_from_its_environment(tmp_path: Path, monkeypatch) -> None:
+    """Settings given to the server as arguments, not in its environment, still reach the worker."""
+    settings = make_settings(tmp_path / "data", database_url=f"sqlite:///{tmp_path}/elsewhere.db", torch_threads=3)
+    env = worker_env(settings)
+    for name in [n for n in os.environ if n.startswith("DMLSCOPE_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("DMLSCOPE_"):
+            monkeypatch.setenv(name, value)
+    seen = Settings(data_dir=settings.data_dir)  # what server/worker.py builds
+    assert (seen.database_path, seen.device, seen.torch_threads) == (tmp_path / "elsewhere.db", "cpu", 3)
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and env[SERVER_PID_ENV] == str(os.getpid())
 
 
 @pytest.mark.slow
