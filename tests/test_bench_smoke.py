@@ -5,7 +5,7 @@ import inspect
 
 import pytest
 
-from bench import evaluation, loader, loss_step, projection, retrieval, run_all, serving, training
+from bench import evaluation, loader, loss_step, projection, retrieval, run_all, scale, serving, training
 from bench.report import Section
 
 
@@ -71,6 +71,16 @@ def test_projection_maps_keep_classes() -> None:
     assert [row[1] for row in section.rows] == ["PCA (first picture)", "UMAP (fit) vs umap-learn defaults",
                                                 "UMAP (fit) vs umap-learn random_state=0"]
     assert float(cells(section, "10-NN vote dmlscope")[1]) > 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.umap
+def test_scale_runs_every_stage_on_a_tiny_sop_shaped_set() -> None:
+    """Generate, import, one epoch, measure, UMAP and /points on 12 + 12 classes (chromium: the browser tests)."""
+    (section,) = scale.run(train_classes=12, test_classes=12, browser=False)
+    assert cells(section, "stage") == [name for name in scale.BUDGET_S if "chromium" not in name]
+    assert "MiB on the wire" in cells(section, "what")[-1]
+    assert all(cell.endswith("GiB") or cell == "—" for cell in cells(section, "peak RSS"))
 
 
 @pytest.mark.parametrize("name", run_all.BENCHMARKS)
