@@ -54,22 +54,24 @@ def _start_server(data_dir: Path, port: int, log: Any) -> subprocess.Popen:
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _wait(api: httpx.Client, run_id: str, statuses: tuple[str, ...], timeout: float = 600.0) -> dict[str, Any]:
+def _wait(api: httpx.Client, path: str, field: str, values: tuple[str, ...], timeout: float = 600.0) -> dict[str, Any]:
+    """GET `path` until its `field` is one of `values` (a run's status, a dataset's import state)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = api.get(f"/api/runs/{run_id}").json()
-        if run["status"] in statuses:
-            return run
+        body = api.get(path).json()
+        if body[field] in values:
+            return body
         time.sleep(0.5)
-    raise RuntimeError(f"run {run_id} did not reach {statuses} in {timeout:.0f} s")
+    raise RuntimeError(f"{path} did not reach {field} {values} in {timeout:.0f} s")
 
 
 def _prepare(api: httpx.Client) -> tuple[str, list[int], str]:
     """(done run id, its test image ids, training run id), with the done run's caches warm."""
     dataset = api.post("/api/datasets", data={"builtin": "mnist5k"}, timeout=300).json()
+    dataset = _wait(api, f"/api/datasets/{dataset['id']}", "state", ("ready", "failed"))
     r = api.post("/api/runs", json={"dataset_id": dataset["id"], "config": DONE_CONFIG, "name": "browsed"})
     r.raise_for_status()
-    done = _wait(api, r.json()["id"], ("done", "failed"))
+    done = _wait(api, f"/api/runs/{r.json()['id']}", "status", ("done", "failed"))
     if done["status"] != "done":
         raise RuntimeError(f"the run to browse failed: {done['error']}")
     points = api.get(f"/api/runs/{done['id']}/points", params={"projection": "pca"}, timeout=120).json()
@@ -77,7 +79,7 @@ def _prepare(api: httpx.Client) -> tuple[str, list[int], str]:
     api.get(f"/api/runs/{done['id']}/neighbors", params={"image_id": image_ids[0]}, timeout=120).raise_for_status()
     r = api.post("/api/runs", json={"dataset_id": dataset["id"], "config": TRAINING_CONFIG, "name": "training"})
     r.raise_for_status()
-    _wait(api, r.json()["id"], ("running",))
+    _wait(api, f"/api/runs/{r.json()['id']}", "status", ("running",))
     return done["id"], image_ids, r.json()["id"]
 
 

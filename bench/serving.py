@@ -41,12 +41,13 @@ def _fill_run(run_dir: Path, config: Any, n: int, num_images: int) -> None:
 def _prepare(data_dir: Path, sizes: Sequence[int]) -> dict[int, str]:
     """A store with the small built-in `synthetic` set and one finished run per N; returns N → run id."""
     from models.config import RunConfig
+    from server.imports import ensure_builtin
     from server.settings import Settings
     from server.store import Store
 
     store = Store.open(Settings(data_dir=data_dir, builtin_datasets=[]))
     try:
-        dataset = store.ensure_builtin("synthetic")
+        dataset = ensure_builtin(store, "synthetic")
         num_images = len(store.image_set(dataset.id))
         config, runs = RunConfig(), {}
         for n in sizes:

@@ -22,6 +22,8 @@ from server import __version__, lifecycle
 from server.errors import ERROR_RESPONSES, install_error_handlers
 from server.explorer import Explorer
 from server.folder_lock import ServerLock
+from server.import_jobs import ImportJobs
+from server.imports import ensure_builtin
 from server.jobs import JobManager
 from server.middleware import AllowedHosts, BearerAuth, BodyLimit, SameOrigin, SecurityHeaders
 from server.routes import (analysis, configs, datasets, embeddings_import, explore, model_import, run_groups, runs,
@@ -70,12 +72,15 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
             held.callback(store.close)
             jobs = JobManager(store, settings)
             sweep_manager = SweepManager(store, jobs, settings)
+            imports = ImportJobs(store, settings)
             app.state.store, app.state.jobs, app.state.sweeps = store, jobs, sweep_manager
             app.state.explorer = Explorer(store)
+            app.state.imports = imports
             with store.folder.alone() as alone:
                 if not alone:
                     log.warning("a dmlscope command is writing to %s: the start-up cleanup (half-written uploads, "
                                 "runs left running) is skipped until the next start", settings.data_dir.resolve())
+                failed_imports = store.mark_interrupted_imports()
                 leftovers = store.remove_leftovers()
                 sweep_manager.start()  # before the workers: a stopped sweep's queued runs are cancelled, not started
                 interrupted = jobs.start()
@@ -83,18 +88,23 @@ def create_app(settings: Settings | None = None, server_lock: ServerLock | None 
                 log.warning("removed what the last server process left half-written: %s", ", ".join(leftovers))
             if interrupted:
                 log.warning("runs interrupted by the last shutdown (resume them): %s", ", ".join(interrupted))
+            if failed_imports:
+                log.warning("imports interrupted by the last shutdown (upload them again): %s",
+                            ", ".join(failed_imports))
+            imports.start()
             try:
                 # The built-in sets first: their import (scikit-learn's digits) must not race the warm-up thread's
                 # import of umap → scikit-learn, which once left a half-initialised module in the other thread.
-                builtins = [store.ensure_builtin(name) for name in settings.builtin_datasets]
+                builtins = [ensure_builtin(store, name) for name in settings.builtin_datasets]
                 if settings.warm_umap:  # numba compiles UMAP once per process (~20-50 s): pay it before a map
                     threading.Thread(target=_warm_umap, name="dmlscope-umap-warmup", daemon=True).start()
-                if settings.demo_run and builtins and not store.list_runs():
+                if settings.demo_run and builtins and builtins[0].state == "ready" and not store.list_runs():
                     _queue_demo_run(store, jobs, builtins[0].id)
                 yield
             finally:
                 sweep_manager.stop()  # first: runs the job manager interrupts now are not sweep failures
                 jobs.stop()
+                imports.stop()
                 app.state.explorer.clear()
 
     app = FastAPI(title="dmlscope", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,

@@ -54,11 +54,14 @@ def resolve_dataset(store: Any, data: str) -> Any:
     """A built-in name, a class-per-folder directory, a .zip, or the id of a dataset already in the store."""
     from models.data import BUILTIN_DATASETS
 
+    from server.cli_import import import_with_bar
+    from server.imports import ensure_builtin, import_path
+
     if data in BUILTIN_DATASETS:
-        return store.ensure_builtin(data)
+        return import_with_bar(f"import {data}", lambda bar: ensure_builtin(store, data, bar))
     path = Path(data)
     if path.exists():
-        return store.import_path(path)
+        return import_with_bar(f"import {path.name}", lambda bar: import_path(store, path, on_progress=bar))
     try:
         return store.get_dataset(data)
     except DmlscopeError:
@@ -228,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the exit code."""
     from models.progress import Cancelled
+    from server.cli_import import ImportStopped
 
     try:
         args = build_parser().parse_args(argv)
@@ -238,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(_validation_message(exc), EXIT_BAD_INPUT)
     except (DmlscopeError, ValueError, FileNotFoundError) as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
+    except ImportStopped as exc:
+        return _fail(str(exc), EXIT_INTERRUPTED)
     except (Cancelled, KeyboardInterrupt):
         return _fail("stopped; the run keeps its last finished epoch", EXIT_INTERRUPTED)
     except RunFailed as exc:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 # CLI name → what the user should have unpacked there (models.data.benchmarks reads the layout itself)
 LAYOUTS = {"cub": "CUB_200_2011/ (images.txt, image_class_labels.txt, classes.txt, images/)",
@@ -49,8 +51,37 @@ def add_import_parser(sub: Any, add_data_dir: Callable[[argparse.ArgumentParser]
     e.set_defaults(func=cmd_import_embeddings)
 
 
+class ImportStopped(Exception):
+    """Ctrl-C during an import: it was discarded (no record, no folder)."""
+
+
+def import_with_bar(label: str, run: Callable[[Any], T]) -> T:
+    """`run(on_progress)` an import (server.imports) with a progress bar, drawn from its first file on (an
+    import refused before it shows only the error); Ctrl-C cancels it, leaving nothing behind (the import
+    discards itself), and ends the command with ImportStopped."""
+    from models.progress import Cancelled, Progress
+    from server.cli_train import ProgressBar
+
+    bar: ProgressBar | None = None
+
+    def on_progress(progress: Progress) -> None:
+        nonlocal bar
+        bar = bar or ProgressBar(label)
+        bar(progress)
+
+    try:
+        return run(on_progress)
+    except (Cancelled, KeyboardInterrupt):
+        raise ImportStopped(f"{label}: cancelled; nothing of it was stored") from None
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def cmd_import_benchmark(args: argparse.Namespace) -> int:
+    from models.data import import_benchmark
     from server.cli import BadInput, _settings
+    from server.imports import import_now
     from server.store import Store
 
     path = Path(args.path).expanduser()
@@ -58,7 +89,10 @@ def cmd_import_benchmark(args: argparse.Namespace) -> int:
         raise BadInput(f"{path} is not a folder; give the folder the {args.kind} archive was unpacked into "
                        f"({LAYOUTS[args.kind]})")
     store = Store.open(_settings(args))
-    rec = store.import_benchmark(args.kind, path, args.name)
+    limits, name = store.upload_limits(), args.name or f"{args.kind} ({path.resolve().name})"
+    rec = import_with_bar(f"import {args.kind}", lambda bar: import_now(
+        store, name, "benchmark", lambda dest, on_file: import_benchmark(args.kind, path, dest, limits,
+                                                                         on_file=on_file), bar))
     info, split = rec.info, rec.info["predefined_split"]
     print(f"dataset {rec.id} {rec.name!r}: {info['num_images']} images, {info['num_classes']} classes; predefined "
           f"split: train {split['train_images']} images / {split['train_classes']} classes, test "

@@ -70,9 +70,8 @@ class JobManager:
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self._lock:
-            for run_id, job in self._jobs.items():
-                if (rec := self._record(run_id)) and rec.status == "running":  # a concluded one is exiting anyway
-                    job.execution.cancel(signal.SIGTERM)
+            for job in self._jobs.values():
+                job.execution.cancel(signal.SIGTERM)
             deadline = time.monotonic() + STOP_GRACE_S
             for run_id, job in list(self._jobs.items()):
                 while job.execution.poll() is None and time.monotonic() < deadline:

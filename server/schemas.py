@@ -102,6 +102,12 @@ class DatasetPublic(_Out):
     name: str
     source: str
     created_at: str
+    state: Literal["importing", "ready", "failed", "cancelled"] = Field(
+        description="importing → ready | failed; `cancelled` only in the answer to a cancel and its events "
+                    "(the dataset is gone). Only a ready dataset can be trained on or explored")
+    error: str | None = Field(None, description="failed: why the import failed and what to change")
+    progress: dict[str, Any] | None = Field(None, description="importing: the last progress event "
+                                                              "(fraction, step of steps files, message)")
     num_images: int
     num_classes: int
     channels: int
@@ -291,8 +297,9 @@ class ComparePublic(_Out):
 def dataset_public(rec: DatasetRecord, run_count: int) -> DatasetPublic:
     # An upload of 50 000 junk files skips 50 000 of them: the list view carries a count and the first few.
     info = {**rec.info, "skipped": rec.info["skipped"][:SKIPPED_SHOWN]}
-    return DatasetPublic(id=rec.id, name=rec.name, source=rec.source, created_at=rec.created_at,
-                         run_count=run_count, skipped_count=len(rec.info["skipped"]), **info)
+    return DatasetPublic(id=rec.id, name=rec.name, source=rec.source, created_at=rec.created_at, state=rec.state,
+                         error=rec.error, progress=rec.progress, run_count=run_count,
+                         skipped_count=len(rec.info["skipped"]), **info)
 
 
 def run_public(rec: RunRecord) -> RunPublic:

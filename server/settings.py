@@ -54,6 +54,10 @@ class Settings(BaseSettings):
                                           "127.0.0.1, [::1] and --host ('*.example.org' for subdomains); a request "
                                           "addressed to any other name is refused (DNS rebinding)")
     workers: int = Field(1, ge=1, le=64, description="training runs executed at the same time")
+    import_executor: Literal["process", "thread"] = Field(
+        "process", description="where an upload is imported: process (a worker process per import: decoding never "
+                               "slows the server, and cancel stops it at once) or thread (in the server's process, "
+                               "stopping at its next file: no process start, for small machines and the tests)")
     max_queued: int = Field(100, ge=1, le=100_000, description="queued runs accepted before 503 queue_full")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto | cpu | cuda; cpu hides GPUs from the training workers")

@@ -86,3 +86,27 @@ def test_not_a_folder_and_unknown_kind_are_bad_input(tmp_path: Path, capsys) -> 
     assert "is not a folder" in capsys.readouterr().err
     assert main(["import", "imagenet", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
     assert "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_an_import_cancels_it_and_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys) -> None:
+    """Through `dmlscope import`: the progress bar runs, Ctrl-C (KeyboardInterrupt) arrives between two files,
+    the command ends with 130 and one line, and the data folder holds no record, folder or partial folder."""
+    import models.data.importers as importers
+
+    cub_tree(tmp_path / "cub")
+    real_add, added = importers.add_file, []
+
+    def interrupted_add(*args: Any, **kwargs: Any) -> int:
+        if len(added) == 2:
+            raise KeyboardInterrupt
+        added.append(args)
+        return real_add(*args, **kwargs)
+
+    monkeypatch.setattr("models.data.benchmarks.add_file", interrupted_add)
+    assert main(["import", "cub", str(tmp_path / "cub"), "--data-dir", str(tmp_path / "data")]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "dmlscope: error: import cub: cancelled; nothing of it was stored", err
+    assert "import cub import" in err  # the bar: label, stage, files read
+    assert not Store.open(Settings(data_dir=tmp_path / "data")).list_datasets()
+    assert not any((tmp_path / "data" / "datasets").iterdir())

@@ -60,6 +60,7 @@ export const api = {
   dataset: (id) => request("GET", `datasets/${id}`),
   datasetImages: (id, params) => request("GET", `datasets/${id}/images?${q(params)}`),
   uploadDataset: (form) => request("POST", "datasets", { form }),
+  cancelImport: (id) => request("POST", `datasets/${id}/cancel`),
   deleteDataset: (id, force = false) => request("DELETE", `datasets/${id}${force ? "?force=true" : ""}`),
 
   weights: () => request("GET", "weights"),
@@ -150,6 +151,12 @@ function dequantise(codes, [lo, hi]) {
  * Returns a function that closes the stream. */
 export function followRun(id, handlers) {
   return follow(`api/runs/${id}/events`, ["run", "progress"], handlers);
+}
+
+/** Follow a dataset's import. Handlers: dataset(Dataset), progress(Progress), end(Dataset: ready, failed or
+ * cancelled), error(Event). Returns a function that closes the stream. */
+export function followDataset(id, handlers) {
+  return follow(`api/datasets/${id}/events`, ["dataset", "progress"], handlers);
 }
 
 /** Follow a sweep's Server-Sent Events. Handlers: sweep(Sweep) on every change, end(Sweep), error(Event). */

@@ -18,7 +18,7 @@ import numpy as np
 
 from models.data.errors import DatasetError, SkippedFile
 from models.data.imageset import ImportReport
-from models.data.importers import add_file, multi_frame_warning, read_local
+from models.data.importers import FileProgress, add_file, multi_frame_warning, read_local
 from models.data.safety import UploadLimits
 from models.data.writer import ImageSetWriter
 
@@ -150,7 +150,7 @@ BENCHMARK_MAX_SIDE = 512
 
 
 def import_benchmark(kind: str, root: str | Path, dest: str | Path, limits: UploadLimits | None = None,
-                     max_side: int = BENCHMARK_MAX_SIDE) -> ImportReport:
+                     max_side: int = BENCHMARK_MAX_SIDE, on_file: FileProgress | None = None) -> ImportReport:
     """Import a local copy of a benchmark (`kind` in BENCHMARKS or ALIASES) with its predefined zero-shot split."""
     kind = ALIASES.get(kind, kind)
     if kind not in BENCHMARKS:
@@ -165,8 +165,12 @@ def import_benchmark(kind: str, root: str | Path, dest: str | Path, limits: Uplo
     skipped: list[SkippedFile] = []
     names = _unique_names(records)
     with ImageSetWriter(dest, max_side) as writer:
-        frames = [add_file(writer, names[r.class_id], r.path, lambda r=r: read_local(base / r.path, limits), limits,
-                           skipped, r.train, r.partition) for r in records]
+        frames = []
+        for done, r in enumerate(records, 1):
+            frames.append(add_file(writer, names[r.class_id], r.path, lambda r=r: read_local(base / r.path, limits),
+                                   limits, skipped, r.train, r.partition))
+            if on_file is not None:
+                on_file(done, len(records))
         return writer.finish(class_order=[names[c] for c in sorted(names)], skipped=skipped,
                              warnings=multi_frame_warning(frames))
 

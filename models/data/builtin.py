@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from models.data.errors import DatasetError
 from models.data.imageset import ImageSet, ImportReport
+from models.data.importers import FileProgress
 from models.data.writer import ImageSetWriter
 
 # (class name, original path, image) triples
@@ -107,16 +108,20 @@ _BUILTINS: dict[str, tuple[str, Callable[..., _Images]]] = {
 BUILTIN_DATASETS: dict[str, str] = {name: summary for name, (summary, _) in _BUILTINS.items()}
 
 
-def import_builtin(name: str, dest: str | Path, max_side: int = 256, **params: Any) -> ImportReport:
+def import_builtin(name: str, dest: str | Path, max_side: int = 256, on_file: FileProgress | None = None,
+                   **params: Any) -> ImportReport:
     """Write a built-in set to `dest`; only `synthetic` takes params (num_classes, per_class, size, seed)."""
     if name not in _BUILTINS:
         raise DatasetError(f"unknown built-in data set {name!r}; choose one of: {', '.join(_BUILTINS)}")
     make = _BUILTINS[name][1]
     if params and make is not synthetic_images:
         raise DatasetError(f"built-in data set {name!r} takes no parameters; got {', '.join(params)}")
+    images = list(make(**params))
     with ImageSetWriter(dest, max_side) as writer:
-        for class_name, path, image in make(**params):
+        for done, (class_name, path, image) in enumerate(images, 1):
             writer.add(class_name, path, image)
+            if on_file is not None:
+                on_file(done, len(images))
         return writer.finish()
 
 

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import os
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+# Called after each file with (files done, files in all); it may raise (models.progress.Cancelled) to stop.
+FileProgress = Callable[[int, int], None]
+
 from models.data.errors import DatasetError, SkippedFile
 from models.data.imageset import ImportReport
-from models.data.safety import (BadImage, ByteBudget, UploadLimits, decode_image, file_too_big, hidden_folder_warning,
-                                hidden_folders, is_ignored, iter_upload_files, open_zip, read_zip_member,
-                                split_relative_path)
+from models.data.safety import (BadImage, ByteBudget, UploadLimits, ZipMember, decode_image, file_too_big,
+                                hidden_folder_warning, hidden_folders, is_ignored, iter_upload_files, open_zip,
+                                read_zip_member, split_relative_path)
 from models.data.writer import ImageSetWriter
 
 
@@ -32,7 +36,7 @@ class _Source:
 
 
 def import_folder(src: str | Path, dest: str | Path, limits: UploadLimits | None = None,
-                  max_side: int = 256) -> ImportReport:
+                  max_side: int = 256, on_file: FileProgress | None = None) -> ImportReport:
     """Import a local class-per-folder directory. Symlinked files are read; symlinked folders are not entered."""
     root = Path(src)
     if not root.is_dir():
@@ -49,32 +53,56 @@ def import_folder(src: str | Path, dest: str | Path, limits: UploadLimits | None
                 sources.append(_Source(parts, lambda full=full: read_local(full, limits)))
     if not sources:
         raise DatasetError(f"{root} holds no files; put one folder of images per class inside it")
-    return _import(sources, dest, limits, max_side, _hidden_folders_seen(root, hidden))
+    return _import(sources, _hidden_folders_seen(root, hidden), dest, limits, max_side, on_file)
 
 
 def import_zip(source: str | Path | bytes, dest: str | Path, limits: UploadLimits | None = None,
-               max_side: int = 256) -> ImportReport:
+               max_side: int = 256, on_file: FileProgress | None = None) -> ImportReport:
     """Import an untrusted zip (a path or its bytes) holding one folder per class."""
     limits = limits or UploadLimits()
     zf, members = open_zip(source, limits)
     with zf:
-        budget = ByteBudget(limits.max_total_bytes)
-        sources = [_Source(m.parts, lambda m=m: read_zip_member(zf, m, limits, budget)) for m in members]
-        names = (split_relative_path(i.filename) for i in zf.infolist())
-        return _import(sources, dest, limits, max_side, hidden_folder_warning(hidden_folders(p for p in names if p)))
+        return _import(*_zip_sources(zf, members, limits), dest, limits, max_side, on_file)
+
+
+def check_zip(source: str | Path | bytes, limits: UploadLimits | None = None) -> None:
+    """Raise the DatasetError `import_zip` would raise before decoding anything (a broken or hostile archive, no
+    class folders); cheap: it reads the archive's directory only."""
+    limits = limits or UploadLimits()
+    zf, members = open_zip(source, limits)
+    with zf:
+        _plan(*_zip_sources(zf, members, limits))
+
+
+def _zip_sources(zf: zipfile.ZipFile, members: list[ZipMember],
+                 limits: UploadLimits) -> tuple[list[_Source], list[str]]:
+    budget = ByteBudget(limits.max_total_bytes)
+    sources = [_Source(m.parts, lambda m=m: read_zip_member(zf, m, limits, budget)) for m in members]
+    names = (split_relative_path(i.filename) for i in zf.infolist())
+    return sources, hidden_folder_warning(hidden_folders(p for p in names if p))
 
 
 def import_files(files: list[tuple[str, bytes]], dest: str | Path, limits: UploadLimits | None = None,
-                 max_side: int = 256) -> ImportReport:
+                 max_side: int = 256, on_file: FileProgress | None = None) -> ImportReport:
     """Import a browser folder upload: (relative path as `webkitRelativePath` gives it, file bytes) pairs."""
     limits = limits or UploadLimits()
+    return _import(*_file_sources(files, limits), dest, limits, max_side, on_file)
+
+
+def check_files(files: list[tuple[str, bytes]], limits: UploadLimits | None = None) -> None:
+    """Raise the DatasetError `import_files` would raise before decoding anything (too many or too large files,
+    no class folders)."""
+    _plan(*_file_sources(files, limits or UploadLimits()))
+
+
+def _file_sources(files: list[tuple[str, bytes]], limits: UploadLimits) -> tuple[list[_Source], list[str]]:
     sources = [_Source(parts, lambda data=data: data) for parts, data in iter_upload_files(files, limits)]
     names = (split_relative_path(name) for name, _ in files)
     hidden = hidden_folder_warning(hidden_folders(p for p in names if p))
     if not sources:
         raise DatasetError(" ".join(["the upload holds only hidden or system files; pick a folder with one folder "
                                      "per class.", *hidden]))
-    return _import(sources, dest, limits, max_side, hidden)
+    return sources, hidden
 
 
 def read_local(path: Path, limits: UploadLimits) -> bytes:
@@ -93,16 +121,25 @@ def _hidden_folders_seen(root: Path, folders: list[Path]) -> list[str]:
     return hidden_folder_warning({f: n for f, n in counts.items() if n})
 
 
-def _import(sources: list[_Source], dest: str | Path, limits: UploadLimits, max_side: int,
-            notes: list[str]) -> ImportReport:
-    """`notes`: warnings about what was left out before this point (hidden folders)."""
+def _plan(sources: list[_Source], notes: list[str]) -> tuple[list[tuple[str, str, _Source]], list[SkippedFile],
+                                                            list[str]]:
+    """The files to decode, by class; `notes`: warnings about what was left out before this point (hidden
+    folders), added to a refusal."""
     try:
-        items, skipped, warnings = _assign_classes(sources)
+        return _assign_classes(sources)
     except DatasetError as exc:
         raise DatasetError(" ".join([str(exc), *notes])) from None
+
+
+def _import(sources: list[_Source], notes: list[str], dest: str | Path, limits: UploadLimits, max_side: int,
+            on_file: FileProgress | None) -> ImportReport:
+    items, skipped, warnings = _plan(sources, notes)
     with ImageSetWriter(dest, max_side) as writer:
-        frames = [add_file(writer, class_name, path, source.read, limits, skipped)
-                  for class_name, path, source in items]
+        frames = []
+        for done, (class_name, path, source) in enumerate(items, 1):
+            frames.append(add_file(writer, class_name, path, source.read, limits, skipped))
+            if on_file is not None:
+                on_file(done, len(items))
         try:
             return writer.finish(skipped=skipped, warnings=notes + warnings + multi_frame_warning(frames))
         except DatasetError as exc:  # too few classes left: say which files fell out, and why

@@ -1,4 +1,5 @@
-"""Datasets: upload (zip, a picked folder, or a built-in set), list, page through images, serve images."""
+"""Datasets: upload (zip, a picked folder, or a built-in set) as an import job with progress events and
+cancel, list, page through images, serve images."""
 from __future__ import annotations
 
 from pathlib import PurePosixPath
@@ -7,11 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from models.errors import Conflict, NotFound
-from server.routes.deps import DatasetId, ImageId, StoreDep
+from server.imports import record_builtin, stage_files, stage_zip
+from server.routes.deps import DatasetId, ImageId, ImportsDep, StoreDep
+from server.routes.sse import follow
 from server.schemas import (DatasetPublic, DatasetsPublic, ImagePublic, ImagesPublic, SkippedPublic, dataset_public,
                             image_url, thumb_url)
 from server.store import DatasetRecord, Store
@@ -32,8 +35,10 @@ def _invalid(field: str, msg: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field), "msg": msg, "type": "value_error"}])
 
 
-@router.post("", status_code=201, operation_id="datasets-create", openapi_extra=_UPLOAD_SCHEMA)
-async def create_dataset(request: Request, store: StoreDep) -> DatasetPublic:
+@router.post("", status_code=202, operation_id="datasets-create", openapi_extra=_UPLOAD_SCHEMA)
+async def create_dataset(request: Request, store: StoreDep, imports: ImportsDep) -> DatasetPublic:
+    """Check and store the upload, then import it in a worker: the answer is the dataset in state `importing`
+    (a built-in set already imported: `ready`); follow it at GET /api/datasets/{id}/events."""
     limits = store.upload_limits()
     form = await request.form(max_files=limits.max_members, max_fields=100)
     try:
@@ -52,16 +57,18 @@ async def create_dataset(request: Request, store: StoreDep) -> DatasetPublic:
         if builtin:
             if not isinstance(builtin, str):
                 raise _invalid("builtin", "builtin must be a name, not a file")
-            rec = await run_in_threadpool(store.ensure_builtin, builtin)
+            rec, new = await run_in_threadpool(record_builtin, store, builtin)
         elif zip_file:
             if not isinstance(zip_file, UploadFile):
                 raise _invalid("file", "file must be an uploaded zip file")
-            rec = await _import_zip(store, zip_file, name)
+            rec, new = await _stage_zip(store, zip_file, name), True
         else:
             files = [(f.filename or "", await f.read()) for f in uploads]
-            rec = await run_in_threadpool(store.import_files_upload, files, name or _folder_name(files))
+            rec, new = await run_in_threadpool(stage_files, store, files, name or _folder_name(files)), True
     finally:
         await form.close()
+    if new:
+        imports.submit(rec)
     return dataset_public(rec, store.run_count(rec.id))
 
 
@@ -74,16 +81,16 @@ def _what_arrived(request: Request, fields: list[str]) -> str:
     return f" (the form held {', '.join(sorted(set(fields)))[:300]})" if fields else " (the form was empty)"
 
 
-async def _import_zip(store: Store, upload: UploadFile, name: str | None) -> DatasetRecord:
+async def _stage_zip(store: Store, upload: UploadFile, name: str | None) -> DatasetRecord:
     tmp = store.temp_path(".zip")
     try:
         with tmp.open("wb") as out:
             while chunk := await upload.read(1 << 20):
                 out.write(chunk)
         stem = PurePosixPath(upload.filename or "upload.zip").stem or "upload"
-        return await run_in_threadpool(store.import_zip_upload, tmp, name or stem)
+        return await run_in_threadpool(stage_zip, store, tmp, name or stem)
     finally:
-        tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # gone already once staged
 
 
 def _folder_name(files: list[tuple[str, bytes]]) -> str:
@@ -101,6 +108,29 @@ def list_datasets(store: StoreDep) -> DatasetsPublic:
 @router.get("/{dataset_id}", operation_id="datasets-get")
 def get_dataset(dataset_id: DatasetId, store: StoreDep) -> DatasetPublic:
     return dataset_public(store.get_dataset(dataset_id), store.run_count(dataset_id))
+
+
+@router.post("/{dataset_id}/cancel", operation_id="datasets-cancel")
+def cancel_import(dataset_id: DatasetId, store: StoreDep, imports: ImportsDep) -> DatasetPublic:
+    """Stop an import in progress and remove every trace of it; the answer is its last state, `cancelled`."""
+    rec = imports.cancel(dataset_id)
+    return dataset_public(rec, 0)
+
+
+@router.get("/{dataset_id}/events", operation_id="datasets-events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "events `dataset`, `progress`, and a final `end` (see docs/api.md)"}})
+async def dataset_events(dataset_id: DatasetId, store: StoreDep, imports: ImportsDep) -> StreamingResponse:
+    store.get_dataset(dataset_id)  # 404 before the stream starts
+    queue = imports.hub.subscribe(dataset_id)  # subscribe first, then read the state: no event falls in between
+    rec = store.get_dataset(dataset_id)
+    imports.watch(rec)
+
+    def public(r: DatasetRecord) -> dict[str, Any]:
+        return dataset_public(r, store.run_count(r.id)).model_dump(mode="json", by_alias=True)
+
+    return follow(imports.hub, dataset_id, queue, "dataset", rec, rec.progress, public,
+                  lambda r: r.state != "importing")
 
 
 @router.delete("/{dataset_id}", status_code=204, operation_id="datasets-delete")

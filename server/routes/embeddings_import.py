@@ -21,6 +21,7 @@ from models.embeddings_import import (EmbeddingsFile, EmbeddingsFileError, read_
                                       resolve, save_input, split_rows, write_labels_only_set)
 from models.errors import InvalidInput
 from models.runfolder import EMBEDDINGS_INPUT, RunFolder
+from server.imports import import_now
 from server.routes.deps import JobsDep, StoreDep
 from server.routes.model_import import fixed_distances
 from server.schemas import RunPublic, run_public
@@ -64,7 +65,7 @@ def dataset_for(store: Store, prepared: Prepared, name: str) -> tuple[str, bool]
     if prepared.dataset_id is not None:
         return prepared.dataset_id, False
     classes, labels = np.unique(prepared.file.labels, return_inverse=True)
-    created = store.add_labels_only(f"embeddings: {name}"[:200], lambda dest: write_labels_only_set(
+    created = import_now(store, f"embeddings: {name}"[:200], "embeddings", lambda dest, _: write_labels_only_set(
         dest, [str(c) for c in classes], labels.astype(np.int64)))
     return created.id, True
 

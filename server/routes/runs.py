@@ -1,9 +1,7 @@
 """Runs: create, retrain from a parent with a config patch, list, cancel, resume, delete, and progress (SSE)."""
 from __future__ import annotations
 
-import asyncio
-import json
-from typing import Any, AsyncIterator, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
@@ -16,12 +14,12 @@ from models.errors import InvalidInput
 from server.errors import config_validation_error
 from server.executor import resolve_processes
 from server.routes.deps import JobsDep, RunId, SettingsDep, StoreDep
+from server.routes.sse import follow
 from server.schemas import RunCreate, RunPublic, RunResume, RunRetrain, RunsPublic, run_public
 from server.settings import Settings
 from server.store import ID_PATTERN, TERMINAL, RunRecord
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
-KEEPALIVE_S = 15.0
 
 
 def _processes(requested: int | str, config: RunConfig, settings: Settings) -> int:
@@ -89,10 +87,6 @@ def delete_run(run_id: RunId, store: StoreDep) -> Response:
     return Response(status_code=204)
 
 
-def _sse(event: str, data: Any) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
 def _run_json(rec: RunRecord) -> dict[str, Any]:
     return run_public(rec).model_dump(mode="json")
 
@@ -105,29 +99,5 @@ async def run_events(run_id: RunId, store: StoreDep, jobs: JobsDep) -> Streaming
     queue = jobs.hub.subscribe(run_id)  # subscribe first, then read the state: no event falls in between
     rec = store.get_run(run_id)
 
-    async def stream() -> AsyncIterator[str]:
-        try:
-            yield _sse("run", _run_json(rec))
-            if rec.status in TERMINAL:
-                yield _sse("end", _run_json(rec))
-                return
-            if rec.progress is not None and rec.status == "running":
-                yield _sse("progress", rec.progress)
-            while True:
-                try:
-                    kind, payload = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if kind == "progress":
-                    yield _sse("progress", payload)
-                    continue
-                yield _sse("run", _run_json(payload))
-                if payload.status in TERMINAL:
-                    yield _sse("end", _run_json(payload))
-                    return
-        finally:
-            jobs.hub.unsubscribe(run_id, queue)
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    progress = rec.progress if rec.status == "running" else None
+    return follow(jobs.hub, run_id, queue, "run", rec, progress, _run_json, lambda r: r.status in TERMINAL)

@@ -11,7 +11,7 @@ from models.errors import InvalidInput
 from models.sweep import prepare_spec
 from server.lifecycle import check_fits
 from server.routes.deps import StoreDep
-from server.routes.runs import KEEPALIVE_S, _sse
+from server.routes.sse import KEEPALIVE_S, sse
 from server.store import ID_PATTERN
 from server.sweeps import SweepManager
 from server.sweeps_schemas import (SweepCreate, SweepPublic, SweepsPublic, SweepVariantsPublic, sweep_public,
@@ -91,9 +91,9 @@ async def sweep_events(sweep_id: SweepId, sweeps: SweepsDep) -> StreamingRespons
         try:
             while True:
                 sweep = _public(sweeps, sweep_id).model_dump(mode="json")
-                yield _sse("sweep", sweep)
+                yield sse("sweep", sweep)
                 if sweep["status"] not in SWEEP_ACTIVE:
-                    yield _sse("end", sweep)
+                    yield sse("end", sweep)
                     return
                 while True:
                     try:

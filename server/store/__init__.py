@@ -5,7 +5,7 @@ paths, start-up clean-up), `datasets` (dataset records, imports, limits, the Ima
 records and their lifecycle columns). Import names from here; the halves are an implementation detail.
 """
 from server.store.base import ID_PATTERN, _MIGRATIONS, atomic_write_bytes, check_id, new_id, now
-from server.store.datasets import DatasetRecord, DatasetStore
+from server.store.datasets import IMPORT_INTERRUPTED, DatasetRecord, DatasetStore
 from server.store.runs import ACTIVE, STATUSES, TERMINAL, RunRecord, RunStore
 
 
@@ -13,5 +13,5 @@ class Store(DatasetStore, RunStore):
     """Thread-safe access to the metadata database and the artifact folders of one data directory."""
 
 
-__all__ = ["ACTIVE", "ID_PATTERN", "STATUSES", "TERMINAL", "_MIGRATIONS", "DatasetRecord", "RunRecord", "Store",
-           "atomic_write_bytes", "check_id", "new_id", "now"]
+__all__ = ["ACTIVE", "ID_PATTERN", "IMPORT_INTERRUPTED", "STATUSES", "TERMINAL", "_MIGRATIONS", "DatasetRecord",
+           "RunRecord", "Store", "atomic_write_bytes", "check_id", "new_id", "now"]

@@ -75,6 +75,14 @@ _MIGRATIONS = [
     ALTER TABLE runs ADD COLUMN processes INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE runs ADD COLUMN progress_log TEXT;
     """,
+    # v4: imports are jobs (server/imports.py): a dataset is importing, ready or failed (with why)
+    """
+    ALTER TABLE datasets ADD COLUMN state TEXT NOT NULL DEFAULT 'ready';
+    ALTER TABLE datasets ADD COLUMN error TEXT;
+    ALTER TABLE datasets ADD COLUMN progress TEXT;
+    ALTER TABLE datasets ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX datasets_by_state ON datasets(state);
+    """,
 ]
 
 

@@ -1,5 +1,10 @@
-"""The dataset half of the store: the datasets table, imports into dataset folders, upload limits and the
-decoded-ImageSet cache."""
+"""The dataset half of the store: the datasets table and its import states, the dataset folders, upload limits
+and the decoded-ImageSet cache.
+
+A dataset is recorded when its import begins (`importing`, with progress), then becomes `ready` (with its
+info) or `failed` (with the reasons); a cancelled import is discarded without a trace. Running an import is
+server/imports.py's job; this module only records it.
+"""
 from __future__ import annotations
 
 import json
@@ -10,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.errors import Conflict, InvalidInput
+from models.errors import Conflict
 from server.folder_lock import StoreLock
 from server.settings import Settings
 from server.store.base import StoreBase, check_id, new_id, now, remove_tree
@@ -28,6 +33,17 @@ class DatasetRecord:
     builtin: str | None
     created_at: str
     info: dict[str, Any]  # num_images, num_classes, classes, channels, native_size, skipped, warnings, ...
+    state: str = "ready"  # importing | ready | failed
+    error: str | None = None  # failed: why, and what to change
+    progress: dict[str, Any] | None = None  # importing: the last models.progress.Progress dict
+
+
+IMPORT_STATES = ("importing", "ready", "failed")
+# The info of a dataset whose import has not succeeded: nothing is known about its images yet.
+EMPTY_INFO: dict[str, Any] = {"num_images": 0, "num_classes": 0, "channels": 0, "native_size": None, "classes": [],
+                              "has_predefined_split": False, "has_images": True, "predefined_split": None,
+                              "skipped": [], "warnings": []}
+IMPORT_INTERRUPTED = "the server stopped while this dataset was importing; delete it and upload it again"
 
 
 def _dataset_info(report: "ImportReport") -> dict[str, Any]:
@@ -46,7 +62,7 @@ def _dataset_info(report: "ImportReport") -> dict[str, Any]:
 
 
 class DatasetStore(StoreBase):
-    """Datasets: records, imports, limits, the ImageSet cache (mixed into `Store`)."""
+    """Datasets: records and import states, folders, limits, the ImageSet cache (mixed into `Store`)."""
 
     def __init__(self, settings: Settings, conn: sqlite3.Connection, folder: StoreLock):
         super().__init__(settings, conn, folder)
@@ -54,74 +70,95 @@ class DatasetStore(StoreBase):
 
     def _dataset(self, row: sqlite3.Row) -> DatasetRecord:
         return DatasetRecord(row["id"], row["name"], row["source"], row["builtin"], row["created_at"],
-                             json.loads(row["info"]))
+                             json.loads(row["info"]), row["state"], row["error"],
+                             None if row["progress"] is None else json.loads(row["progress"]))
 
-    def list_datasets(self) -> list[DatasetRecord]:
-        return [self._dataset(r) for r in self._rows("SELECT * FROM datasets ORDER BY created_at DESC, rowid DESC")]
+    def list_datasets(self, state: str | None = None) -> list[DatasetRecord]:
+        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
+        return [self._dataset(r) for r in self._rows(f"SELECT * FROM datasets {where} "
+                                                     "ORDER BY created_at DESC, rowid DESC", args)]
 
     def get_dataset(self, id_or_prefix: str) -> DatasetRecord:
         return self._dataset(self._by_prefix("datasets", "dataset", id_or_prefix))
 
-    def _add_dataset(self, name: str, source: str, build: Any, builtin: str | None = None) -> DatasetRecord:
-        """Run `build(dest)` (an importer from models.data) into a fresh folder, then record the result."""
-        dataset_id = new_id()
-        dest = self.dataset_dir(dataset_id)
-        try:
-            report = build(dest)
-            rec = DatasetRecord(dataset_id, name, source, builtin, now(), _dataset_info(report))
-            self._exec("INSERT INTO datasets (id, name, source, builtin, created_at, info) VALUES (?, ?, ?, ?, ?, ?)",
-                       (rec.id, rec.name, rec.source, rec.builtin, rec.created_at, json.dumps(rec.info)))
-        except BaseException:  # rejected (a DatasetError), disk full, database full: no folder outlives a missing row
-            shutil.rmtree(dest, ignore_errors=True)
-            raise
+    def find_dataset(self, dataset_id: str) -> DatasetRecord | None:
+        """The dataset with exactly this id, or None once it is gone (a discarded import)."""
+        rows = self._rows("SELECT * FROM datasets WHERE id = ?", (dataset_id,))
+        return self._dataset(rows[0]) if rows else None
+
+    def builtin_dataset(self, name: str) -> DatasetRecord | None:
+        rows = self._rows("SELECT * FROM datasets WHERE builtin = ?", (name,))
+        return self._dataset(rows[0]) if rows else None
+
+    def ready_dataset(self, id_or_prefix: str) -> DatasetRecord:
+        """The dataset, if its import has succeeded: training, exploring and listing images need its images."""
+        rec = self.get_dataset(id_or_prefix)
+        if rec.state == "importing":
+            done = f" ({rec.progress['fraction']:.0%} done)" if rec.progress else ""
+            raise Conflict(f"dataset {rec.id} is still importing{done}; wait until it is ready "
+                           f"(GET /api/datasets/{rec.id}/events follows its progress)")
+        if rec.state == "failed":
+            raise Conflict(f"dataset {rec.id} failed to import ({rec.error}); delete it and import it again")
         return rec
 
-    def ensure_builtin(self, name: str) -> DatasetRecord:
-        """The built-in dataset `name`, imported on first use (a few seconds for mnist5k)."""
-        from models.data import BUILTIN_DATASETS, import_builtin
+    # ---- import states --------------------------------------------------------------------------------
+    def begin_import(self, name: str, source: str, builtin: str | None = None) -> DatasetRecord:
+        """Record a dataset in state `importing`; raises sqlite3.IntegrityError when `builtin` is recorded."""
+        rec = DatasetRecord(new_id(), name, source, builtin, now(), EMPTY_INFO, "importing")
+        self._exec("INSERT INTO datasets (id, name, source, builtin, created_at, info, state) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (rec.id, rec.name, rec.source, rec.builtin, rec.created_at, json.dumps(rec.info), rec.state))
+        return rec
 
-        if name not in BUILTIN_DATASETS:
-            raise InvalidInput(f"unknown built-in dataset {name!r}; choose one of: "
-                               f"{', '.join(sorted(BUILTIN_DATASETS))}")
-        with self._lock:  # one import per name even when two callers race
-            rows = self._rows("SELECT * FROM datasets WHERE builtin = ?", (name,))
-            if rows:
-                return self._dataset(rows[0])
-            return self._add_dataset(name, "builtin", lambda dest: import_builtin(name, dest), builtin=name)
+    def upload_path(self, dataset_id: str) -> Path:
+        """Where an upload waits for its import (a zip; a folder upload is stored as one)."""
+        return self.root / "tmp" / f"{check_id(dataset_id, 'dataset')}.upload"
 
-    def import_path(self, path: Path, name: str | None = None) -> DatasetRecord:
-        """Import a class-per-folder directory or a .zip from the local file system (CLI use)."""
-        from models.data import import_folder, import_zip
+    def set_import_progress(self, dataset_id: str, progress: dict[str, Any]) -> None:
+        self._exec("UPDATE datasets SET progress=? WHERE id=? AND state='importing'",
+                   (json.dumps(progress), dataset_id))
 
-        path = Path(path)
-        if path.is_dir():
-            return self._add_dataset(name or path.resolve().name, "folder",
-                                     lambda dest: import_folder(path, dest, self.upload_limits()))
-        if path.is_file() and path.suffix.lower() == ".zip":
-            return self._add_dataset(name or path.stem, "zip", lambda dest: import_zip(path, dest, self.upload_limits()))
-        raise InvalidInput(f"{path} is neither a folder with one sub-folder per class nor a .zip file")
+    def finish_import(self, dataset_id: str, report: "ImportReport") -> DatasetRecord:
+        self._exec("UPDATE datasets SET state='ready', info=?, progress=NULL WHERE id=?",
+                   (json.dumps(_dataset_info(report)), dataset_id))
+        return self.get_dataset(dataset_id)
 
-    def import_benchmark(self, kind: str, path: Path, name: str | None = None) -> DatasetRecord:
-        """Import a local copy of a DML benchmark in its published layout, with its predefined split (CLI use:
-        the path is the local user's, never a request's)."""
-        from models.data import import_benchmark
+    def fail_import(self, dataset_id: str, error: str) -> DatasetRecord:
+        """Mark the import failed with `error` and remove whatever it had written (the record stays to say why)."""
+        self._exec("UPDATE datasets SET state='failed', error=?, progress=NULL WHERE id=?", (error, dataset_id))
+        self._remove_import_files(dataset_id)
+        return self.get_dataset(dataset_id)
 
-        return self._add_dataset(name or f"{kind} ({Path(path).resolve().name})", "benchmark",
-                                 lambda dest: import_benchmark(kind, path, dest, self.upload_limits()))
+    def discard_import(self, dataset_id: str) -> None:
+        """Remove an import without a trace: its record, its folder, its temp folders and its upload (a dataset
+        that became ready first is kept)."""
+        deleted = self._exec("DELETE FROM datasets WHERE id=? AND state!='ready'", (dataset_id,))
+        if deleted or self.find_dataset(dataset_id) is None:
+            self._remove_import_files(dataset_id)
 
-    def import_zip_upload(self, zip_path: Path, name: str) -> DatasetRecord:
-        from models.data import import_zip
+    def _remove_import_files(self, dataset_id: str) -> None:
+        self.upload_path(dataset_id).unlink(missing_ok=True)
+        remove_tree(self.dataset_dir(dataset_id))
+        for partial in (self.root / "datasets").glob(f".{dataset_id}.*"):  # ImageSetWriter's folder in the making
+            shutil.rmtree(partial, ignore_errors=True)
 
-        return self._add_dataset(name, "zip", lambda dest: import_zip(zip_path, dest, self.upload_limits()))
+    def request_import_cancel(self, dataset_id: str) -> None:
+        self._exec("UPDATE datasets SET cancel_requested=1 WHERE id=? AND state='importing'", (dataset_id,))
 
-    def import_files_upload(self, files: list[tuple[str, bytes]], name: str) -> DatasetRecord:
-        from models.data import import_files
+    def import_cancel_requested(self, dataset_id: str) -> bool:
+        """True once a cancel was asked for, or when the record is gone."""
+        rows = self._rows("SELECT cancel_requested FROM datasets WHERE id=?", (dataset_id,))
+        return not rows or bool(rows[0][0])
 
-        return self._add_dataset(name, "upload", lambda dest: import_files(files, dest, self.upload_limits()))
-
-    def add_labels_only(self, name: str, build: Any) -> DatasetRecord:
-        """A dataset of labels without images (models.embeddings_import.write_labels_only_set), for embeddings."""
-        return self._add_dataset(name, "embeddings", build)
+    def mark_interrupted_imports(self) -> list[str]:
+        """At start-up: imports left `importing` by a previous server process failed. Only while this process
+        holds the folder alone (a CLI command's import is `importing` while it runs)."""
+        if not self.folder.exclusive:
+            return []
+        ids = [r[0] for r in self._rows("SELECT id FROM datasets WHERE state='importing'")]
+        for dataset_id in ids:
+            self.fail_import(dataset_id, IMPORT_INTERRUPTED)
+        return ids
 
     def upload_limits(self) -> Any:
         """models.data.UploadLimits from the settings: the archive may be as large as a request body."""
@@ -136,7 +173,7 @@ class DatasetStore(StoreBase):
         """The dataset's ImageSet, kept in a small LRU so decoded pixels are reused across requests."""
         from models.data import ImageSet
 
-        self.get_dataset(dataset_id)
+        self.ready_dataset(dataset_id)
         with self._lock:
             if dataset_id in self._image_sets:
                 self._image_sets.move_to_end(dataset_id)
@@ -149,6 +186,9 @@ class DatasetStore(StoreBase):
 
     def delete_dataset(self, dataset_id: str, force: bool = False) -> None:
         rec = self.get_dataset(check_id(dataset_id, "dataset"))
+        if rec.state == "importing":
+            raise Conflict(f"dataset {rec.id} is importing; cancel the import instead "
+                           f"(POST /api/datasets/{rec.id}/cancel)")
         with self._lock:
             runs = self.list_runs(dataset_id=rec.id)
             active = [r.id for r in runs if r.status in ACTIVE]

@@ -52,7 +52,7 @@ class RunStore(StoreBase):
     def create_run(self, dataset_id: str, config: RunConfig, name: str | None = None, parent_id: str | None = None,
                    origin: str = "train", status: str = "queued", processes: int = 1) -> RunRecord:
         """Record a run and create its (empty) folder; the caller then executes or queues it."""
-        dataset = self.get_dataset(check_id(dataset_id, "dataset"))
+        dataset = self.ready_dataset(check_id(dataset_id, "dataset"))
         if parent_id is not None:
             self.get_run(check_id(parent_id, "run"))
         if status not in STATUSES:

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
-from tests.support.app import TINY_CONFIG, Trained, make_settings
+from tests.support.app import TINY_CONFIG, Trained, import_dataset, make_settings
 from tests.support.polling import read_sse, wait_for
 from tests.support.zips import make_zip
 
@@ -27,9 +27,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def dataset(client: TestClient) -> dict[str, Any]:
-    r = client.post("/api/datasets", files={"file": ("shapes.zip", make_zip(), "application/zip")})
-    assert r.status_code == 201, r.text
-    return r.json()
+    return import_dataset(client, files={"file": ("shapes.zip", make_zip(), "application/zip")})
 
 
 @pytest.fixture(scope="session")
@@ -37,9 +35,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """Trains two tiny runs once for every test that explores results (each run costs a spawned worker)."""
     data_dir = tmp_path_factory.mktemp("trained") / "data"
     with TestClient(create_app(make_settings(data_dir))) as c:
-        r = c.post("/api/datasets", files={"file": ("shapes.zip", make_zip(), "application/zip")})
-        assert r.status_code == 201, r.text
-        dataset = r.json()
+        dataset = import_dataset(c, files={"file": ("shapes.zip", make_zip(), "application/zip")})
         r = c.post("/api/runs", json={"dataset_id": dataset["id"], "config": TINY_CONFIG, "name": "base"})
         assert r.status_code == 201, r.text
         with c.stream("GET", f"/api/runs/{r.json()['id']}/events") as stream:

@@ -8,16 +8,15 @@ from typing import Any
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.support.app import import_dataset
 from tests.support.images import png_bytes
 from tests.support.zips import make_zip
 
 
 def test_zip_upload_reports_classes_counts_and_skipped_files(client: TestClient) -> None:
     zip_bytes = make_zip(3, 5, extra={"shapes/notes/readme.txt": b"not an image", "shapes/red circle/bad.png": b"x"})
-    r = client.post("/api/datasets", files={"file": ("my shapes.zip", zip_bytes, "application/zip")},
-                    data={"name": "Shapes"})
-    assert r.status_code == 201, r.text
-    body = r.json()
+    body = import_dataset(client, files={"file": ("my shapes.zip", zip_bytes, "application/zip")},
+                          data={"name": "Shapes"})
     assert body["name"] == "Shapes" and body["source"] == "zip" and body["num_classes"] == 3
     assert body["num_images"] == 15 and all(c["count"] == 5 for c in body["classes"])
     skipped = {s["path"]: s["reason"] for s in body["skipped"]}
@@ -30,16 +29,14 @@ def test_zip_upload_reports_classes_counts_and_skipped_files(client: TestClient)
 
 def test_folder_upload_uses_relative_paths_as_names(client: TestClient) -> None:
     files = [("files", (f"pets/{cls}/{i}.png", png_bytes(), "image/png")) for cls in ("cat", "dog") for i in range(3)]
-    r = client.post("/api/datasets", files=files)
-    assert r.status_code == 201, r.text
-    body = r.json()
+    body = import_dataset(client, files=files)
     assert body["name"] == "pets" and body["source"] == "upload"
     assert [c["name"] for c in body["classes"]] == ["cat", "dog"] and body["num_images"] == 6
 
 
 def test_builtin_dataset_is_imported_once(client: TestClient) -> None:
-    first = client.post("/api/datasets", data={"builtin": "digits"}).json()
-    again = client.post("/api/datasets", data={"builtin": "digits"}).json()
+    first = import_dataset(client, data={"builtin": "digits"})
+    again = import_dataset(client, data={"builtin": "digits"})
     assert first["id"] == again["id"] and first["source"] == "builtin" and first["num_images"] == 1797
     r = client.post("/api/datasets", data={"builtin": "imagenet"})
     assert r.status_code == 400 and "choose one of" in r.json()["detail"]

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from models.config import RunConfig
 from models.progress import Cancelled, Progress, ignore_progress
 from server import lifecycle
+from server.imports import ensure_builtin
 from server.store import RunRecord, Store
 from tests.support.app import TINY_CONFIG, make_settings
 from tests.support.polling import read_sse, wait_until
@@ -26,7 +27,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def _running(store: Store) -> RunRecord:
-    dataset = store.ensure_builtin("synthetic")
+    dataset = ensure_builtin(store, "synthetic")
     return lifecycle.record(store, dataset.id, RunConfig(**TINY_CONFIG), status="running")
 
 

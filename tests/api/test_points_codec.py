@@ -90,12 +90,13 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestCli
     """An app with one finished run whose folder holds a PCA map and embeddings (as models/run.py writes
     them) of N test images of the built-in `synthetic` set; no correct@1 yet."""
     from models.config import RunConfig
+    from server.imports import ensure_builtin
     from server.store import Store
 
     settings = make_settings(tmp_path_factory.mktemp("codec") / "data", builtin_datasets=["synthetic"])
     store = Store.open(settings)
     try:
-        dataset = store.ensure_builtin("synthetic")
+        dataset = ensure_builtin(store, "synthetic")
         rec = store.create_run(dataset.id, RunConfig(embedding_dim=4), name="codec", status="done")
         run_dir = store.run_dir(rec.id)
     finally:

@@ -13,16 +13,14 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.executor import SERVER_PID_ENV, resolve_processes, worker_env
 from server.settings import Settings
-from tests.support.app import TINY_CONFIG, make_settings
+from tests.support.app import TINY_CONFIG, import_dataset, make_settings
 from tests.support.polling import read_sse, wait_for, wait_until
 from tests.support.workers import worker_pids
 from tests.support.zips import make_zip
 
 
 def _dataset(client: TestClient) -> str:
-    r = client.post("/api/datasets", files={"file": ("shapes.zip", make_zip(), "application/zip")})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    return import_dataset(client, files={"file": ("shapes.zip", make_zip(), "application/zip")})["id"]
 
 
 def test_processes_are_checked_against_the_machine(client: TestClient, dataset: dict[str, Any]) -> None:

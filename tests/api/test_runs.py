@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from tests.support.app import TINY_CONFIG, Trained, make_settings
+from tests.support.app import TINY_CONFIG, Trained, import_dataset, make_settings
 from tests.support.polling import read_sse, wait_for, wait_until
 from tests.support.zips import make_zip
 from tests.support.workers import worker_pids
@@ -22,9 +22,7 @@ LONG_CONFIG = {**TINY_CONFIG, "epochs": 500, "steps_per_epoch": 20}
 
 
 def _upload(client: TestClient) -> dict[str, Any]:
-    r = client.post("/api/datasets", files={"file": ("shapes.zip", make_zip(), "application/zip")})
-    assert r.status_code == 201, r.text
-    return r.json()
+    return import_dataset(client, files={"file": ("shapes.zip", make_zip(), "application/zip")})
 
 
 def test_config_errors_name_the_field(client: TestClient, dataset: dict[str, Any]) -> None:

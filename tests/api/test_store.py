@@ -8,6 +8,7 @@ import pytest
 
 from models.config import RunConfig
 from models.errors import Conflict, InvalidInput, NotFound
+from server.imports import ensure_builtin, import_path
 from server.store import Store, atomic_write_bytes
 from tests.support.app import make_settings
 
@@ -26,7 +27,7 @@ def test_open_creates_layout_migrates_once_and_uses_wal(tmp_path: Path) -> None:
     assert {p.name for p in settings.data_dir.iterdir()} >= {"datasets", "runs", "tmp", "dmlscope.sqlite3"}
     conn = sqlite3.connect(settings.database_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3  # v2: sweeps, v3: run processes and progress log
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4  # v2: sweeps, v3: run processes, v4: dataset import states
     conn.execute("PRAGMA user_version = 99")
     conn.close()
     with pytest.raises(RuntimeError, match="newer than this dmlscope"):
@@ -34,8 +35,8 @@ def test_open_creates_layout_migrates_once_and_uses_wal(tmp_path: Path) -> None:
 
 
 def test_run_lifecycle_prefix_lookup_and_interrupted(store: Store) -> None:
-    ds = store.ensure_builtin("synthetic")
-    assert store.ensure_builtin("synthetic") == ds
+    ds = ensure_builtin(store, "synthetic")
+    assert ensure_builtin(store, "synthetic") == ds
     cfg = RunConfig(epochs=1)
     run = store.create_run(ds.id, cfg)
     assert run.status == "queued" and run.started_at is None and run.name.startswith("triplet + euclidean")
@@ -66,7 +67,7 @@ def test_run_lifecycle_prefix_lookup_and_interrupted(store: Store) -> None:
 
 
 def test_ambiguous_prefix_asks_for_more_characters(store: Store) -> None:
-    ds = store.ensure_builtin("synthetic")
+    ds = ensure_builtin(store, "synthetic")
     runs = [store.create_run(ds.id, RunConfig(epochs=1)) for _ in range(40)]
     first = {r.id[0] for r in runs}
     shared = next(c for c in first if sum(r.id[0] == c for r in runs) > 1)  # 40 ids over 16 letters: one repeats
@@ -75,7 +76,7 @@ def test_ambiguous_prefix_asks_for_more_characters(store: Store) -> None:
 
 
 def test_dataset_delete_rules(store: Store) -> None:
-    ds = store.ensure_builtin("synthetic")
+    ds = ensure_builtin(store, "synthetic")
     run = store.create_run(ds.id, RunConfig(epochs=1))
     with pytest.raises(Conflict, match="cancel them first"):
         store.delete_dataset(ds.id, force=True)
@@ -90,7 +91,7 @@ def test_dataset_delete_rules(store: Store) -> None:
 
 def test_import_path_and_atomic_write(store: Store, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="neither a folder"):
-        store.import_path(tmp_path / "missing")
+        import_path(store, tmp_path / "missing")
     target = tmp_path / "out" / "a.bin"
     atomic_write_bytes(target, b"one")
     atomic_write_bytes(target, b"two")

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.support.app import TINY_CONFIG
+from tests.support.app import TINY_CONFIG, import_dataset
 from tests.support.polling import read_sse
 from tests.support.server import Server
 from tests.support.zips import make_zip
@@ -45,7 +45,7 @@ def test_upload_train_explore_compare_and_restart(server_factory: Any) -> None:
     with httpx.Client(base_url=server.url, timeout=60) as http:
         assert "text/html" in http.get("/").headers["content-type"]
         assert http.get("/openapi.json").json()["info"]["title"] == "dmlscope"
-        ds = http.post("/api/datasets", files={"file": ("shapes.zip", make_zip(), "application/zip")}).json()
+        ds = import_dataset(http, files={"file": ("shapes.zip", make_zip(), "application/zip")})
 
         run, events = _train(http, {"dataset_id": ds["id"], "config": TINY_CONFIG})
         assert run["status"] == "done", (run, server.output())

@@ -24,7 +24,9 @@ def test_upload_train_explore_retrain_compare(page, server: str, digits_zip: Pat
     page.goto("/")
     page.wait_for_selector("text=Image sets")
     page.set_input_files("#zip-input", str(digits_zip))
+    page.wait_for_selector("#import-progress")  # the import job's progress bar, with its cancel button
     page.wait_for_selector("text=Imported “digits6”")
+    page.wait_for_selector("tr[data-state='ready'] >> text=digits6")
     page.wait_for_selector("#detail-h:has-text('digits6')")
     assert page.locator(".class-counts .badge").count() == CLASSES
     page.wait_for_function(f"() => document.querySelectorAll('.thumbs img').length === {CLASSES * 12}")
@@ -123,6 +125,7 @@ def test_folder_upload_and_the_servers_error_message(page, tmp_path: Path, shots
     page.goto("/?tab=data")
     page.wait_for_selector("text=Image sets")
     page.set_input_files("#folder-input", str(tmp_path / "shapes"))
+    page.wait_for_selector("#import-progress")
     page.wait_for_selector("text=Imported “shapes”: 6 images in 2 classes")
     page.wait_for_selector("#detail-h:has-text('shapes')")
     page.wait_for_function("() => document.querySelectorAll('.thumbs img').length === 6")

@@ -12,7 +12,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from tests.support.app import TINY_CONFIG, Stored, api_routes, stored_app, upload
+from tests.support.app import TINY_CONFIG, Stored, api_routes, stored_app, upload_ready
 from tests.support.images import class_files, solid
 from tests.support.polling import wait_for
 from tests.support.zips import make_zip, zip_of
@@ -28,9 +28,7 @@ BAD_SEGMENTS = ["..", "%2e%2e", "..%2f..%2fetc%2fpasswd", "%2e%2e%2f%2e%2e%2fetc
 def trainable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stored, dict[str, Any]]]:
     """The stored app (a 3-class set) plus a 4-class set of 16-px shapes that runs can train on."""
     for stored in stored_app(tmp_path_factory.mktemp("requests") / "data"):
-        r = upload(stored.client, make_zip(), "shapes.zip")
-        assert r.status_code == 201, r.text
-        yield stored, r.json()
+        yield stored, upload_ready(stored.client, make_zip(), "shapes.zip")
 
 
 def _run_body(dataset_id: str, **config: Any) -> dict[str, Any]:
@@ -166,9 +164,9 @@ def test_runs_a_dataset_cannot_support_are_refused_before_queueing(trainable: tu
     assert r.status_code == 400 and "set classes_per_batch to at most 2" in r.json()["detail"], r.text
     r = stored.client.post("/api/runs", json=_run_body(shapes["id"], split={"mode": "predefined"}))
     assert r.status_code == 400 and "no predefined split" in r.json()["detail"], r.text
-    mixed = upload(stored.client, zip_of(class_files(4, 2) + [("class0/big.png", solid(0, (20, 12)))]))
-    assert mixed.status_code == 201 and mixed.json()["native_size"] is None
-    r = stored.client.post("/api/runs", json=_run_body(mixed.json()["id"], image_size=None))
+    mixed = upload_ready(stored.client, zip_of(class_files(4, 2) + [("class0/big.png", solid(0, (20, 12)))]))
+    assert mixed["native_size"] is None
+    r = stored.client.post("/api/runs", json=_run_body(mixed["id"], image_size=None))
     assert r.status_code == 400 and "different sizes; set image_size" in r.json()["detail"], r.text
     assert stored.client.get("/api/runs").json()["count"] == 0
 

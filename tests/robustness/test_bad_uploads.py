@@ -1,7 +1,9 @@
 """Hostile and messy uploads through POST /api/datasets (tests/models/test_upload_safety.py covers the importers).
 
-Archive-level attacks and unusable uploads answer 400 with a message that says what to fix, and the store is
-left exactly as it was; bad files inside a sound upload are skipped and listed with their reason.
+Archive-level attacks and uploads without class folders answer 400 with a message that says what to fix, and
+the store is left exactly as it was. What only decoding can find (too few usable images) fails the import
+job: the dataset ends `failed` with the reasons, and deleting it leaves the store as it was. Bad files inside a
+sound upload are skipped and listed with their reason.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from server.app import create_app
-from tests.support.app import Stored, make_settings, upload
+from tests.support.app import Stored, make_settings, settled, upload, upload_ready
 from tests.support.images import class_files, encode, huge_png, solid
 from tests.support.zips import good_zip, symlink_zip, zip_of
 
@@ -27,7 +29,7 @@ def _random_bytes(n: int, values: int = 256) -> bytes:
     return np.random.default_rng(0).integers(0, values, n, dtype=np.uint8).tobytes()
 
 
-# (case, zip bytes, what the 400's detail must say)
+# (case, zip bytes, what the 400's detail must say): refused by the request, before anything is stored
 REJECTED: list[tuple[str, Callable[[], bytes], str]] = [
     ("zip-slip ../", lambda: good_zip(extra=[("class0/../../../evil.png", solid(0))]), "outside the upload"),
     ("zip-slip absolute path", lambda: good_zip(extra=[("/tmp/evil.png", solid(0))]), "absolute path"),
@@ -39,6 +41,9 @@ REJECTED: list[tuple[str, Callable[[], bytes], str]] = [
     ("no class folders", lambda: zip_of([("a.png", solid(0)), ("b.png", solid(1))]), "no class folders"),
     ("a zip of a zip", lambda: zip_of([("photos.zip", good_zip())]), "'photos.zip' is an archive inside"),
     ("one class only", lambda: zip_of(class_files(1, 4)), "only one class folder ('class0')"),
+]
+# (case, zip bytes, what the failed import's error must say): accepted, then failed by the import job
+FAILED: list[tuple[str, Callable[[], bytes], str]] = [
     ("classes of one image", lambda: zip_of(class_files(3, 1)),
      "need at least 2 classes with 2 or more usable images each; found 0"),
     ("nothing decodable", lambda: zip_of([(f"{c}/{i}.png", b"text, not pixels") for c in "ab" for i in range(3)]),
@@ -57,6 +62,19 @@ def test_rejected_uploads_change_nothing(stored: Stored, case: str, build: Calla
     assert r.json()["error"] == "bad_request" and message in r.json()["detail"], (case, r.json())
     assert stored.snapshot() == before, case
     assert not (stored.settings.data_dir.parent / "evil.png").exists() and not Path("/tmp/evil.png").exists()
+
+
+@pytest.mark.parametrize("case,build,message", FAILED, ids=[c[0] for c in FAILED])
+def test_unusable_uploads_fail_their_import_with_the_reasons(stored: Stored, case: str, build: Callable[[], bytes],
+                                                             message: str) -> None:
+    before = stored.snapshot()
+    state, dataset = settled(stored.client, upload(stored.client, build()))
+    assert state == "failed" and message in dataset["error"], (case, dataset)
+    assert dataset["num_images"] == 0 and not (stored.settings.data_dir / "datasets" / dataset["id"]).exists()
+    r = stored.client.post("/api/runs", json={"dataset_id": dataset["id"], "config": {}})
+    assert r.status_code == 409 and "failed to import" in r.json()["detail"], r.text
+    assert stored.client.delete(f"/api/datasets/{dataset['id']}").status_code == 204
+    assert stored.snapshot() == before, case  # the record was all a failed import kept
 
 
 def test_folder_upload_with_traversal_in_a_file_name_changes_nothing(stored: Stored) -> None:
@@ -91,9 +109,7 @@ def _messy_members() -> list[tuple[str, bytes]]:
 
 
 def test_bad_files_are_skipped_and_listed_with_their_reason(stored: Stored) -> None:
-    r = upload(stored.client, zip_of(_messy_members()), "messy folder.zip")
-    assert r.status_code == 201, r.text
-    body = r.json()
+    body = upload_ready(stored.client, zip_of(_messy_members()), "messy folder.zip")
     reasons = {s["path"]: s["reason"] for s in body["skipped"]}
     assert reasons["class0/notes.png"].startswith("not an image")
     assert "truncated" in reasons["class0/cut.png"]
@@ -120,16 +136,17 @@ def test_bad_files_are_skipped_and_listed_with_their_reason(stored: Stored) -> N
 
 # (setting, its value, the upload, what the answer must say when the setting is tight). Each upload is accepted
 # under the defaults, so the difference is the setting's doing.
-LIMITS: list[tuple[str, Any, Callable[[], bytes], int, str]] = [
+# The answer: a refusal's status, or the state the import ended in.
+LIMITS: list[tuple[str, Any, Callable[[], bytes], int | str, str]] = [
     ("max_unpacked_mb", 1, lambda: good_zip(extra=[("class0/blob.bin", _random_bytes(MiB + MiB // 2))]), 400,
      "unpacks to 1.5 MiB; the limit is 1.0 MiB"),
     ("max_zip_ratio", 2.0, lambda: good_zip(extra=[("class0/bits.bin", _random_bytes(2 * MiB, values=2))]), 400,
      "limit 2×): this looks like a zip bomb"),
     ("max_upload_files", 5, good_zip, 400, "9 entries; the limit is 5"),
-    ("max_image_pixels", 100, lambda: good_zip(extra=[("class0/big.png", solid(0, (16, 16)))]), 201,
+    ("max_image_pixels", 100, lambda: good_zip(extra=[("class0/big.png", solid(0, (16, 16)))]), "ready",
      "16×16 pixels exceeds the limit of 100 pixels"),
     ("max_file_mb", 1, lambda: good_zip(extra=[("class0/noise.png", encode(Image.fromarray(
-        np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8))))]), 201,
+        np.random.default_rng(0).integers(0, 256, (700, 700, 3), dtype=np.uint8))))]), "ready",
      "the limit is 1.0 MiB per file"),
     ("max_request_mb", 1, lambda: good_zip(extra=[("class0/blob.bin", _random_bytes(2 * MiB))]), 413,
      "larger than 1 MiB"),
@@ -138,13 +155,14 @@ LIMITS: list[tuple[str, Any, Callable[[], bytes], int, str]] = [
 
 @pytest.mark.parametrize("setting,value,build,status,message", LIMITS, ids=[c[0] for c in LIMITS])
 def test_upload_limits_come_from_the_settings(stored: Stored, tmp_path: Path, setting: str, value: Any,
-                                              build: Callable[[], bytes], status: int, message: str) -> None:
+                                              build: Callable[[], bytes], status: int | str, message: str) -> None:
     data = build()
-    assert upload(stored.client, data).status_code == 201  # the defaults accept it
+    assert settled(stored.client, upload(stored.client, data))[0] == "ready"  # the defaults accept it
     with TestClient(create_app(make_settings(tmp_path / "data", **{setting: value}))) as client:
-        r = upload(client, data)
-        assert r.status_code == status, r.text
-        shown = r.json()["detail"] if status != 201 else " ".join(s["reason"] for s in r.json()["skipped"])
+        got, body = settled(client, upload(client, data))
+        assert got == status, body
+        shown = {"ready": lambda: " ".join(s["reason"] for s in body["skipped"]),
+                 "failed": lambda: body["error"]}.get(got, lambda: body["detail"])()
         assert message in shown, shown
-        if status != 201:
-            assert client.get("/api/datasets").json()["count"] == 0
+        if got != "ready":
+            assert [d["state"] for d in client.get("/api/datasets").json()["data"]] in ([], ["failed"])

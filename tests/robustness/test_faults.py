@@ -23,10 +23,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import server.imports
 from models.data.writer import ImageSetWriter
 from server.app import create_app
+from server.imports import execute_import, stage_zip, stored_build
 from server.store import Store, atomic_write_bytes
-from tests.support.app import TINY_CONFIG, Stored, make_settings, upload
+from tests.support.app import TINY_CONFIG, Stored, import_dataset, make_settings, upload, upload_ready
 from tests.support.polling import read_sse, wait_for, wait_until
 from tests.support.server import Server
 from tests.support.zips import good_zip, make_zip
@@ -59,14 +61,14 @@ def test_sigkill_mid_training_and_mid_upload_then_restart_and_resume(tmp_path: P
     config = {**TINY_CONFIG, "epochs": 4, "steps_per_epoch": 150}
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
-            dataset = http.post("/api/datasets", files={"file": ("shapes.zip", make_zip(), "application/zip")}).json()
+            dataset = import_dataset(http, files={"file": ("shapes.zip", make_zip(), "application/zip")})
             run = http.post("/api/runs", json={"dataset_id": dataset["id"], "config": config}).json()
             wait_until(lambda: (data_dir / "runs" / run["id"] / "checkpoint.pt").exists(), "the first checkpoint")
             worker = wait_until(lambda: worker_pids(run["id"]), "the worker process")[0]
 
             big = _big_zip()
             threading.Thread(target=_post_quietly, args=(server.url, big), daemon=True).start()
-            wait_until(lambda: list((data_dir / "datasets").glob(".*.partial")), "the upload to be half-written")
+            wait_until(lambda: list((data_dir / "datasets").glob(".*.partial")), "the import to be half-written")
             assert http.get(f"/api/runs/{run['id']}").json()["status"] == "running"
         server.proc.kill()  # SIGKILL: no shutdown handler runs
         server.proc.wait(timeout=10)
@@ -78,8 +80,10 @@ def test_sigkill_mid_training_and_mid_upload_then_restart_and_resume(tmp_path: P
     server = Server(data_dir)
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
-            listed = http.get("/api/datasets").json()
-            assert [d["id"] for d in listed["data"]] == [dataset["id"]]
+            listed = http.get("/api/datasets").json()["data"]
+            assert [d["id"] for d in listed if d["state"] == "ready"] == [dataset["id"]]
+            interrupted = [d for d in listed if d["id"] != dataset["id"]]  # marked, with what to do, and emptied
+            assert [d["state"] for d in interrupted] == ["failed"] and "upload it again" in interrupted[0]["error"]
             assert sorted(p.name for p in (data_dir / "datasets").iterdir()) == [dataset["id"]]
             assert _hidden_or_temp(data_dir) == []
             stopped = http.get(f"/api/runs/{run['id']}").json()
@@ -107,7 +111,7 @@ def _worker_process(run_id: str) -> int:
 @pytest.mark.slow
 def test_a_worker_that_crashes_or_hangs_is_reported_not_waited_for(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path / "data", cancel_grace_s=1))) as client:
-        dataset = upload(client, make_zip(), "shapes.zip").json()
+        dataset = upload_ready(client, make_zip(), "shapes.zip")
         run = client.post("/api/runs", json={"dataset_id": dataset["id"], "config": LONG}).json()
         with client.stream("GET", f"/api/runs/{run['id']}/events") as stream:
             events = []
@@ -187,7 +191,7 @@ def test_atomic_write_on_a_full_disk_keeps_the_previous_file(tmp_path: Path, ful
 def with_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stored, dict[str, Any]]]:
     settings = make_settings(tmp_path_factory.mktemp("full") / "data")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        dataset = upload(client, make_zip(), "shapes.zip").json()
+        dataset = upload_ready(client, make_zip(), "shapes.zip")
         run = client.post("/api/runs", json={"dataset_id": dataset["id"], "config": TINY_CONFIG}).json()
         assert wait_for(client, run["id"], ("done", "failed"))["status"] == "done"
         yield Stored(client, settings, dataset), run
@@ -210,9 +214,11 @@ def test_a_full_disk_while_caching_an_artifact_is_507_and_corrupts_nothing(
 
 
 @pytest.mark.slow
-def test_a_full_disk_or_database_during_an_upload_is_507_and_stores_nothing(
+def test_a_full_disk_during_an_import_fails_it_and_keeps_nothing_of_it(
         with_run: tuple[Stored, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The import worker's path (execute_import), run here so the disk can fill under it."""
     stored, _ = with_run
+    store = stored.client.app.state.store
     before = stored.snapshot()
     real_add, added = ImageSetWriter.add, []
 
@@ -222,8 +228,26 @@ def test_a_full_disk_or_database_during_an_upload_is_507_and_stores_nothing(
         added.append(args)
         real_add(self, *args, **kwargs)
 
-    with monkeypatch.context() as m:
+    received = store.temp_path(".zip")
+    received.write_bytes(good_zip())
+    rec = stage_zip(store, received, "fills the disk")
+    with monkeypatch.context() as m, pytest.raises(OSError) as err:
         m.setattr(ImageSetWriter, "add", add_until_full)
+        execute_import(store, rec.id, stored_build(store, rec))
+    assert err.value.errno == errno.ENOSPC
+    failed = stored.client.get(f"/api/datasets/{rec.id}").json()
+    assert failed["state"] == "failed" and "No space left on device" in failed["error"], failed
+    assert stored.client.delete(f"/api/datasets/{rec.id}").status_code == 204
+    assert stored.snapshot() == before  # no folder, no partial folder, no upload
+
+
+@pytest.mark.slow
+def test_a_full_disk_or_database_while_storing_an_upload_is_507_and_stores_nothing(
+        with_run: tuple[Stored, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    stored, _ = with_run
+    before = stored.snapshot()
+    with monkeypatch.context() as m:
+        m.setattr(server.imports.os, "replace", _disk_full)  # keeping the checked zip as the dataset's upload
         r = upload(stored.client, good_zip())
     assert r.status_code == 507 and r.json()["error"] == "insufficient_storage", r.text
     assert stored.snapshot() == before
@@ -239,4 +263,4 @@ def test_a_full_disk_or_database_during_an_upload_is_507_and_stores_nothing(
         m.setattr(Store, "_exec", full_on_insert)
         r = upload(stored.client, good_zip())
     assert r.status_code == 507 and "database or disk is full" in r.json()["detail"], r.text
-    assert stored.snapshot() == before  # the imported folder went with the row that could not be written
+    assert stored.snapshot() == before  # nothing recorded, and the received zip removed

@@ -23,7 +23,7 @@ from models.config import RunConfig
 from server.folder_lock import FolderInUse
 from server.settings import Settings, SettingsError
 from server.store import Store
-from tests.support.app import TINY_CONFIG, make_settings
+from tests.support.app import TINY_CONFIG, make_settings, upload_ready
 from tests.support.polling import wait_until
 from tests.support.server import Server, free_port, server_env
 from tests.support.zips import good_zip
@@ -36,9 +36,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dic
     """A real loopback server without a token (the default), holding one dataset; a body may pause 3 s."""
     server = Server(tmp_path_factory.mktemp("live") / "data", body_timeout_s="3")
     try:
-        r = httpx.post(f"{server.url}/api/datasets", files={"file": ("a.zip", good_zip(), "application/zip")})
-        assert r.status_code == 201, r.text
-        yield server, r.json()
+        with httpx.Client(base_url=server.url) as http:
+            yield server, upload_ready(http, good_zip(), "a.zip")
     finally:
         server.stop()
 
@@ -143,10 +142,11 @@ _CLI_WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
     from models.config import RunConfig
+    from server.imports import ensure_builtin
     from server.settings import Settings
     from server.store import Store
     store = Store.open(Settings(data_dir=Path(sys.argv[1])))
-    dataset = store.ensure_builtin("synthetic")
+    dataset = ensure_builtin(store, "synthetic")
     run = store.create_run(dataset.id, RunConfig(), status="running")
     (store.root / "tmp" / "0123456789ab.zip").write_bytes(b"being imported")
     print(run.id, flush=True)

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.schemas import SKIPPED_SHOWN
-from tests.support.app import Stored, make_settings, upload
+from tests.support.app import Stored, make_settings, settled, upload, upload_ready
 from tests.support.images import class_files, huge_png, solid
 from tests.support.zips import good_zip, zip_of
 
@@ -18,23 +18,23 @@ def test_a_zip_with_nothing_usable_lists_the_files_and_why(stored: Stored) -> No
     before = stored.snapshot()
     png = solid(0, (64, 64), fmt="BMP")
     junk = [("a/notes.png", b"plain text"), ("a/cut.bmp", png[: len(png) // 2]), ("b/readme.txt", b"hello")]
-    r = upload(stored.client, zip_of(junk))
-    assert r.status_code == 400, r.text
-    detail = r.json()["detail"]
+    state, dataset = settled(stored.client, upload(stored.client, zip_of(junk)))
+    assert state == "failed", dataset
+    detail = dataset["error"]
     assert "found 0" in detail and "3 file(s) were skipped" in detail, detail
     for path, why in (("a/notes.png", "not an image"), ("a/cut.bmp", "corrupt or truncated"), ("b/readme.txt", "not an image")):
         assert f"'{path}': {why}" in detail, detail
+    assert stored.client.delete(f"/api/datasets/{dataset['id']}").status_code == 204
     assert stored.snapshot() == before
 
 
 def test_hidden_class_folders_are_reported_not_dropped_silently(stored: Stored) -> None:
     hidden = [(f"{folder}/{i}.png", solid(9)) for folder in (".net", "...") for i in range(3)]
-    r = upload(stored.client, zip_of(class_files(2, 3) + hidden))
-    assert r.status_code == 201, r.text
-    warning = next(w for w in r.json()["warnings"] if "hidden folders" in w)
+    dataset = upload_ready(stored.client, zip_of(class_files(2, 3) + hidden))
+    warning = next(w for w in dataset["warnings"] if "hidden folders" in w)
     assert "6 file(s)" in warning and "'.net'" in warning and "'...'" in warning and "rename" in warning
-    assert {c["name"] for c in r.json()["classes"]} == {"class0", "class1"}
-    assert stored.client.delete(f"/api/datasets/{r.json()['id']}").status_code == 204
+    assert {c["name"] for c in dataset["classes"]} == {"class0", "class1"}
+    assert stored.client.delete(f"/api/datasets/{dataset['id']}").status_code == 204
     before = stored.snapshot()
     r = upload(stored.client, zip_of(hidden))  # nothing but hidden folders: the refusal names them
     assert r.status_code == 400 and "'.net'" in r.json()["detail"] and "'...'" in r.json()["detail"], r.text
@@ -73,11 +73,10 @@ def test_the_configured_pixel_limit_is_the_one_that_applies_and_is_named(tmp_pat
     big = huge_png(14_000)  # 196 M pixels: over Pillow's own 178,956,970-pixel guard
     for limit, accepted in ((100_000_000, False), (200_000_000, True)):
         with TestClient(create_app(make_settings(tmp_path / str(limit), max_image_pixels=limit))) as client:
-            r = upload(client, good_zip(extra=[("class0/huge.png", big)]))
-            assert r.status_code == 201, r.text
-            reasons = {s["path"]: s["reason"] for s in r.json()["skipped"]}
+            dataset = upload_ready(client, good_zip(extra=[("class0/huge.png", big)]))
+            reasons = {s["path"]: s["reason"] for s in dataset["skipped"]}
             if accepted:  # above Pillow's default, the configured limit still decides
-                assert "class0/huge.png" not in reasons and r.json()["num_images"] == 10, reasons
+                assert "class0/huge.png" not in reasons and dataset["num_images"] == 10, reasons
             else:
                 why = reasons["class0/huge.png"]
                 assert f"exceeds the limit of {limit:,} pixels" in why and "DMLSCOPE_MAX_IMAGE_PIXELS" in why, why
@@ -86,9 +85,7 @@ def test_the_configured_pixel_limit_is_the_one_that_applies_and_is_named(tmp_pat
 
 def test_the_dataset_list_carries_a_count_and_the_first_skipped_files(stored: Stored) -> None:
     junk = [(f"class0/junk{i:03d}.png", b"not pixels") for i in range(150)]
-    r = upload(stored.client, good_zip(extra=junk))
-    assert r.status_code == 201, r.text
-    ds = r.json()
+    ds = upload_ready(stored.client, good_zip(extra=junk))
     assert ds["skipped_count"] == 150 and len(ds["skipped"]) == SKIPPED_SHOWN
     listed = next(d for d in stored.client.get("/api/datasets").json()["data"] if d["id"] == ds["id"])
     assert listed["skipped_count"] == 150 and listed["skipped"] == ds["skipped"]

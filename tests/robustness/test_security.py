@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
-from tests.support.app import TINY_CONFIG, Stored, api_routes, make_settings, upload
+from tests.support.app import TINY_CONFIG, Stored, api_routes, make_settings, upload_ready
 from tests.support.polling import wait_for
 from tests.support.zips import good_zip, make_zip
 
@@ -144,7 +144,7 @@ def test_an_imported_checkpoint_cannot_make_the_server_open_a_path(tmp_path: Pat
     torch.save(ckpt, buf)
     settings = make_settings(tmp_path / "data")
     with TestClient(create_app(settings)) as client:
-        shapes = upload(client, make_zip(), "shapes.zip").json()
+        shapes = upload_ready(client, make_zip(), "shapes.zip")
         r = client.post("/api/models/import", files={"file": ("model.pt", buf.getvalue())},
                         data={"dataset_id": shapes["id"]})
         assert r.status_code == 201, r.text

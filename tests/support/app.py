@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
+from tests.support.polling import wait_for_dataset
 from tests.support.zips import good_zip
 
 TINY_CONFIG: dict[str, Any] = {
@@ -22,9 +23,11 @@ TINY_CONFIG: dict[str, Any] = {
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Test settings; TestClient addresses the app as `testserver`, so that host name is allowed."""
+    """Test settings; TestClient addresses the app as `testserver`, so that host name is allowed. Uploads are
+    imported in a thread of the app (no process start per upload: the fast loop stays fast); the worker-process
+    path has its own slow tests (tests/api/test_import_jobs.py) and serves every live server (tests.support.server)."""
     return Settings(**{"data_dir": data_dir, "builtin_datasets": [], "device": "cpu", "torch_threads": 1,
-                       "warm_umap": False, "allowed_hosts": ["testserver"], **overrides})
+                       "warm_umap": False, "allowed_hosts": ["testserver"], "import_executor": "thread", **overrides})
 
 
 def api_routes(app: Any) -> list[tuple[str, str, Any]]:
@@ -36,6 +39,30 @@ def api_routes(app: Any) -> list[tuple[str, str, Any]]:
 
 def upload(client: TestClient, data: bytes, filename: str = "upload.zip") -> Any:
     return client.post("/api/datasets", files={"file": (filename, data, "application/zip")})
+
+
+def import_dataset(client: Any, state: str = "ready", **request: Any) -> dict[str, Any]:
+    """POST /api/datasets with `request` (files=..., data=...), expect 202, wait for the import to end in
+    `state` and return the dataset. `client`: a TestClient or an httpx.Client."""
+    r = client.post("/api/datasets", **request)
+    assert r.status_code == 202, r.text
+    dataset = wait_for_dataset(client, r.json()["id"])
+    assert dataset["state"] == state, dataset
+    return dataset
+
+
+def upload_ready(client: Any, data: bytes, filename: str = "upload.zip") -> dict[str, Any]:
+    """Upload a zip and wait for its import to be ready; the dataset."""
+    return import_dataset(client, files={"file": (filename, data, "application/zip")})
+
+
+def settled(client: TestClient, r: Any) -> tuple[int | str, dict[str, Any]]:
+    """What became of an upload: a refusal's (status, error body), or, accepted (202), the state its import
+    ended in ("ready" | "failed") and the dataset."""
+    if r.status_code != 202:
+        return r.status_code, r.json()
+    dataset = wait_for_dataset(client, r.json()["id"])
+    return dataset["state"], dataset
 
 
 class Trained:
@@ -66,6 +93,4 @@ def stored_app(data_dir: Path, **overrides: Any) -> Iterator[Stored]:
     """An app over `data_dir` (settings `overrides`) holding one uploaded dataset, for the span of a `with`/fixture."""
     settings = make_settings(data_dir, **overrides)
     with TestClient(create_app(settings)) as client:
-        r = upload(client, good_zip(), "first.zip")
-        assert r.status_code == 201, r.text
-        yield Stored(client, settings, r.json())
+        yield Stored(client, settings, upload_ready(client, good_zip(), "first.zip"))

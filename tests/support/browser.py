@@ -8,6 +8,8 @@ from typing import Any, Callable
 
 import httpx
 
+from tests.support.polling import wait_until
+
 CLASSES = 6  # the digits zip: first_half split, 3 seen classes to train on, 3 unseen ones to explore
 PER_CLASS = 30
 TEST_POINTS = (CLASSES - CLASSES // 2) * PER_CLASS
@@ -47,7 +49,12 @@ class Api:
         return r.json() if r.content else None
 
     def upload(self, zip_path: Path) -> dict:
-        return self("POST", "/datasets", files={"file": (zip_path.name, zip_path.read_bytes(), "application/zip")})
+        """Upload a zip and wait for its import to be ready; the dataset."""
+        accepted = self("POST", "/datasets", files={"file": (zip_path.name, zip_path.read_bytes(), "application/zip")})
+        dataset = wait_until(lambda: (d := self("GET", f"/datasets/{accepted['id']}"))["state"] != "importing" and d,
+                             f"the import of {zip_path.name}", timeout=RUN_TIMEOUT_MS / 1000)
+        assert dataset["state"] == "ready", dataset
+        return dataset
 
     def wait(self, run_id: str, done: Callable[[dict], bool], what: str) -> dict:
         deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000

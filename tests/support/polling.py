@@ -19,6 +19,16 @@ def wait_for(client: TestClient, run_id: str, statuses: tuple[str, ...], timeout
     raise AssertionError(f"run {run_id} did not reach {statuses}; last: {json.dumps(run)[:800]}")
 
 
+def wait_for_dataset(client: Any, dataset_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Poll a dataset until its import has ended, `ready` or `failed` (the SSE path has its own tests).
+    `client`: a TestClient or an httpx.Client."""
+    def ended() -> dict[str, Any] | None:
+        dataset = client.get(f"/api/datasets/{dataset_id}").json()
+        return dataset if dataset["state"] != "importing" else None
+
+    return wait_until(ended, f"the import of dataset {dataset_id} to end", timeout)
+
+
 def wait_until(predicate: Any, what: str, timeout: float = 120.0) -> Any:
     """Poll `predicate()` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout

@@ -1,6 +1,7 @@
-// Data tab: upload an image set (a zip dropped or picked, or a picked folder), list the sets, and show one:
-// per-class counts, a few thumbnails per class, the files that were rejected and why.
-import { api } from "../api.js";
+// Data tab: upload an image set (a zip dropped or picked, or a picked folder) and follow its import (progress,
+// cancel, why it failed), list the sets with their state, and show one: per-class counts, a few thumbnails per
+// class, the files that were rejected and why.
+import { api, followDataset } from "../api.js";
 import { el, empty, errorBox, fill, loading } from "../dom.js";
 import { href, params, setParams } from "../url.js";
 
@@ -11,12 +12,17 @@ export function renderData(root) {
   const list = el("div", {}, loading("image sets"));
   const detail = el("div", {}, loading("the image set"));
   const report = el("div", { "aria-live": "polite" });
+  const followers = new Set();  // open import event streams, closed when the tab is left
+  const follow = (box, dataset, done) => {
+    const stop = importProgress(box, dataset, (d) => { followers.delete(stop); done(d); });
+    followers.add(stop);
+  };
   root.append(el("div", { class: "grid-3" },
     el("div", {},
       el("section", { class: "panel", "aria-labelledby": "detail-h" }, detail),
     ),
     el("div", {},
-      uploadPanel(report, (dataset) => { setParams({ dataset: dataset.id }); refresh(); }),
+      uploadPanel(report, follow, refresh, (dataset) => { setParams({ dataset: dataset.id }); refresh(); }),
       el("section", { class: "panel", "aria-labelledby": "sets-h" },
         el("header", {}, el("h2", { id: "sets-h" }, "Image sets")), list),
     ),
@@ -33,22 +39,65 @@ export function renderData(root) {
     }
     const chosen = datasets.find((d) => d.id === params().get("dataset")) || datasets[0];
     fill(list, datasets.length ? datasetTable(datasets, chosen) : empty("No image sets yet: upload one."));
-    if (chosen) showDataset(detail, chosen, refresh);
+    if (chosen) showDataset(detail, chosen, refresh, follow);
     else fill(detail, el("h2", { id: "detail-h" }, "Image set"), empty("Upload a zip or a folder to begin."));
   }
   refresh();
-  return () => {};
+  return () => followers.forEach((stop) => stop());
 }
 
 function datasetTable(datasets, chosen) {
   return el("table", {},
     el("thead", {}, el("tr", {}, el("th", {}, "Name"), el("th", {}, "Source"), el("th", { class: "num" }, "Images"),
-      el("th", { class: "num" }, "Classes"), el("th", {}, "Split"), el("th", { class: "num" }, "Runs"))),
-    el("tbody", {}, datasets.map((d) => el("tr", { class: d === chosen ? "selected" : null },
+      el("th", { class: "num" }, "Classes"), el("th", {}, "Split"), el("th", { class: "num" }, "Runs"),
+      el("th", {}, "State"))),
+    el("tbody", {}, datasets.map((d) => el("tr", { class: d === chosen ? "selected" : null, "data-state": d.state },
       el("td", {}, el("a", { href: href({ tab: "data", dataset: d.id }), "data-nav": true,
         "aria-current": d === chosen ? "true" : null }, d.name)),
       el("td", {}, d.source), el("td", { class: "num" }, d.num_images), el("td", { class: "num" }, d.num_classes),
-      el("td", { class: "split" }, splitText(d, true)), el("td", { class: "num" }, d.run_count ?? 0)))));
+      el("td", { class: "split" }, splitText(d, true)), el("td", { class: "num" }, d.run_count ?? 0),
+      el("td", { class: `import-state ${d.state}` }, stateText(d))))));
+}
+
+const percent = (fraction) => `${Math.floor(fraction * 100)}%`;
+
+function stateText(d) {
+  if (d.state === "importing") return d.progress ? `importing ${percent(d.progress.fraction)}` : "importing";
+  return d.state;
+}
+
+/** Follow an import in `box`: a progress bar, what it has read, and a Cancel button; `done(dataset)` once it
+ * has ended (state ready, failed or cancelled). Returns the function that stops following. */
+function importProgress(box, dataset, done) {
+  const bar = el("progress", { id: "import-progress", max: 1, value: dataset.progress?.fraction ?? 0 });
+  const text = el("span", { class: "muted small" });
+  const show = (p) => {
+    bar.value = p?.fraction ?? 0;
+    text.textContent = p ? `${p.step} of ${p.steps} files read (${percent(p.fraction)})` : "starting…";
+  };
+  const cancel = el("button", { type: "button", id: "cancel-import", onclick: async () => {
+    cancel.disabled = true;
+    try {
+      await api.cancelImport(dataset.id);  // the stream then ends with the import cancelled
+    } catch (err) {
+      cancel.disabled = false;
+      box.append(errorBox(err, "Not cancelled"));
+    }
+  } }, "Cancel import");
+  show(dataset.progress);
+  fill(box, el("div", { class: "progress", role: "status", "aria-label": `importing ${dataset.name}` },
+    el("p", {}, `Importing “${dataset.name}”: the server checks and re-encodes every image.`), bar,
+    el("div", { class: "row" }, text, cancel)));
+  return followDataset(dataset.id, {
+    progress: show,
+    end: done,
+    error: () => fill(box, errorBox({ error: "Lost the import's progress", detail: "reload the page to see its state" })),
+  });
+}
+
+function importFailed(dataset) {
+  return errorBox({ error: `Import of “${dataset.name}” failed`,
+    detail: `${dataset.error} Delete this set, fix the data and upload it again.` });
 }
 
 /** A benchmark's own train/test split in words ("—" for sets without one: they split by class at train time). */
@@ -71,7 +120,7 @@ function benchmarkHelp() {
       + "split mode “predefined”."));
 }
 
-function uploadPanel(report, onImported) {
+function uploadPanel(report, follow, onListed, onImported) {
   const name = el("input", { id: "upload-name", type: "text", placeholder: "(zip or folder name)" });
   const zipInput = el("input", { type: "file", accept: ".zip,application/zip", class: "visually-hidden",
     id: "zip-input", tabindex: "-1", "aria-hidden": "true" });
@@ -81,16 +130,29 @@ function uploadPanel(report, onImported) {
 
   async function send(form, what) {
     if (name.value.trim()) form.append("name", name.value.trim());
-    fill(status, el("p", { class: "state loading" }, `Uploading ${what}… the server checks and re-encodes every image.`));
+    fill(status, el("p", { class: "state loading" }, `Uploading ${what}…`));
     fill(report);
+    let dataset;
     try {
-      const dataset = await api.uploadDataset(form);
-      fill(status);
-      fill(report, importReport(dataset));
-      onImported(dataset);
+      dataset = await api.uploadDataset(form);
     } catch (err) {
       fill(status, errorBox(err, "Upload rejected"));
+      return;
     }
+    const finished = (d) => {
+      fill(status);
+      if (d.state === "ready") fill(report, importReport(d));
+      else if (d.state === "failed") fill(status, importFailed(d));
+      else fill(status, el("p", { class: "state empty", role: "status" }, `Import of “${d.name}” cancelled: nothing of it was kept.`));
+      if (d.state === "cancelled") onListed();
+      else onImported(d);
+    };
+    if (dataset.state !== "importing") {
+      finished(dataset);
+      return;
+    }
+    onListed();  // the list shows it importing
+    follow(status, dataset, finished);
   }
   const sendZip = (file) => {
     const form = new FormData();
@@ -168,7 +230,19 @@ function importReport(dataset) {
     dataset.skipped_count ? el("p", {}, `${plural(dataset.skipped_count, "file")} rejected (listed with the set).`) : null);
 }
 
-async function showDataset(box, dataset, refresh) {
+async function showDataset(box, dataset, refresh, follow) {
+  if (dataset.state !== "ready") {
+    const progress = el("div", { id: "detail-progress" });
+    const remove = dataset.state === "failed"
+      ? el("button", { type: "button", class: "danger", onclick: () => removeDataset(dataset, deleteStatus, refresh) }, "Delete")
+      : null;
+    const deleteStatus = el("div", { id: "delete-status" });
+    fill(box, el("header", {}, el("h2", { id: "detail-h" }, dataset.name), el("span", { class: "badge" }, dataset.source),
+      el("div", { class: "actions" }, remove)), deleteStatus,
+    dataset.state === "failed" ? importFailed(dataset) : progress);
+    if (dataset.state === "importing") follow(progress, dataset, () => refresh());
+    return;
+  }
   const images = dataset.has_images !== false;  // false: the labels of imported embeddings, nothing to train on
   const thumbs = el("div", {}, images ? loading("thumbnails") : null);
   const actions = el("div", { class: "actions" },
