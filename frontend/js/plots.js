@@ -73,16 +73,18 @@ export function markerFor({ kind, values, labels = [], colors = null, title = ""
 // Maps keep Plotly's box and lasso selection (the selection panel reads them).
 const MAP_CONFIG = { ...CONFIG, modeBarButtonsToRemove: ["toggleSpikelines"] };
 
-/** Draw (or redraw) a projection map: trace 0 = all points, trace 1 = highlighted points. `selected`: rows
+/** Draw (or redraw) a projection map: trace 0 = all points, trace 1 = highlighted points (`ring`: their
+ * positions {x, y, z}), trace 2 the `density` heat map of a sampled map. `selected`: rows
  * of trace 0 drawn as selected (the others dimmed), null for no selection; `dragmode`: pan, select, lasso.
  * With `z` (a 3-D map) both traces are scatter3d (rotate by dragging; no box/lasso there): the selection is
  * shown by dimming the other points' colour. */
-export function drawMap(div, { x, y, z = null, marker, title, xTitle = "", yTitle = "", zTitle = "", selected = null, dragmode = "pan" }) {
+export function drawMap(div, { x, y, z = null, marker, title, xTitle = "", yTitle = "", zTitle = "", selected = null, dragmode = "pan", density = null, ring: marked = null }) {
   const ring = { size: 16, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2.5 } };
+  const at = marked || { x: [], y: [], z: [] };
   if (z) {
     const dim = selected ? { ...marker, opacity: 0.35 } : marker;  // scatter3d has no selectedpoints
     const points = { type: "scatter3d", mode: "markers", x, y, z, marker: { ...dim, size: 3 }, hoverinfo: "none", showlegend: false };
-    const highlight = { type: "scatter3d", mode: "markers", x: [], y: [], z: [], hoverinfo: "skip", showlegend: false,
+    const highlight = { type: "scatter3d", mode: "markers", x: at.x, y: at.y, z: at.z || [], hoverinfo: "skip", showlegend: false,
       marker: { size: 8, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2 } } };
     const axis = (text) => ({ title: { text }, showticklabels: false, showspikes: false });
     return Plotly().react(div, [points, highlight],
@@ -91,19 +93,21 @@ export function drawMap(div, { x, y, z = null, marker, title, xTitle = "", yTitl
   }
   const points = { type: "scattergl", mode: "markers", x, y, marker, hoverinfo: "none", showlegend: false,
     selectedpoints: selected, unselected: { marker: { opacity: 0.15 } } };
-  const highlight = { type: "scattergl", mode: "markers", x: [], y: [], hoverinfo: "skip", showlegend: false, marker: ring };
+  const highlight = { type: "scattergl", mode: "markers", x: at.x, y: at.y, hoverinfo: "skip", showlegend: false, marker: ring };
   const axis = (text) => ({ title: { text }, zeroline: false, showgrid: false, showticklabels: false });
-  return Plotly().react(div, [points, highlight],
+  // A sampled map: the density of all points (a 2-D histogram, explore/sample.js) under the scatter.
+  const heat = density ? [{ type: "heatmap", z: density.z, x0: density.x0, dx: density.dx, y0: density.y0, dy: density.dy,
+    colorscale: [[0, "#eef1f5"], [1, "#5b6b80"]], showscale: false, hoverinfo: "skip", zsmooth: false }] : [];
+  return Plotly().react(div, [points, highlight, ...heat],
     layout(title, { xaxis: axis(xTitle), yaxis: axis(yTitle), dragmode: dragmode || "pan" }),
     MAP_CONFIG);
 }
 
-/** Mark the points `indices` (positions in trace 0) with rings in the highlight trace. */
-export function highlight(div, indices) {
+/** Ring the positions {x, y, z} (arrays; z null on a 2-D map) in the highlight trace. */
+export function highlight(div, { x, y, z = null }) {
   if (!div.data) return;
-  const [{ x, y, z }] = div.data;
-  const update = { x: [indices.map((i) => x[i])], y: [indices.map((i) => y[i])] };
-  if (z) update.z = [indices.map((i) => z[i])];
+  const update = { x: [x], y: [y] };
+  if (z) update.z = [z];
   Plotly().restyle(div, update, [1]);
 }
 
@@ -121,7 +125,7 @@ export function downloadPng(div, filename) {
 }
 
 /** Listen to hover/unhover/click on a map; handlers get (pointIndex, mouseEvent). Only trace 0 counts.
- * `selected(pointIndices)` follows a box / lasso selection, `deselect()` its clearing. A 3-D scene's events
+ * `selected(pointIndices, event)` follows a box / lasso selection, `deselect()` its clearing. A 3-D scene's events
  * carry no mouse event and number points by `pointNumber`: the last mouse position over the div stands in. */
 export function onPoints(div, { hover, unhover, click, selected, deselect }) {
   const first = (ev) => ev.points.find((p) => p.curveNumber === 0);
@@ -131,6 +135,6 @@ export function onPoints(div, { hover, unhover, click, selected, deselect }) {
   if (hover) div.on("plotly_hover", (ev) => { const p = first(ev); if (p) hover(row(p), ev.event || mouse); });
   if (unhover) div.on("plotly_unhover", () => unhover());
   if (click) div.on("plotly_click", (ev) => { const p = first(ev); if (p) click(row(p), ev.event || mouse); });
-  if (selected) div.on("plotly_selected", (ev) => { if (ev) selected(ev.points.filter((p) => p.curveNumber === 0).map((p) => p.pointIndex)); });
+  if (selected) div.on("plotly_selected", (ev) => { if (ev) selected(ev.points.filter((p) => p.curveNumber === 0).map((p) => p.pointIndex), ev); });
   if (deselect) div.on("plotly_deselect", () => deselect());
 }

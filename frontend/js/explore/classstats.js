@@ -1,8 +1,13 @@
 // Per-class geometry: radius (mean, p95, max distance to the class centre), density and margin, seen
 // (train) classes next to unseen (test) ones — the determinant paper's r_i vs r* story — and, when comparing,
-// the same quantities of two runs paired by class.
+// the same quantities of two runs paired by class. A bar per class only up to BAR_CLASSES classes; every run
+// gets the distributions, the best/worst classes and the sortable, searchable table, which hold at 11k classes.
 import { el, empty, fill, fixed, shortName } from "../dom.js";
 import { downloadPng, layout, purge, react } from "../plots.js";
+import { distributionPanels } from "./classdist.js";
+import { classRecords, classTable } from "./classtable.js";
+
+const BAR_CLASSES = 40; // class rows (both splits) drawn as bars at most
 
 const SPLIT_COLOR = { train: "#9c755f", test: "#4e79a7" };
 const RUN_COLOR = { a: "#8da0cb", b: "#e5813e" };
@@ -48,22 +53,41 @@ function barsBySplit(div, rows, key, yTitle, extra = {}) {
 }
 
 /** Draw the per-class panels of a run page into `box` (attached to the page: Plotly sizes a plot from its
- * container), from GET /api/runs/{id}/stats. */
-export function classPanels(box, statsAnswer, run, cleanups) {
+ * container), from GET /api/runs/{id}/stats; `onPick(record)` when a class is picked in the table. */
+export function classPanels(box, statsAnswer, run, cleanups, { onPick = null } = {}) {
+  const records = classRecords(statsAnswer);
+  if (!records.length) {
+    fill(box, empty("This run has no per-class statistics."));
+    return;
+  }
+  const dist = distributionPanels(records);
+  cleanups.push(() => dist.plots.forEach(purge));
+  const bars = el("div");
+  fill(box, bars,
+    el("section", { class: "panel", "aria-labelledby": "class-dist-h" },
+      el("header", {}, el("h2", { id: "class-dist-h" }, `Per-class distributions (${records.length} class rows)`)),
+      el("p", { class: "help" }, "Histograms over the classes of the seen (train) and unseen (test) splits, and the classes at both ends of one quantity."),
+      dist.node),
+    el("section", { class: "panel", "aria-labelledby": "class-table-h" },
+      el("header", {}, el("h2", { id: "class-table-h" }, "Per-class statistics")),
+      el("p", { class: "help" }, "Click a column to sort (again to reverse), type to find a class, click a class to highlight it on the map."),
+      classTable(records, { onPick })));
+  dist.draw();
+  if (records.length <= BAR_CLASSES) classBars(bars, statsAnswer, run, cleanups);
+}
+
+/** The bar charts of radius and density per class (few classes only). */
+function classBars(box, statsAnswer, run, cleanups) {
   const stats = statsAnswer.stats || {};
   const radiusDiv = el("div", { class: "plot", id: "radius-bars" });
   const densityDiv = el("div", { class: "plot", id: "density-bars" });
   cleanups.push(() => { purge(radiusDiv); purge(densityDiv); });
   const radius = classRows(stats, "radius_mean");
-  if (!radius.length) {
-    fill(box, empty("This run has no per-class statistics."));
-    return;
-  }
 
   // δ1 and δ2 are lines named in the legend (a label on the plot would cover bars); δ1, a maximum over pairs,
   // is often far above every radius: then the help says so and the bars keep their scale.
   const global = stats.test?.global || {};
-  const top = 1.15 * Math.max(...radius.map((r) => Math.max(r.radius_mean, r.radius_p95 ?? 0)), global.delta2 ?? 0);
+  const top = 1.15 * radius.reduce((m, r) => Math.max(m, r.radius_mean, r.radius_p95 ?? 0), global.delta2 ?? 0);
   const keys = radius.map(rowKey);
   const lines = [];
   const offScale = [];
@@ -121,23 +145,38 @@ export function pairedBars(box, cmp, cleanups) {
       typeof common[0].relative_density === "number" ? `; relative density A ${fixed(common[0].relative_density)}, B ${fixed(common[1].relative_density)}` : "", ".") : null);
   const draws = [];
   // One class order for both charts (A's radius, largest first), so a class reads across them.
-  const order = cmp.classes.map((c) => [c.class, value("radius_mean")(c, "a")])
-    .sort((p, q) => (q[1] ?? -Infinity) - (p[1] ?? -Infinity)).map(([name]) => name);
+  const order = new Map(cmp.classes.map((c) => [c.class, value("radius_mean")(c, "a")])
+    .sort((p, q) => (q[1] ?? -Infinity) - (p[1] ?? -Infinity)).map(([name], i) => [name, i]));
   fill(box, note, charts.map(([key, title, badge, yTitle]) => {
     const get = value(key);
     const rows = cmp.classes.filter((c) => typeof get(c, "a") === "number" && typeof get(c, "b") === "number")
-      .sort((p, q) => order.indexOf(p.class) - order.indexOf(q.class));
+      .sort((p, q) => order.get(p.class) - order.get(q.class));
     if (!rows.length) return el("section", { class: "panel" }, el("h2", {}, title), empty("No classes in common."));
     const div = el("div", { class: "plot", id: `paired-${key}` });
     cleanups.push(() => purge(div));
     const trace = (which) => ({ type: "bar", name: which.toUpperCase(), x: rows.map((r) => shortName(r.class)),
       customdata: rows.map((r) => r.class), y: rows.map((r) => get(r, which)),
       marker: { color: RUN_COLOR[which] }, hovertemplate: `${which.toUpperCase()} %{customdata}: %{y:.3f}<extra></extra>` });
-    draws.push(() => react(div, [trace("a"), trace("b")], layout(null, {
+    draws.push(rows.length > BAR_CLASSES ? () => pairedScatter(div, rows, get, yTitle) : () => react(div, [trace("a"), trace("b")], layout(null, {
       barmode: "group", xaxis: { type: "category", title: { text: "class" }, automargin: true }, yaxis: { title: { text: yTitle } },
       margin: { l: 56, r: 16, t: 28, b: 44 }, legend: { orientation: "h", y: 1, yanchor: "bottom", x: 0 },
     })));
     return chartPanel(`paired-${key}`, title, badge, null, div, `dmlscope-compare-${key}`);
   }));
   draws.forEach((draw) => draw()); // once attached: Plotly sizes a plot from its container
+}
+
+/** Many classes: one point per class at (A's value, B's value) over the diagonal, instead of a bar pair each. */
+function pairedScatter(div, rows, get, title) {
+  const [xs, ys] = [rows.map((r) => get(r, "a")), rows.map((r) => get(r, "b"))];
+  const lo = xs.concat(ys).reduce((m, v) => Math.min(m, v), Infinity);
+  const hi = xs.concat(ys).reduce((m, v) => Math.max(m, v), -Infinity);
+  return react(div, [
+    { type: "scattergl", mode: "markers", x: xs, y: ys, customdata: rows.map((r) => r.class), name: "classes",
+      marker: { size: 4, color: RUN_COLOR.b, opacity: 0.6 }, hovertemplate: "%{customdata}: A %{x:.3f}, B %{y:.3f}<extra></extra>" },
+    { type: "scatter", mode: "lines", x: [lo, hi], y: [lo, hi], name: "A = B", line: { color: "#444", dash: "dot", width: 1 }, hoverinfo: "skip" },
+  ], layout(null, {
+    xaxis: { title: { text: `A: ${title}` } }, yaxis: { title: { text: `B: ${title}` } },
+    margin: { l: 56, r: 16, t: 28, b: 44 }, legend: { orientation: "h", y: 1, yanchor: "bottom", x: 0 },
+  }));
 }

@@ -42,20 +42,24 @@ export function logdetPanel(run, mainView, cleanups) {
   return { node, update };
 }
 
-/** One violin per class (box inside), classes ordered by their median log|det J|. */
+/** One violin per class (box inside), classes ordered by their median log|det J|; past 40 classes only the 10
+ * lowest and the 10 highest medians (thousands of violins are neither drawable nor readable). */
 function drawViolins(div, points) {
   const { label, logdet } = points.columns;
   const byClass = new Map();
   label.forEach((l, i) => { if (!Number.isNaN(logdet[i])) (byClass.get(l) || byClass.set(l, []).get(l)).push(logdet[i]); });
   const median = (v) => { const s = [...v].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
-  const classes = [...byClass.keys()].sort((a, b) => median(byClass.get(a)) - median(byClass.get(b)));
+  const medians = new Map([...byClass].map(([l, v]) => [l, median(v)]));
+  const sorted = [...byClass.keys()].sort((a, b) => medians.get(a) - medians.get(b));
+  const classes = sorted.length > 40 ? [...sorted.slice(0, 10), ...sorted.slice(-10)] : sorted;
   const { color } = classColors(points);
   const traces = classes.map((l) => ({
     type: "violin", y: byClass.get(l), name: points.class_names[l], box: { visible: true }, points: false,
     meanline: { visible: true }, line: { color: color.get(l), width: 1 }, fillcolor: color.get(l), opacity: 0.6,
     hoverinfo: "y+name", spanmode: "hard",
   }));
-  return react(div, traces, layout("log|det J| per class", {
+  const title = classes.length < sorted.length ? `log|det J| per class: the 10 lowest and 10 highest medians of ${sorted.length}` : "log|det J| per class";
+  return react(div, traces, layout(title, {
     showlegend: false, yaxis: { title: { text: "log|det J|" }, zeroline: false }, xaxis: { title: { text: "class" } },
   }));
 }

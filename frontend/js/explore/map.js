@@ -5,7 +5,11 @@
 import { api } from "../api.js";
 import { el, fmt } from "../dom.js";
 import { hideCard, showCard } from "../hovercard.js";
-import { classColor, drawMap, highlight, markerFor, onPoints, purge } from "../plots.js";
+import { drawMap, highlight, onPoints, purge } from "../plots.js";
+import { CONTINUOUS, coloring } from "./mapcolor.js";
+import { DRAW_LIMIT, densityGrid, selectRows, stratifiedSample } from "./sample.js";
+
+export { classColors, sharedRange } from "./mapcolor.js";
 
 const COLORINGS = {
   class: "class",
@@ -34,54 +38,6 @@ export function hasLogdet(points) {
   return Boolean(col) && col.some((v) => !Number.isNaN(v));
 }
 
-/** The classes present in `points` (label indices, ascending) and label → colour. A class's colour follows
- * its label in the dataset, never its rank among the classes shown, so switching the split (or comparing two
- * runs) keeps every class's colour. */
-export function classColors(points) {
-  const present = [...new Set(points.columns.label)].sort((a, b) => a - b);
-  return { present, color: new Map(present.map((label) => [label, classColor(label)])) };
-}
-
-/** Marker options for colouring `points` by `key`; `range` [cmin, cmax] fixes a continuous scale (compare). */
-function coloring(points, key, range = null) {
-  const c = points.columns;
-  if (key === "class") {  // the legend below the map names the classes (and isolates/hides them)
-    return { ...markerFor({ kind: "category", values: c.label, labels: points.class_names,
-      colors: points.class_names.map((_, i) => classColor(i)), title: "class" }), showscale: false };
-  }
-  if (key === "correct") {
-    return markerFor({ kind: "category", values: c.correct_at_1, labels: ["wrong", "right"],
-      colors: ["#d62728", "#9bb7d4"], title: "correct@1" });
-  }
-  if (key === "split") {
-    return markerFor({ kind: "category", values: c.split, labels: ["train", "test"], colors: ["#9c755f", "#4e79a7"], title: "split" });
-  }
-  const column = continuous(points, key);
-  if (!column || !column.some((v) => !Number.isNaN(v))) {
-    // A run without a flow layer (logdet), or measured before the whole-network Lipschitz existed: an all-NaN
-    // colour array breaks the colour bar. lipschitz_network is a seeded sample: Plotly draws the NaN rest grey.
-    return { size: 5, color: "#b8c0cc", opacity: 0.7, showscale: false };
-  }
-  const marker = markerFor({ kind: "continuous", values: column,
-    title: key === "logdet" ? "log|det J|" : "Lipschitz" });
-  return range ? { ...marker, cmin: range[0], cmax: range[1] } : marker;
-}
-
-const CONTINUOUS = ["logdet", "lipschitz", "lipschitz_network"];
-const continuous = (points, key) => points.columns[key];
-
-/** [min, max] of a continuous colouring over several maps (NaN skipped), so that one colour means one value
- * in all of them; null for a categorical colouring or when no map has a value. */
-export function sharedRange(pointsList, key) {
-  if (!CONTINUOUS.includes(key)) return null;
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const points of pointsList) {
-    for (const v of continuous(points, key) || []) if (!Number.isNaN(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-  }
-  return lo <= hi ? [lo, hi] : null;
-}
-
 /** image id → row. A typed array when the ids are dense enough (a Map of a million entries takes a second to
  * build), else a Map; both answer get (undefined when absent) and has. */
 class IdIndex {
@@ -108,7 +64,9 @@ class IdIndex {
   }
 }
 
-/** One map in a div: load(split, projection), draw(coloring), mark(imageIds), hover/click callbacks. */
+/** One map in a div: load(split, projection), draw(coloring), mark(imageIds), hover/click callbacks. Past
+ * `limit` points it scatters a seeded sample stratified by class over a density layer of all points
+ * (`sample` says so after a draw); hover, click, marks and selections still name images of the whole map. */
 export class MapView {
   constructor(div, run, title = "") {
     this.div = div;
@@ -116,13 +74,18 @@ export class MapView {
     this.title = title;
     this.points = null;
     this.index = new Map(); // image_id → row
-    this.handlers = { hover: [], click: [], unhover: [], select: [] };
+    this.handlers = { hover: [], click: [], unhover: [], select: [], drawn: [] };
     this.marked = []; // image ids ringed on the map; kept across redraws
     this.hidden = new Set(); // labels not drawn (the legend's hide / isolate)
+    this.focus = []; // labels drawn in distinct colours over a grey rest (searched or picked classes)
     this.wrongOnly = false; // draw only the images whose nearest neighbour has another class
     this.selected = []; // image ids of the lasso / box selection; kept across redraws
     this.colorKey = "class";
     this.range = null;
+    this.limit = DRAW_LIMIT; // points scattered at most
+    this.rows = null; // rows of the points drawn, in trace order (null: every row, in order)
+    this.sample = null; // {shown, total} when a sample is drawn
+    this.cache = {}; // sample rows and density grid of the current points and filters
   }
 
   /** Fetch and keep the map of `split` by `projection`; `params` {n_neighbors, min_dist, dim} (see mapParams). */
@@ -134,6 +97,7 @@ export class MapView {
   setPoints(points) {
     this.points = points;
     this.index = new IdIndex(points.columns.image_id);
+    this.cache = {};
     return points;
   }
 
@@ -153,25 +117,68 @@ export class MapView {
     return !this.hidden.has(c.label[row]) && !(this.wrongOnly && c.correct_at_1[row]);
   }
 
+  /** The rows to draw, in drawing order: the visible ones (a stratified sample of them past `limit`), the
+   * focused classes last so that they lie on top; null when that is every row in order. Kept per filter. */
+  drawnRows() {
+    const c = this.points.columns;
+    const n = c.x.length;
+    const filtered = this.hidden.size > 0 || this.wrongOnly;
+    const keep = filtered ? (i) => this.visible(i) : null;
+    const key = `${[...this.hidden].join(",")}|${this.wrongOnly}|${this.limit}`;
+    if (this.cache.key !== key || this.cache.points !== this.points) {
+      let rows = n > this.limit ? stratifiedSample(c.label, this.limit, { seed: 0, keep }) : null;
+      if (!rows && keep) rows = Int32Array.from({ length: n }, (_, i) => i).filter(keep);
+      const density = n > this.limit && !c.z ? densityGrid(c.x, c.y, 200, keep) : null;
+      this.cache = { key, points: this.points, rows, density, total: n > this.limit && keep ? countRows(n, keep) : n };
+    }
+    let { rows } = this.cache;
+    if (this.focus.length) {
+      const focus = new Set(this.focus);
+      const all = rows || Int32Array.from({ length: n }, (_, i) => i);
+      const [rest, top] = [all.filter((r) => !focus.has(c.label[r])), all.filter((r) => focus.has(c.label[r]))];
+      rows = new Int32Array(all.length);
+      rows.set(rest);
+      rows.set(top, rest.length);
+    }
+    return rows;
+  }
+
   /** Draw with colouring `colorKey` (default: the last one); `range` fixes a continuous colour scale. */
   async draw(colorKey = this.colorKey, range = this.range) {
     this.colorKey = colorKey;
     this.range = range;
     await this.ensure(colorKey);
     const c = this.points.columns;
-    const filtered = this.hidden.size || this.wrongOnly;
-    // Filtered-out points become NaN (not drawn) so that point indices stay image rows.
-    const shown = (col) => (col && filtered ? Float32Array.from(col, (v, i) => (this.visible(i) ? v : NaN)) : col);
-    const [x, y, z] = [shown(c.x), shown(c.y), shown(c.z) || null];
+    const rows = this.drawnRows();
+    this.rows = rows;
+    const take = (col) => (col && rows ? gather(col, rows) : col);
+    const [x, y, z] = [take(c.x), take(c.y), take(c.z) || null];
+    const drawnCount = rows ? rows.length : c.x.length;
+    this.sample = c.x.length > this.limit ? { shown: drawnCount, total: this.cache.total } : null;
     const fresh = !this.div.data;
     const note = colorKey === "logdet" && !hasLogdet(this.points) ? " (flow layer off: no log|det J|)" : "";
-    const rows = this.selected.map((id) => this.index.get(id)).filter((r) => r !== undefined);
     const axis = (k) => `${PROJECTIONS[this.points.projection] || this.points.projection} ${k}`;
-    await drawMap(this.div, { x, y, z, marker: coloring(this.points, colorKey, range), title: this.title + note,
-      xTitle: axis(1), yTitle: axis(2), zTitle: axis(3),
-      selected: this.selected.length ? rows : null, dragmode: this.div._fullLayout?.dragmode });
+    const marker = coloring(this.points, colorKey, { take, range, focus: this.focus, size: drawnCount > 50_000 ? 3 : 5 });
+    await drawMap(this.div, { x, y, z, marker, title: this.title + note, xTitle: axis(1), yTitle: axis(2), zTitle: axis(3),
+      selected: this.selected.length ? this.tracePositions(this.selected) : null, dragmode: this.div._fullLayout?.dragmode,
+      density: this.sample ? this.cache.density : null, ring: this.ring(this.marked) });  // no restyle: it redoes every trace
     if (fresh) this.listen();
-    this.mark(this.marked);
+    this.handlers.drawn.forEach((f) => f(this.sample));
+  }
+
+  /** Positions in the drawn trace of the images `imageIds` that are drawn. */
+  tracePositions(imageIds) {
+    const rows = imageIds.map((id) => this.index.get(id)).filter((r) => r !== undefined);
+    if (!this.rows) return rows;
+    const wanted = new Set(rows);
+    const out = [];
+    this.rows.forEach((r, i) => { if (wanted.has(r)) out.push(i); });
+    return out;
+  }
+
+  /** The image row of point `i` of the drawn trace. */
+  rowAt(i) {
+    return this.rows ? this.rows[i] : i;
   }
 
   /** Replace the selection (image ids) and tell the "select" handlers; `redraw` false when Plotly already
@@ -184,22 +191,29 @@ export class MapView {
 
   listen() {
     onPoints(this.div, {
-      hover: (row, mouse) => {
+      hover: (i, mouse) => {
+        const row = this.rowAt(i);
         const id = this.points.columns.image_id[row];
         showCard(thumbUrl(this.run.dataset_id, id), this.caption(row), mouse);
         this.handlers.hover.forEach((f) => f(id, mouse));
       },
       unhover: () => { hideCard(); this.handlers.unhover.forEach((f) => f()); },
-      click: (row, ev) => {
-        const id = this.points.columns.image_id[row];
+      click: (i, ev) => {
+        const id = this.points.columns.image_id[this.rowAt(i)];
         if (ev?.shiftKey) {  // shift-click extends (or shrinks) the selection
           this.select(this.selected.includes(id) ? this.selected.filter((s) => s !== id) : [...this.selected, id]);
           return;
         }
         this.handlers.click.forEach((f) => f(id));
       },
-      // Plotly reports an empty selection when a drag starts, then the real one: only a deselect clears.
-      selected: (rows) => rows.length && this.select(rows.map((r) => this.points.columns.image_id[r]), { redraw: false }),
+      // Plotly reports an empty selection when a drag starts, then the real one: only a deselect clears. On a
+      // sample, the box or lasso selects among all points, drawn or not.
+      selected: (positions, ev) => {
+        const c = this.points.columns;
+        const rows = this.sample && (ev?.range || ev?.lassoPoints)
+          ? selectRows(c.x, c.y, ev, (i) => this.visible(i)) : positions.map((i) => this.rowAt(i));
+        if (rows.length) this.select(Array.from(rows, (r) => c.image_id[r]), { redraw: false });
+      },
       deselect: () => this.select([], { redraw: false }),
     });
   }
@@ -217,18 +231,46 @@ export class MapView {
     return parts.join(" · ");
   }
 
-  /** Ring the images `imageIds` (those on this map); returns how many were found. */
-  mark(imageIds) {
-    this.marked = imageIds;
+  /** Positions {x, y, z} of the images `imageIds` on this map (drawn in the sample or not). */
+  ring(imageIds) {
+    const c = this.points.columns;
     const rows = imageIds.map((id) => this.index.get(id)).filter((r) => r !== undefined);
-    highlight(this.div, rows);
-    return rows.length;
+    return { x: rows.map((r) => c.x[r]), y: rows.map((r) => c.y[r]), z: c.z ? rows.map((r) => c.z[r]) : null };
+  }
+
+  /** Ring the images `imageIds`; returns how many are on this map. */
+  mark(imageIds) {
+    const before = this.marked.length;
+    this.marked = imageIds;
+    const ring = this.ring(imageIds);
+    if (before || ring.x.length) highlight(this.div, ring);  // a restyle costs as much as a draw: none for nothing
+    return ring.x.length;
   }
 
   destroy() {
     hideCard();
     purge(this.div);
   }
+}
+
+function gather(col, rows) {
+  const out = new col.constructor(rows.length);
+  for (let i = 0; i < rows.length; i += 1) out[i] = col[rows[i]];
+  return out;
+}
+
+function countRows(n, keep) {
+  let count = 0;
+  for (let i = 0; i < n; i += 1) if (keep(i)) count += 1;
+  return count;
+}
+
+/** A line under a map that says when it shows a sample: "showing 200 000 of 1 000 000 points…". */
+export function sampleNotice(sample) {
+  if (!sample) return null;
+  const n = (v) => v.toLocaleString("en-US").replace(/,/g, " ");
+  return el("p", { class: "help", id: "map-sample" }, `Showing ${n(sample.shown)} of ${n(sample.total)} points (a sample `
+    + "that keeps every class, over the density of all of them); statistics, neighbours and box or lasso selections use all.");
 }
 
 // UMAP's settings in the URL (&nn=, &md=) and the 3-D switch (&dim=3); the ranges are the API's.

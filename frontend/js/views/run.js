@@ -7,7 +7,7 @@ import { classPanels } from "../explore/classstats.js";
 import { failurePanel } from "../explore/failures.js";
 import { classLegend } from "../explore/legend.js";
 import { logdetPanel } from "../explore/logdet.js";
-import { MapView, hasLogdet, mapColumns, mapControls, mapParams } from "../explore/map.js";
+import { MapView, hasLogdet, mapColumns, mapControls, mapParams, sampleNotice } from "../explore/map.js";
 import { metricsPanel } from "../explore/metrics.js";
 import { pairsPanel } from "../explore/pairs.js";
 import { historyCurves, progressPanel } from "../explore/progress.js";
@@ -216,6 +216,9 @@ function explore(root, run, cleanups) {
   const controls = el("div");
   const below = el("div");
   const view = new MapView(mapDiv, run);
+  if (/^\d+$/.test(p.get("maxpts") || "")) view.limit = Math.max(1000, Number(p.get("maxpts")));  // points scattered at most
+  const sampleBox = el("div");
+  view.on("drawn", (sample) => fill(sampleBox, sampleNotice(sample)));
   view.selected = (p.get("sel") || "").split(",").filter((v) => /^\d+$/.test(v)).map(Number);
   cleanups.push(() => view.destroy());
   const legend = classLegend([view]);
@@ -225,14 +228,14 @@ function explore(root, run, cleanups) {
   let pairs = null;
   const selection = selectionPanel(run, { onClear: () => view.select([]), onPick: (id) => retrieval?.show(id) });
   view.on("select", (ids) => {
-    setParams({ sel: ids.join(",") });
+    setParams({ sel: ids.length <= 1000 ? ids.join(",") : "" });  // a selection of thousands stays out of the URL
     selection.show(ids, state.split);
   });
 
   const mapPanel = el("section", { class: "panel", "aria-labelledby": "map-h" },
     el("header", {}, el("h2", { id: "map-h" }, "Embedding map"),
       el("div", { class: "actions" }, el("button", { type: "button", onclick: () => downloadPng(mapDiv, `dmlscope-${run.id}-map`) }, "Download PNG"))),
-    controls, mapStatus, mapDiv, legend.node,
+    controls, mapStatus, mapDiv, sampleBox, legend.node,
     el("p", { class: "help" }, "Hover a point to see its image; click it to list its nearest neighbours; box or lasso (toolbar) or shift-click to select. A 2-D projection distorts distances: trust the neighbours, not the picture."));
   const side = el("div");
   root.append(el("div", { class: "grid-3" }, mapPanel, side), selection.node, below);
@@ -277,8 +280,8 @@ function explore(root, run, cleanups) {
   function onControl(change) {
     Object.assign(state, change);
     setParams(change);
-    if ("color" in change) view.draw(state.color);
-    else load().then(() => {
+    if ("color" in change) return view.draw(state.color);
+    return load().then(() => {
       retrieval?.setSplit(state.split);
       failures?.load(state.split);
       pairs?.load(state.split);
@@ -316,7 +319,11 @@ function explore(root, run, cleanups) {
       const s = await api.stats(run.id);
       const classes = el("div");
       fill(stats, metricsPanel(s), classes);
-      classPanels(classes, s, run, cleanups);
+      classPanels(classes, s, run, cleanups, { onPick: async (record) => {  // the map of its split, if not shown
+        if (state.split !== "all" && state.split !== record.split) await onControl({ split: record.split });
+        legend.highlight([view.points.class_names.indexOf(record.name)]);
+        mapPanel.scrollIntoView({ block: "start" });
+      } });
       if (network) historyCurves(curves, s.history || []);
     } catch (err) {
       fill(stats, errorBox(err, "No statistics"));
