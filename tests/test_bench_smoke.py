@@ -5,7 +5,7 @@ import inspect
 
 import pytest
 
-from bench import evaluation, loader, loss_step, projection, retrieval, run_all, scale, serving, training
+from bench import browser_map, evaluation, loader, loss_step, projection, retrieval, run_all, scale, serving, training
 from bench.report import Section
 
 
@@ -81,6 +81,16 @@ def test_scale_runs_every_stage_on_a_tiny_sop_shaped_set() -> None:
     assert cells(section, "stage") == [name for name in scale.BUDGET_S if "chromium" not in name]
     assert "MiB on the wire" in cells(section, "what")[-1]
     assert all(cell.endswith("GiB") or cell == "—" for cell in cells(section, "peak RSS"))
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_browser_map_opens_the_run_page_and_hovers() -> None:
+    pytest.importorskip("playwright.sync_api")
+    (section,) = browser_map.run(sizes=(3_000,))
+    assert cells(section, "points drawn") == ["3k"]
+    assert cells(section, "/points on the wire")[0].endswith("KiB")
+    assert all(cells(section, key)[0].endswith("s") for key in ("map ready", "hover (median)"))
 
 
 @pytest.mark.parametrize("name", run_all.BENCHMARKS)

@@ -6,8 +6,11 @@ import { el, empty, errorBox, fill, shortName } from "../dom.js";
 import { downloadPng, layout, purge, react } from "../plots.js";
 
 
-/** Returns {node, load(split)}; `onPick(classNames)` is called with the row and column class of a cell. */
-export function pairsPanel(run, { onPick }, cleanups) {
+const MAX_CLASSES = 300; // a C × C matrix past this is neither computed quickly nor readable
+
+/** Returns {node, load(split)}; `onPick(classNames)` is called with the row and column class of a cell;
+ * `classCount()` says how many classes the map shows (past MAX_CLASSES no matrix is asked for). */
+export function pairsPanel(run, { onPick, classCount = () => 0 }, cleanups) {
   const div = el("div", { class: "plot", id: "class-pairs", role: "img", "aria-label": "class-pair heat map" });
   const what = el("select", { id: "pairs-what" },
     el("option", { value: "gap" }, "gap: smallest distance between the two classes"),
@@ -19,6 +22,13 @@ export function pairsPanel(run, { onPick }, cleanups) {
 
   async function load(mapSplit) {
     const split = mapSplit === "train" ? "train" : "test";
+    if (classCount() > MAX_CLASSES) {
+      answer = null;
+      purge(div);
+      fill(status, empty(`${classCount().toLocaleString("en-US")} classes: a class-pair matrix is drawn up to ${MAX_CLASSES} classes.`,
+        el("p", {}, "Find the closest classes in the per-class table (nearest class, margin) and pick one to see it on the map.")));
+      return;
+    }
     fill(status, el("p", { class: "state loading" }, `Measuring the ${split} class pairs…`));
     try {
       answer = await api.classPairs(run.id, split);

@@ -7,7 +7,7 @@ import { classPanels } from "../explore/classstats.js";
 import { failurePanel } from "../explore/failures.js";
 import { classLegend } from "../explore/legend.js";
 import { logdetPanel } from "../explore/logdet.js";
-import { MapView, hasLogdet, mapColumns, mapControls, mapParams, sampleNotice } from "../explore/map.js";
+import { MapView, classColors, hasLogdet, mapColumns, mapControls, mapParams, sampleNotice } from "../explore/map.js";
 import { metricsPanel } from "../explore/metrics.js";
 import { pairsPanel } from "../explore/pairs.js";
 import { historyCurves, progressPanel } from "../explore/progress.js";
@@ -304,7 +304,7 @@ function explore(root, run, cleanups) {
     logdet = network ? logdetPanel(run, view, cleanups) : null;
     const pick = (id) => { retrieval.show(id); mapPanel.scrollIntoView({ block: "start" }); };
     failures = failurePanel(run, { noLogdet: !hasLogdet(view.points), onPick: pick });
-    pairs = pairsPanel(run, { onPick: (classes) => {
+    pairs = pairsPanel(run, { classCount: () => classColors(view.points).present.length, onPick: (classes) => {
       legend.isolate(classes.map((c) => view.points.class_names.indexOf(c)));
       mapPanel.scrollIntoView({ block: "start" });
     } }, cleanups);
