@@ -53,7 +53,7 @@ def reference_value(loss_name: str, criterion, distance_name: str, x: torch.Tens
         return ref.lifted_structure(D, labels, inverted, loss.pos_margin, loss.neg_margin)
     if loss_name == "multi_similarity":
         return ref.multi_similarity(D, labels, inverted, loss.alpha, loss.beta, loss.base)
-    raise KeyError(f"no reference loop for loss {loss_name!r}; add one to tests/models/reference.py")
+    raise KeyError(f"no reference loop for loss {loss_name!r}; add one to tests/support/reference.py")
 
 
 @pytest.mark.parametrize("distance", DISTANCES)
