@@ -70,8 +70,9 @@ def sop_layout(root: Path, train_classes: int, test_classes: int, size: int = 16
 
 
 def run(train_classes: int = 11_318, test_classes: int = 11_316, size: int = 16,
-        browser: bool = True) -> list[Section]:
-    """Every stage once (a scale run takes minutes); `browser=False` skips chromium (e.g. where none is)."""
+        browser: bool = True, progress: bool = False) -> list[Section]:
+    """Every stage once (a scale run takes minutes); `browser=False` skips chromium (e.g. where none is);
+    `progress` prints each stage's row when it ends."""
     from models.config import RunConfig
     from models.maps import ensure_projection
     from models.run import execute_run
@@ -93,6 +94,8 @@ def run(train_classes: int = 11_318, test_classes: int = 11_316, size: int = 16,
         ok = seconds <= BUDGET_S[name] and peak <= BUDGET_RSS
         section.add(name, what, duration(seconds), duration(BUDGET_S[name]), f"{peak / 2**30:.2f} GiB",
                     "yes" if ok else "NO")
+        if progress:  # a long run shows each stage as it ends, not only the table at the end
+            print(" | ".join(section.rows[-1]), flush=True)
         results[name] = seconds
         return out
 
@@ -172,6 +175,6 @@ if __name__ == "__main__":
     import os
 
     print(f"load average before: {os.getloadavg()}")
-    for s in run():
+    for s in run(progress=True):
         print(s.markdown())
     print(f"load average after: {os.getloadavg()}")
