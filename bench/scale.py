@@ -77,6 +77,7 @@ def run(train_classes: int = 11_318, test_classes: int = 11_316, size: int = 16,
     from models.maps import ensure_projection
     from models.run import execute_run
     from server.app import create_app
+    from server.imports import import_benchmark
     from server.settings import Settings
     from server.store import Store
 
@@ -107,7 +108,7 @@ def run(train_classes: int = 11_318, test_classes: int = 11_316, size: int = 16,
         store = Store.open(settings)
         try:
             dataset = stage("import (store, SOP layout)", f"{count(images)} images, predefined split",
-                            lambda: store.import_benchmark("sop", tmp_path / "sop", "sop-shaped"))
+                            lambda: import_benchmark(store, "sop", tmp_path / "sop", "sop-shaped"))
             config = RunConfig.model_validate({
                 "embedding_dim": 64, "epochs": 1, "classes_per_batch": min(32, train_classes), "samples_per_class": 2,
                 "split": {"mode": "predefined"}, "device": "cpu"})

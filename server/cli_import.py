@@ -79,9 +79,8 @@ def import_with_bar(label: str, run: Callable[[Any], T]) -> T:
 
 
 def cmd_import_benchmark(args: argparse.Namespace) -> int:
-    from models.data import import_benchmark
     from server.cli import BadInput, _settings
-    from server.imports import import_now
+    from server.imports import import_benchmark
     from server.store import Store
 
     path = Path(args.path).expanduser()
@@ -89,10 +88,7 @@ def cmd_import_benchmark(args: argparse.Namespace) -> int:
         raise BadInput(f"{path} is not a folder; give the folder the {args.kind} archive was unpacked into "
                        f"({LAYOUTS[args.kind]})")
     store = Store.open(_settings(args))
-    limits, name = store.upload_limits(), args.name or f"{args.kind} ({path.resolve().name})"
-    rec = import_with_bar(f"import {args.kind}", lambda bar: import_now(
-        store, name, "benchmark", lambda dest, on_file: import_benchmark(args.kind, path, dest, limits,
-                                                                         on_file=on_file), bar))
+    rec = import_with_bar(f"import {args.kind}", lambda bar: import_benchmark(store, args.kind, path, args.name, bar))
     info, split = rec.info, rec.info["predefined_split"]
     print(f"dataset {rec.id} {rec.name!r}: {info['num_images']} images, {info['num_classes']} classes; predefined "
           f"split: train {split['train_images']} images / {split['train_classes']} classes, test "

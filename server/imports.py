@@ -128,6 +128,17 @@ def import_path(store: Store, path: Path, name: str | None = None,
     raise InvalidInput(f"{path} is neither a folder with one sub-folder per class nor a .zip file")
 
 
+def import_benchmark(store: Store, kind: str, path: Path, name: str | None = None,
+                     on_progress: ProgressCallback = ignore_progress) -> DatasetRecord:
+    """Import a local copy of a DML benchmark in its published layout, with its predefined split (CLI and bench
+    use: the path is the local user's, never a request's)."""
+    from models.data import import_benchmark as read_benchmark
+
+    limits = store.upload_limits()
+    return import_now(store, name or f"{kind} ({Path(path).resolve().name})", "benchmark",
+                      lambda dest, on_file: read_benchmark(kind, path, dest, limits, on_file=on_file), on_progress)
+
+
 # ---- uploads: checked and stored by the request, imported by a worker -----------------------------------------
 def stage_zip(store: Store, received: Path, name: str) -> DatasetRecord:
     """Check a received zip's directory (a broken or hostile archive, no class folders: the DatasetError, and
