@@ -35,6 +35,7 @@ def _synthetic_run(data_dir: Path, n: int) -> str:
     """A finished embeddings run of n points in a labels-only dataset; returns its id."""
     from models.config import RunConfig
     from models.embeddings_import import write_labels_only_set
+    from server.imports import import_now
     from server.settings import Settings
     from server.store import Store
 
@@ -44,7 +45,8 @@ def _synthetic_run(data_dir: Path, n: int) -> str:
     names = [f"class {i:05d}" for i in range(classes)]
     store = Store.open(Settings(data_dir=data_dir, builtin_datasets=[]))
     try:
-        dataset = store.add_labels_only(f"bench map {count(n)}", lambda dest: write_labels_only_set(dest, names, labels))
+        dataset = import_now(store, f"bench map {count(n)}", "embeddings",
+                             lambda dest, _: write_labels_only_set(dest, names, labels))
         config = RunConfig(embedding_dim=8)
         rec = store.create_run(dataset.id, config, name=f"map {count(n)}", origin="embeddings", status="done")
         run_dir = store.run_dir(rec.id)
