@@ -94,10 +94,12 @@ export const api = {
   resumeSweep: (id) => request("POST", `sweeps/${id}/resume`),
 
   /** Points of a run's map as typed arrays (binary format of docs/api.md). `params`: {n_neighbors, min_dist,
-   * dim} (server defaults for those left out); `columns`: the names to fetch (all when null). */
-  async points(id, split, projection, params = {}, columns = null) {
+   * dim} (server defaults for those left out); `columns`: the names to fetch (all when null); `answered()` is
+   * called when the server answers, before the body has arrived (a map being computed answers late). */
+  async points(id, split, projection, params = {}, columns = null, answered = null) {
     const query = q({ split, projection, ...params, format: "binary", ...(columns ? { columns: columns.join(",") } : {}) });
     const response = await request("GET", `runs/${id}/points?${query}`, { raw: true });
+    answered?.();
     return decodePoints(await response.arrayBuffer());
   },
 };

@@ -244,11 +244,15 @@ function explore(root, run, cleanups) {
   async function load() {
     const mine = ++loads;
     const params = mapParams(state);
-    const wanted = api.points(run.id, state.split, state.proj, params, mapColumns(state.color));
+    let answered;
+    const answer = new Promise((resolve) => { answered = resolve; });
+    const wanted = api.points(run.id, state.split, state.proj, params, mapColumns(state.color), answered);
     wanted.catch(() => {}); // its failure is reported below, unless a newer load superseded it
     try {
-      // UMAP is computed on first use (seconds to a minute): the PCA map is drawn meanwhile.
-      const early = state.proj === "umap" && await Promise.race([wanted.then(() => false, () => false), pause(FIRST_PICTURE_MS).then(() => true)]);
+      // UMAP is computed on first use (seconds to a minute): the PCA map is drawn meanwhile. A map the server
+      // answers at once is not raced against its download (a million points take longer than FIRST_PICTURE_MS).
+      const early = state.proj === "umap" && await Promise.race([answer.then(() => false), wanted.then(() => false, () => false),
+        pause(FIRST_PICTURE_MS).then(() => true)]);
       if (early) {
         const pca = await api.points(run.id, state.split, "pca", { dim: params.dim }, mapColumns(state.color));
         if (mine !== loads) return;
