@@ -20,8 +20,18 @@ DOC = ROOT / "docs" / "benchmarks.md"
 BENCHMARKS = ("loss_step", "evaluation", "retrieval", "training", "loader", "serving", "projection")
 
 
-def document(sections: list[Section], full: bool, seconds: float) -> str:
-    """docs/benchmarks.md: how it was made, on what, then every table."""
+# Tables of benchmarks that take too long for `make bench` (bench/scale.py) follow this line in docs/benchmarks.md;
+# a `make bench` run keeps them.
+KEPT = "<!-- Run on their own (python -m bench.NAME); make bench keeps everything below this line. -->"
+
+
+def kept_part(doc: str) -> str:
+    """The hand-placed tables below KEPT in an existing docs/benchmarks.md ("" when none)."""
+    return doc[doc.index(KEPT):] if KEPT in doc else ""
+
+
+def document(sections: list[Section], full: bool, seconds: float, kept: str = "") -> str:
+    """docs/benchmarks.md: how it was made, on what, then every table, then `kept` (see KEPT)."""
     command = "python -m bench.run_all --full" if full else "make bench"
     head = [
         "# Benchmarks", "",
@@ -31,7 +41,7 @@ def document(sections: list[Section], full: bool, seconds: float) -> str:
         "after a warm-up unless a note says a size was timed once. The machine is shared, so expect ±10–20 %.",
         "",
     ]
-    return "\n".join(head) + "\n" + "\n".join(s.markdown() for s in sections)
+    return "\n".join(head) + "\n" + "\n".join(s.markdown() for s in sections) + ("\n" + kept if kept else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         sections += result
     elapsed = time.perf_counter() - start
     if not args.only:
-        DOC.write_text(document(sections, args.full, elapsed), encoding="utf-8")
+        kept = kept_part(DOC.read_text(encoding="utf-8")) if DOC.exists() else ""
+        DOC.write_text(document(sections, args.full, elapsed, kept), encoding="utf-8")
         print(f"wrote {DOC.relative_to(ROOT)} ({duration(elapsed)} in all)")
     return 0
 

@@ -105,3 +105,6 @@ def test_document_names_the_machine_and_every_table() -> None:
     text = run_all.document(sections, full=False, seconds=3.0)
     assert text.startswith("# Benchmarks") and "cores" in text and "`make bench`" in text
     assert "## A table" in text and "## Another" in text and "- a note" in text
+    scale_table = run_all.KEPT + "\n\n## Scale\n\n| stage |\n|---|\n| import |\n"
+    again = run_all.document(sections, full=False, seconds=4.0, kept=run_all.kept_part(text + "\n" + scale_table))
+    assert again.endswith(scale_table) and "## A table" in again  # make bench keeps a table run on its own
