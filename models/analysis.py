@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from pytorch_metric_learning.distances import BaseDistance
 
+from models.errors import InvalidInput
 from models.evaluate import labels_of
 from models.retrieval import CHUNK_ELEMENTS, as_tensor, device_of, dissimilarity
 
@@ -77,17 +78,25 @@ def failure_order(values: np.ndarray, descending: bool) -> np.ndarray:
     return np.argsort(np.where(np.isnan(v), np.inf, v), kind="stable")
 
 
+MAX_PAIR_CLASSES = 300  # a C × C matrix past this is neither computed quickly (11k classes: 2 GB) nor readable
+
+
 def class_pairs(embeddings: np.ndarray | torch.Tensor, labels: np.ndarray, distance: BaseDistance,
                 num_classes: int, k: int = 10) -> dict[str, Any]:
     """Per class pair: `gap` (C, C) = min over x ∈ C_k, y ∈ C_l of d(x, y) in either direction (SPEC §3.3;
     NaN on the diagonal and for an absent class) and `confusion` (C, C) = how many of the k nearest other
     images of the images of class k have class l (the diagonal: the right ones). `order`: the present classes
     ordered by average-linkage clustering on the gap matrix, so classes that touch sit side by side.
+    More than `MAX_PAIR_CLASSES` present classes is refused before anything is allocated.
     """
-    x = as_tensor(embeddings)
-    y = labels_of(labels, len(x))
-    k = max(1, min(k, len(x) - 1))
+    y = labels_of(labels, len(embeddings))
     present = np.unique(y)
+    if len(present) > MAX_PAIR_CLASSES:
+        raise InvalidInput(f"the class-pair matrix needs at most {MAX_PAIR_CLASSES} classes and this split has "
+                           f"{len(present)}; the per-class table's nearest class and margin answer the same question "
+                           "for every class")
+    x = as_tensor(embeddings)
+    k = max(1, min(k, len(x) - 1))
     by_class = np.argsort(y, kind="stable")
     starts = np.searchsorted(y[by_class], present)
     gap = np.full((num_classes, num_classes), np.inf)

@@ -8,6 +8,7 @@ import torch
 
 import models.analysis as analysis
 from models.distances import create_distance
+from models.errors import InvalidInput
 
 DISTANCES = [("euclidean", False), ("cosine", False), ("relative_mahalanobis", True)]
 
@@ -92,6 +93,18 @@ def test_class_pairs_match_the_pair_loop(name: str, normalize: bool) -> None:
     assert np.isnan(np.diag(got["gap"])).all() and np.isnan(got["gap"][5]).all()
     assert (got["confusion"] == confusion).all() and got["confusion"].sum() == 4 * n
     assert sorted(got["order"].tolist()) == got["present"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_class_pairs_refuse_more_classes_than_a_readable_matrix_before_allocating_it() -> None:
+    limit = analysis.MAX_PAIR_CLASSES
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2 * (limit + 1), 4)).astype(np.float32)
+    y = np.repeat(np.arange(limit + 1), 2)
+    dist = _distance("euclidean", False, 4)
+    with pytest.raises(InvalidInput, match=f"at most {limit} classes and this split has {limit + 1}"):
+        analysis.class_pairs(x, y, dist, 11_000, k=1)
+    keep = y < limit  # exactly at the limit it answers
+    assert len(analysis.class_pairs(x[keep], y[keep], dist, limit, k=1)["order"]) == limit
 
 
 def test_the_clustering_order_keeps_touching_classes_together() -> None:
