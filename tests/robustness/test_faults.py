@@ -58,15 +58,15 @@ def _hidden_or_temp(data_dir: Path) -> list[str]:
 def test_sigkill_mid_training_and_mid_upload_then_restart_and_resume(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     server = Server(data_dir)
-    config = {**TINY_CONFIG, "epochs": 4, "steps_per_epoch": 150}
+    config = {**TINY_CONFIG, "epochs": 4, "steps_per_epoch": 300}  # still training while the big import starts
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
             dataset = import_dataset(http, files={"file": ("shapes.zip", make_zip(), "application/zip")})
+            big = _big_zip()  # made before the run starts: it must still be training once the import is under way
             run = http.post("/api/runs", json={"dataset_id": dataset["id"], "config": config}).json()
             wait_until(lambda: (data_dir / "runs" / run["id"] / "checkpoint.pt").exists(), "the first checkpoint")
             worker = wait_until(lambda: worker_pids(run["id"]), "the worker process")[0]
 
-            big = _big_zip()
             threading.Thread(target=_post_quietly, args=(server.url, big), daemon=True).start()
             wait_until(lambda: list((data_dir / "datasets").glob(".*.partial")), "the import to be half-written")
             assert http.get(f"/api/runs/{run['id']}").json()["status"] == "running"
