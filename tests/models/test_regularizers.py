@@ -8,7 +8,7 @@ from pytorch_metric_learning.regularizers import ZeroMeanRegularizer
 from torch import nn
 
 from models.distances import create_distance, list_distances
-from models.flow import sphere_log_volume
+from models.flow import FlowMetricLayer, sphere_log_volume
 from models.registry import InvalidParameterError
 from models.regularizers import RegularizerInputs, create_regularizer, list_regularizers
 from tests.support import reference as ref
@@ -40,6 +40,38 @@ def test_det_is_mean_log_volume_minus_the_dueling_branch_contraction() -> None:
 
 def sphere_volume(flow: nn.Module, u: torch.Tensor) -> torch.Tensor:
     return sphere_log_volume(flow, u, *flow(u))
+
+
+def test_dueling_kink_counts_log_volumes_within_float_noise_of_zero() -> None:
+    # An identity flow's log-volume is 0 up to ±D ulp of rounding; every such sample must train the branch alike.
+    logdet = torch.zeros(4)
+    dueling = torch.tensor([-7e-7, 0.0, 7e-7, 0.5], requires_grad=True)
+    value = create_regularizer("det")(RegularizerInputs(torch.randn(4, DIM), LABELS[:4], logdet=logdet,
+                                                        logdet_dueling=dueling))
+    torch.testing.assert_close(value, torch.tensor(7e-7 / 4))  # the value is still −mean min(log vol, 0)
+    value.backward()
+    torch.testing.assert_close(dueling.grad, torch.tensor([-0.25, -0.25, -0.25, 0.0]))  # 0.5 earns nothing
+
+
+def test_dueling_gradient_at_an_identity_flow_does_not_depend_on_rounding() -> None:
+    # float32, as in training: inputs 1e-6 apart (another summation order) must give nearly the same gradient
+    torch.manual_seed(3)
+    dim = 8
+    flow = FlowMetricLayer(dim, depth=2, hidden=8)  # identity at initialisation (zero last layers)
+    u = F.normalize(torch.randn(16, dim), dim=1)
+    nudged = F.normalize(u + 1e-6 * torch.randn(16, dim), dim=1)
+    labels = torch.arange(16) % 4
+
+    def grads(x: torch.Tensor) -> torch.Tensor:
+        flow.zero_grad()
+        reg = create_regularizer("det")(RegularizerInputs(x, labels, logdet=torch.zeros(16),
+                                                          logdet_dueling=sphere_volume(flow, x)))
+        reg.backward()
+        return torch.cat([p.grad.flatten() for p in flow.parameters() if p.grad is not None])
+
+    base = grads(u)
+    assert base.abs().max() > 0.1  # every sample sits on the kink and trains the branch
+    torch.testing.assert_close(grads(nudged), base, atol=1e-4, rtol=0)
 
 
 def test_det_epsilon_adds_log_volumes_between_same_class_neighbours() -> None:
