@@ -1,9 +1,11 @@
 // Plotly helpers. Plotly.js is loaded as a classic script from /static/vendor/plotly.min.js (served from the
 // installed plotly package: the app works offline) and is read from `window.Plotly`.
 //
-// Maps are ONE scattergl trace coloured by an array (typed arrays straight from the binary points endpoint),
-// plus one tiny "highlight" trace for the pointed/selected image: this stays smooth at 100k points and uses a
-// single WebGL context per map (keep ≤ 4 WebGL plots on a page).
+// Maps are scattergl traces of typed arrays straight from the binary points endpoint: ONE trace coloured by an
+// array, or — for many points in a few colours — one single-colour trace per colour (`groups`: Plotly turns a
+// per-point colour into rgba point by point, ~10 µs each; a trace's one colour costs nothing), plus one tiny
+// "highlight" trace for the pointed/selected image. One WebGL context per map (keep ≤ 4 WebGL plots on a page).
+// Each points trace carries its first position in the map's drawn order as `meta` (onPoints reads it).
 
 const Plotly = () => {
   if (!window.Plotly) throw new Error("Plotly.js did not load: /static/vendor/plotly.min.js is missing");
@@ -73,17 +75,19 @@ export function markerFor({ kind, values, labels = [], colors = null, title = ""
 // Maps keep Plotly's box and lasso selection (the selection panel reads them).
 const MAP_CONFIG = { ...CONFIG, modeBarButtonsToRemove: ["toggleSpikelines"] };
 
-/** Draw (or redraw) a projection map: trace 0 = all points, trace 1 = highlighted points (`ring`: their
- * positions {x, y, z}), trace 2 the `density` heat map of a sampled map. `selected`: rows
- * of trace 0 drawn as selected (the others dimmed), null for no selection; `dragmode`: pan, select, lasso.
+/** Draw (or redraw) a projection map: trace 0 = all points — or, with `groups` [{start, end, color}] (2-D only),
+ * one trace per group of the points at positions [start, end), drawn in its colour with `marker`'s size and
+ * opacity — then the highlighted points (`ring`: their positions {x, y, z}), then the `density` heat map of a
+ * sampled map. `selected`: positions
+ * of points drawn as selected (the others dimmed), null for no selection; `dragmode`: pan, select, lasso.
  * With `z` (a 3-D map) both traces are scatter3d (rotate by dragging; no box/lasso there): the selection is
  * shown by dimming the other points' colour. */
-export function drawMap(div, { x, y, z = null, marker, title, xTitle = "", yTitle = "", zTitle = "", selected = null, dragmode = "pan", density = null, ring: marked = null }) {
+export function drawMap(div, { x, y, z = null, marker, groups = null, title, xTitle = "", yTitle = "", zTitle = "", selected = null, dragmode = "pan", density = null, ring: marked = null }) {
   const ring = { size: 16, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2.5 } };
   const at = marked || { x: [], y: [], z: [] };
   if (z) {
     const dim = selected ? { ...marker, opacity: 0.35 } : marker;  // scatter3d has no selectedpoints
-    const points = { type: "scatter3d", mode: "markers", x, y, z, marker: { ...dim, size: 3 }, hoverinfo: "none", showlegend: false };
+    const points = { type: "scatter3d", mode: "markers", x, y, z, marker: { ...dim, size: 3 }, hoverinfo: "none", showlegend: false, meta: 0 };
     const highlight = { type: "scatter3d", mode: "markers", x: at.x, y: at.y, z: at.z || [], hoverinfo: "skip", showlegend: false,
       marker: { size: 8, color: "rgba(0,0,0,0)", line: { color: "#111", width: 2 } } };
     const axis = (text) => ({ title: { text }, showticklabels: false, showspikes: false });
@@ -91,24 +95,28 @@ export function drawMap(div, { x, y, z = null, marker, title, xTitle = "", yTitl
       layout(title, { scene: { xaxis: axis(xTitle), yaxis: axis(yTitle), zaxis: axis(zTitle), dragmode: "orbit" } }),
       MAP_CONFIG);
   }
-  const points = { type: "scattergl", mode: "markers", x, y, marker, hoverinfo: "none", showlegend: false,
-    selectedpoints: selected, unselected: { marker: { opacity: 0.15 } } };
+  const trace = (start, end, mark) => ({ type: "scattergl", mode: "markers", x: groups ? x.subarray(start, end) : x,
+    y: groups ? y.subarray(start, end) : y, marker: mark, hoverinfo: "none", showlegend: false, meta: start, unselected: { marker: { opacity: 0.15 } },
+    selectedpoints: selected && selected.filter((i) => i >= start && i < end).map((i) => i - start) });
+  const points = groups
+    ? groups.map(({ start, end, color }) => trace(start, end, { size: marker.size, opacity: marker.opacity, color }))
+    : [trace(0, x.length, marker)];
   const highlight = { type: "scattergl", mode: "markers", x: at.x, y: at.y, hoverinfo: "skip", showlegend: false, marker: ring };
   const axis = (text) => ({ title: { text }, zeroline: false, showgrid: false, showticklabels: false });
   // A sampled map: the density of all points (a 2-D histogram, explore/sample.js) under the scatter.
   const heat = density ? [{ type: "heatmap", z: density.z, x0: density.x0, dx: density.dx, y0: density.y0, dy: density.dy,
     colorscale: [[0, "#eef1f5"], [1, "#5b6b80"]], showscale: false, hoverinfo: "skip", zsmooth: false }] : [];
-  return Plotly().react(div, [points, highlight, ...heat],
+  return Plotly().react(div, [...points, highlight, ...heat],
     layout(title, { xaxis: axis(xTitle), yaxis: axis(yTitle), dragmode: dragmode || "pan" }),
     MAP_CONFIG);
 }
 
-/** Ring the positions {x, y, z} (arrays; z null on a 2-D map) in the highlight trace. */
+/** Ring the positions {x, y, z} (arrays; z null on a 2-D map) in the highlight trace (the first without `meta`). */
 export function highlight(div, { x, y, z = null }) {
   if (!div.data) return;
   const update = { x: [x], y: [y] };
   if (z) update.z = [z];
-  Plotly().restyle(div, update, [1]);
+  Plotly().restyle(div, update, [div.data.findIndex((t) => t.meta === undefined)]);
 }
 
 export function react(div, data, lay, config = CONFIG) {
@@ -124,17 +132,19 @@ export function downloadPng(div, filename) {
     height: div.clientHeight || 500, scale: 2 });
 }
 
-/** Listen to hover/unhover/click on a map; handlers get (pointIndex, mouseEvent). Only trace 0 counts.
+/** Listen to hover/unhover/click on a map; handlers get (position, mouseEvent), the position in the map's drawn
+ * order (a points trace's `meta` plus the point's index in it). Only points traces count.
  * `selected(pointIndices, event)` follows a box / lasso selection, `deselect()` its clearing. A 3-D scene's events
  * carry no mouse event and number points by `pointNumber`: the last mouse position over the div stands in. */
 export function onPoints(div, { hover, unhover, click, selected, deselect }) {
-  const first = (ev) => ev.points.find((p) => p.curveNumber === 0);
-  const row = (p) => p.pointIndex ?? p.pointNumber;
+  const offset = (p) => div.data[p.curveNumber]?.meta;
+  const first = (ev) => ev.points.find((p) => offset(p) !== undefined);
+  const row = (p) => offset(p) + (p.pointIndex ?? p.pointNumber);
   let mouse = null;
   div.addEventListener("mousemove", (ev) => { mouse = ev; });
   if (hover) div.on("plotly_hover", (ev) => { const p = first(ev); if (p) hover(row(p), ev.event || mouse); });
   if (unhover) div.on("plotly_unhover", () => unhover());
   if (click) div.on("plotly_click", (ev) => { const p = first(ev); if (p) click(row(p), ev.event || mouse); });
-  if (selected) div.on("plotly_selected", (ev) => { if (ev) selected(ev.points.filter((p) => p.curveNumber === 0).map((p) => p.pointIndex), ev); });
+  if (selected) div.on("plotly_selected", (ev) => { if (ev) selected(ev.points.filter((p) => offset(p) !== undefined).map(row), ev); });
   if (deselect) div.on("plotly_deselect", () => deselect());
 }

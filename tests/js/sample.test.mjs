@@ -1,10 +1,10 @@
 // What a map of more points than it scatters draws (frontend/js/explore/sample.js): the stratified sample keeps
 // every class and the limit, the density grid counts every point once, box and lasso selections match a
-// brute-force check of each point.
+// brute-force check of each point; grouping rows by colour is a stable reordering.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { densityGrid, selectRows, stratifiedSample } from "../../frontend/js/explore/sample.js";
+import { densityGrid, groupRows, selectRows, stratifiedSample } from "../../frontend/js/explore/sample.js";
 
 /** Labels of `sizes[c]` rows per class c, interleaved by a fixed permutation. */
 function labelsOf(sizes) {
@@ -73,4 +73,15 @@ test("box and lasso select the points inside, drawn or not", () => {
   const strictly = [...Array(n).keys()].filter((i) => i % 2 === 0 && x[i] > 0 && y[i] > 0 && x[i] + y[i] < 0.999);
   assert.ok(strictly.every((i) => inside.includes(i)));
   assert.ok(inside.every((i) => i % 2 === 0 && x[i] + y[i] <= 1.001));
+});
+
+test("grouping by colour: a stable permutation in the drawing order, each group one code", () => {
+  const rows = Int32Array.from([40, 11, 7, 93, 5, 60, 2]);
+  const codes = Uint8Array.from([2, 0, 2, 1, 0, 2, 0]);
+  const [out, groups] = groupRows(rows, codes, [2, 3, 0, 1]);  // code 3 has no rows: no group
+  assert.deepEqual(Array.from(out), [40, 7, 60, 11, 5, 2, 93]);
+  assert.deepEqual(groups, [{ start: 0, end: 3, code: 2 }, { start: 3, end: 6, code: 0 }, { start: 6, end: 7, code: 1 }]);
+  for (const { start, end, code } of groups) {
+    for (let p = start; p < end; p += 1) assert.equal(codes[Array.from(rows).indexOf(out[p])], code);
+  }
 });

@@ -6,8 +6,8 @@ import { api } from "../api.js";
 import { el, fmt } from "../dom.js";
 import { hideCard, showCard } from "../hovercard.js";
 import { drawMap, highlight, onPoints, purge } from "../plots.js";
-import { CONTINUOUS, coloring } from "./mapcolor.js";
-import { DRAW_LIMIT, densityGrid, selectRows, stratifiedSample } from "./sample.js";
+import { CONTINUOUS, GREY, categories, coloring } from "./mapcolor.js";
+import { DRAW_LIMIT, SAMPLE_SIZE, densityGrid, groupRows, selectRows, stratifiedSample } from "./sample.js";
 
 export { classColors, sharedRange } from "./mapcolor.js";
 
@@ -23,6 +23,8 @@ const PROJECTIONS = { umap: "UMAP", pca: "PCA" };
 const SPLITS = { test: "test: unseen classes", train: "train: seen classes", all: "both, one shared map" };
 
 export const thumbUrl = (datasetId, imageId) => `api/datasets/${datasetId}/images/${imageId}/thumb`;
+
+const GROUPED_FROM = 20_000; // drawn points past which a categorical colouring is drawn as one trace per colour
 
 const BASE_COLUMNS = ["image_id", "label", "split", "x", "y", "z", "correct_at_1"];
 
@@ -126,7 +128,7 @@ export class MapView {
     const keep = filtered ? (i) => this.visible(i) : null;
     const key = `${[...this.hidden].join(",")}|${this.wrongOnly}|${this.limit}`;
     if (this.cache.key !== key || this.cache.points !== this.points) {
-      let rows = n > this.limit ? stratifiedSample(c.label, this.limit, { seed: 0, keep }) : null;
+      let rows = n > this.limit ? stratifiedSample(c.label, Math.min(this.limit, SAMPLE_SIZE), { seed: 0, keep }) : null;
       if (!rows && keep) rows = Int32Array.from({ length: n }, (_, i) => i).filter(keep);
       const density = n > this.limit && !c.z ? densityGrid(c.x, c.y, 200, keep) : null;
       this.cache = { key, points: this.points, rows, density, total: n > this.limit && keep ? countRows(n, keep) : n };
@@ -149,17 +151,26 @@ export class MapView {
     this.range = range;
     await this.ensure(colorKey);
     const c = this.points.columns;
-    const rows = this.drawnRows();
+    let rows = this.drawnRows();
+    const drawnCount = rows ? rows.length : c.x.length;
+    let groups = null;
+    const byColor = !c.z && drawnCount > GROUPED_FROM
+      && categories(this.points, colorKey, { take: (col) => (rows ? gather(col, rows) : col), focus: this.focus });
+    if (byColor) {  // grey first, so that the coloured points lie on top
+      const { colors } = byColor;
+      const order = colors.map((_, k) => k).sort((a, b) => (colors[b] === GREY) - (colors[a] === GREY));
+      [rows, groups] = groupRows(rows || Int32Array.from({ length: drawnCount }, (_, i) => i), byColor.codes, order);
+      groups = groups.map(({ start, end, code }) => ({ start, end, color: colors[code] }));
+    }
     this.rows = rows;
     const take = (col) => (col && rows ? gather(col, rows) : col);
     const [x, y, z] = [take(c.x), take(c.y), take(c.z) || null];
-    const drawnCount = rows ? rows.length : c.x.length;
     this.sample = c.x.length > this.limit ? { shown: drawnCount, total: this.cache.total } : null;
     const fresh = !this.div.data;
     const note = colorKey === "logdet" && !hasLogdet(this.points) ? " (flow layer off: no log|det J|)" : "";
     const axis = (k) => `${PROJECTIONS[this.points.projection] || this.points.projection} ${k}`;
     const marker = coloring(this.points, colorKey, { take, range, focus: this.focus, size: drawnCount > 50_000 ? 3 : 5 });
-    await drawMap(this.div, { x, y, z, marker, title: this.title + note, xTitle: axis(1), yTitle: axis(2), zTitle: axis(3),
+    await drawMap(this.div, { x, y, z, marker, groups, title: this.title + note, xTitle: axis(1), yTitle: axis(2), zTitle: axis(3),
       selected: this.selected.length ? this.tracePositions(this.selected) : null, dragmode: this.div._fullLayout?.dragmode,
       density: this.sample ? this.cache.density : null, ring: this.ring(this.marked) });  // no restyle: it redoes every trace
     if (fresh) this.listen();

@@ -8,8 +8,9 @@ export const CONTINUOUS = ["logdet", "lipschitz", "lipschitz_network"];
 export const PALETTE_CLASSES = 20; // classColor's palette; more classes are drawn by hue
 export const GREY = "#c9ced6";
 const HUE_STEP = 137.508; // the golden angle: consecutive labels land far apart
-const hueOf = (label) => (label * HUE_STEP) % 360;
-const HUES = Array.from({ length: 13 }, (_, i) => [i / 12, `hsl(${i * 30}, 55%, 50%)`]);
+const HUE_BINS = 24; // hues of a map past PALETTE_CLASSES classes: one single-colour trace each when grouped
+const hueBin = (label) => Math.round(((label * HUE_STEP) % 360) / (360 / HUE_BINS)) % HUE_BINS;
+const HUE_COLORS = Array.from({ length: HUE_BINS }, (_, i) => `hsl(${(i * 360) / HUE_BINS}, 55%, 50%)`);
 
 /** The colour class `label` is drawn in on a map of `classCount` classes with `focus` (labels, in order). */
 export function classColorOn(label, classCount, focus = []) {
@@ -18,7 +19,7 @@ export function classColorOn(label, classCount, focus = []) {
     if (i < 0) return GREY;
     return classCount <= PALETTE_CLASSES ? classColor(label) : classColor(i % PALETTE_CLASSES);
   }
-  return classCount <= PALETTE_CLASSES ? classColor(label) : `hsl(${hueOf(label)}, 55%, 50%)`;
+  return classCount <= PALETTE_CLASSES ? classColor(label) : HUE_COLORS[hueBin(label)];
 }
 
 /** The classes present in `points` (label indices, ascending) and label → colour. A class's colour follows
@@ -33,36 +34,31 @@ export function classColors(points) {
   return { present, color: new Map(present.map((label) => [label, classColor(label)])) };
 }
 
-/** Marker for class colouring of the drawn labels `labels` (typed array) with `focus` (labels). */
-function classMarker(labels, classNames, focus, size) {
-  const count = classNames.length;
-  if (!focus.length && count <= PALETTE_CLASSES) {
-    return { ...markerFor({ kind: "category", values: labels, labels: classNames,
-      colors: classNames.map((_, i) => classColor(i)), title: "class" }, size), showscale: false };
-  }
-  if (!focus.length) {
-    return { size, color: Float32Array.from(labels, hueOf), colorscale: HUES, cmin: 0, cmax: 360, showscale: false, opacity: 0.85 };
-  }
+/** A categorical colouring of the drawn points: {codes (a colour index per drawn point), colors, names, title},
+ * or null for a continuous `key`. `take(column)` gathers a column's drawn rows; `focus` the highlighted classes. */
+export function categories(points, key, { take, focus = [] }) {
+  const c = points.columns;
+  if (key === "correct") return { codes: take(c.correct_at_1), colors: ["#d62728", "#9bb7d4"], names: ["wrong", "right"], title: "correct@1" };
+  if (key === "split") return { codes: take(c.split), colors: ["#9c755f", "#4e79a7"], names: ["train", "test"], title: "split" };
+  if (key !== "class") return null;
+  const names = points.class_names;
+  const labels = take(c.label);
+  if (!focus.length && names.length <= PALETTE_CLASSES) return { codes: labels, colors: names.map((_, i) => classColor(i)), names, title: "class" };
+  if (!focus.length) return { codes: Uint8Array.from(labels, hueBin), colors: HUE_COLORS, names: HUE_COLORS, title: "class" };
   const slot = new Map(focus.map((label, i) => [label, i]));
-  const codes = Float32Array.from(labels, (l) => slot.get(l) ?? focus.length);
-  const colors = [...focus.map((l) => classColorOn(l, count, focus)), GREY];
-  return { ...markerFor({ kind: "category", values: codes, labels: [...focus.map((l) => classNames[l]), "other"], colors,
-    title: "class" }, size), showscale: false };
+  return { codes: Float32Array.from(labels, (l) => slot.get(l) ?? focus.length),
+    colors: [...focus.map((l) => classColorOn(l, names.length, focus)), GREY], names: [...focus.map((l) => names[l]), "other"], title: "class" };
 }
 
 /** Marker options for colouring by `key` the drawn points: `take(column)` gathers a column's drawn rows;
  * `range` [cmin, cmax] fixes a continuous scale (compare); `focus` the highlighted classes. */
 export function coloring(points, key, { take, range = null, focus = [], size = 5 }) {
-  const c = points.columns;
-  if (key === "class") return classMarker(take(c.label), points.class_names, focus, size);
-  if (key === "correct") {
-    return markerFor({ kind: "category", values: take(c.correct_at_1), labels: ["wrong", "right"],
-      colors: ["#d62728", "#9bb7d4"], title: "correct@1" }, size);
+  const groups = categories(points, key, { take, focus });
+  if (groups) {
+    const marker = markerFor({ kind: "category", values: groups.codes, labels: groups.names, colors: groups.colors, title: groups.title }, size);
+    return key === "class" ? { ...marker, showscale: false } : marker;
   }
-  if (key === "split") {
-    return markerFor({ kind: "category", values: take(c.split), labels: ["train", "test"], colors: ["#9c755f", "#4e79a7"], title: "split" }, size);
-  }
-  const column = c[key];
+  const column = points.columns[key];
   if (!column || !column.some((v) => !Number.isNaN(v))) {
     // A run without a flow layer (logdet), or measured before the whole-network Lipschitz existed: an all-NaN
     // colour array breaks the colour bar. lipschitz_network is a seeded sample: Plotly draws the NaN rest grey.
