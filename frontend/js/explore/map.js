@@ -150,6 +150,7 @@ export class MapView {
     this.colorKey = colorKey;
     this.range = range;
     await this.ensure(colorKey);
+    performance.mark("map:rows");  // where a draw's time goes (bench/browser_map reads these marks)
     const c = this.points.columns;
     let rows = this.drawnRows();
     const drawnCount = rows ? rows.length : c.x.length;
@@ -170,9 +171,11 @@ export class MapView {
     const note = colorKey === "logdet" && !hasLogdet(this.points) ? " (flow layer off: no log|det J|)" : "";
     const axis = (k) => `${PROJECTIONS[this.points.projection] || this.points.projection} ${k}`;
     const marker = coloring(this.points, colorKey, { take, range, focus: this.focus, size: drawnCount > 50_000 ? 3 : 5 });
+    performance.mark("map:plotly");
     await drawMap(this.div, { x, y, z, marker, groups, title: this.title + note, xTitle: axis(1), yTitle: axis(2), zTitle: axis(3),
       selected: this.selected.length ? this.tracePositions(this.selected) : null, dragmode: this.div._fullLayout?.dragmode,
       density: this.sample ? this.cache.density : null, ring: this.ring(this.marked) });  // no restyle: it redoes every trace
+    performance.mark("map:drawn");
     if (fresh) this.listen();
     this.handlers.drawn.forEach((f) => f(this.sample));
   }

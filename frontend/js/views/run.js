@@ -20,6 +20,7 @@ import { href, navigate, params, setParams } from "../url.js";
 const ACTIVE = new Set(["queued", "running"]);
 const FIRST_PICTURE_MS = 400; // a map not answered by then is being computed: draw the PCA map meanwhile
 const pause = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+const nextFrame = () => new Promise((resolve) => { requestAnimationFrame(() => setTimeout(resolve)); });
 
 export function renderRun(root, runId) {
   const cleanups = [];
@@ -296,6 +297,7 @@ function explore(root, run, cleanups) {
   (async () => {
     await load();
     if (!view.points) return;
+    await nextFrame();  // the map is painted before the other panels are built (their work would hold the frame)
     retrieval = retrievalPanel(run, view.points.class_names, {
       split: state.split,
       onQuery: (imageId) => setParams({ image: imageId }),
