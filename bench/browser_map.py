@@ -103,8 +103,8 @@ def _measure(browser: Any, url: str, run_id: str) -> dict[str, float]:
         page.wait_for_function("() => document.getElementById('hover-card')?.style.display === 'block'", timeout=10_000)
         hovers.append(time.perf_counter() - start)
     page.close()
-    return {"bytes": sum(wire), "ready": ready, "fetched": fetched, "hover": statistics.median(hovers), "hover_max": max(hovers),
-            "shown": shown, "notice": notice}
+    return {"bytes": sum(wire), "ready": ready, "fetched": fetched, "hover": statistics.median(hovers),
+            "hover_max": max(hovers), "shown": shown, "notice": notice}
 
 
 def run(sizes: Sequence[int] = (100_000,)) -> list[Section]:
@@ -124,12 +124,13 @@ def run(sizes: Sequence[int] = (100_000,)) -> list[Section]:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
             for n, run_id in runs.items():
                 _measure(browser, server.url, run_id)  # the server encodes and caches the body; chromium warms up
-                loads = sorted((_measure(browser, server.url, run_id) for _ in range(REPEATS)), key=lambda m: m["ready"])
+                loads = sorted((_measure(browser, server.url, run_id) for _ in range(REPEATS)),
+                               key=lambda m: m["ready"])
                 m = loads[len(loads) // 2]
                 section.notes.append(f"{count(n)}: map ready in " + ", ".join(duration(r["ready"]) for r in loads)
                                      + " (/points received " + ", ".join(duration(r["fetched"]) for r in loads) + ")")
-                section.add(count(n), count(m["shown"]), nbytes(m["bytes"]), duration(m["fetched"]), duration(m["ready"]),
-                            duration(m["hover"]), duration(m["hover_max"]))
+                section.add(count(n), count(m["shown"]), nbytes(m["bytes"]), duration(m["fetched"]),
+                            duration(m["ready"]), duration(m["hover"]), duration(m["hover_max"]))
                 if m["notice"]:
                     section.notes.append(f"{count(n)}: the page says “{m['notice']}”")
             browser.close()
