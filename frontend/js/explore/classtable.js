@@ -2,17 +2,18 @@
 // with metrics.json's per-class retrieval scores), sorted by any column, searched by name, shown a page at a
 // time. Clicking a class name highlights it on the map.
 import { el, fill, fixed } from "../dom.js";
+import { metricDescription, metricLabel } from "../metricnames.js";
 
 export const PAGE_SIZE = 50;
-// [key, header, tooltip]; numbers right-aligned.
+// [key, header, tooltip]; numbers right-aligned. A null header is a headline metric: its label and description
+// come from the server's list (metricnames.js), computed here over the class's own images.
 const COLUMNS = [
   ["name", "class", null], ["split", "split", "train: seen classes; test: unseen classes"],
   ["count", "images", null],
   ["radius_mean", "radius", "mean distance to the class centre"], ["radius_p95", "p95 radius", null],
   ["relative_density", "rel. density", "nearest other centre ÷ spread (reconstruction, SPEC §2.2)"],
   ["margin", "margin", "gap − δ1: the class's smallest distance to another class minus its largest intra-class distance; < 0 violates eq. 1"],
-  ["recall_at_1", "R@1", "share of the class's images whose nearest neighbour has their class"],
-  ["map_at_r", "MAP@R", null], ["nearest", "nearest class", "the class of the nearest image of another class"],
+  ["recall_at_1", null, null], ["map_at_r", null, null], ["nearest", "nearest class", "the class of the nearest image of another class"],
 ];
 const TEXT = new Set(["name", "split", "nearest"]);
 
@@ -74,7 +75,9 @@ export function classTable(records, { onPick = null, id = "class-table" } = {}) 
     const last = Math.max(0, Math.ceil(shown.length / PAGE_SIZE) - 1);
     state.page = Math.min(Math.max(0, state.page), last);
     const start = state.page * PAGE_SIZE;
-    fill(head, COLUMNS.map(([key, label, title]) => el("th", {
+    const heads = COLUMNS.map(([key, label, title]) => (label ? [key, label, title]
+      : [key, metricLabel(key), `${metricDescription(key)} (over this class's images)`]));
+    fill(head, heads.map(([key, label, title]) => el("th", {
       class: TEXT.has(key) ? null : "num", title, "aria-sort": state.key === key ? (state.ascending ? "ascending" : "descending") : "none",
     }, el("button", { type: "button", class: "link", "data-key": key, onclick: () => sortBy(key) },
       label, state.key === key ? (state.ascending ? " ▲" : " ▼") : ""))));
