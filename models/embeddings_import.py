@@ -271,7 +271,7 @@ def measure_embeddings_file(image_set: ImageSet, run_dir: str | Path, config: Ru
     """Measure the run folder's embeddings input as a run of origin `embeddings`; returns the summary."""
     from models.measure import SPANS_IMPORTED, Stages, measure_embeddings, summary
     from models.runfolder import RunFolder
-    from models.trainer import build_distance
+    from models.trainer import build_distance, select_device
 
     folder = RunFolder(run_dir)
     stages = Stages(on_progress or ignore_progress, should_cancel or never_cancel, SPANS_IMPORTED)
@@ -279,15 +279,16 @@ def measure_embeddings_file(image_set: ImageSet, run_dir: str | Path, config: Ru
     with np.load(folder.embeddings_input_path, allow_pickle=False) as data:
         vectors, ids = data["vectors"], data["ids"]
         ef = EmbeddingsFile(vectors, None, ids, data["train"] if "train" in data else None)
+    device = select_device(config.device)  # before any work: "cuda" on a machine without one fails here
     rows = split_rows(ef, image_set.labels[ids], config.split)
     rows = {s: r[np.argsort(ids[r], kind="stable")] for s, r in rows.items()}  # image order, as in every run
     split = {s: ids[rows[s]] for s in rows}
     folder.write_start(config, split)
     heads, timings = measure_embeddings({s: vectors[rows[s]] for s in rows}, build_distance(config), image_set,
                                         split, folder, stages, Path(parent_dir) if parent_dir else None,
-                                        config.seed, lambda s: {})
+                                        config.seed, lambda s: {}, device=device)
     timings["total_s"] = time.perf_counter() - t0
-    out = {**summary("embeddings", config, split, heads, timings, [], torch.device("cpu"), None),
+    out = {**summary("embeddings", config, split, heads, timings, [], device, None),
            "notes": ["imported embeddings: no network, so no log|det J|, local Lipschitz or image queries"]}
     folder.write_summary(out)
     stages.done()

@@ -31,14 +31,16 @@ def _geometry(stats: dict[str, Any]) -> dict[str, Any]:
             "margin": glob["margin"], "pi_inter": glob["pi_inter"], "pi_ratio": glob["pi_ratio"]}
 
 
-def common_space_stats(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """radius_mean, relative_density, margin, pi_inter, pi_ratio of the L2-normalised embeddings, Euclidean.
+def common_space_stats(embeddings: np.ndarray, labels: np.ndarray,
+                       device: str | torch.device = "cpu") -> dict[str, Any]:
+    """radius_mean, relative_density, margin, pi_inter, pi_ratio of the L2-normalised embeddings, Euclidean
+    (computed on `device`, see `class_stats`).
 
     Centroids are plain means of the normalised points (inside the ball); every value is a length on the unit
     sphere's scale, so 2 is the largest possible distance.
     """
     x = F.normalize(torch.as_tensor(np.asarray(embeddings), dtype=torch.float32), dim=1)
-    stats = class_stats(x, labels, create_distance("euclidean", normalize=False))
+    stats = class_stats(x, labels, create_distance("euclidean", normalize=False), device=device)
     return _geometry(stats)
 
 

@@ -17,7 +17,7 @@ from models.config import RunConfig
 from models.network import EmbeddingNet
 from models.progress import Cancelled, CancelCheck, never_cancel
 from models.runfolder import RunFolder
-from models.trainer import build_distance, build_model, select_device
+from models.trainer import amp_autocast, build_distance, build_model, select_device
 
 EMBED_BATCH = 256
 
@@ -92,9 +92,11 @@ def embed_images(source: str | Path | EmbeddingNet, pixels: np.ndarray) -> np.nd
 
 
 def embed_passes(model: EmbeddingNet, pixels: np.ndarray, idx: np.ndarray,
-                 should_cancel: CancelCheck = never_cancel) -> dict[str, np.ndarray]:
-    """Batched, no-grad, eval-mode pass: the embedding, the flow's input (`features`, with flow) and the metric
-    layer's input (`lipschitz_input`: flow input with flow, backbone features without)."""
+                 should_cancel: CancelCheck = never_cancel, amp: bool = False) -> dict[str, np.ndarray]:
+    """Batched, no-grad, eval-mode pass on the model's device: the embedding, the flow's input (`features`, with
+    flow) and the metric layer's input (`lipschitz_input`: flow input with flow, backbone features without).
+    Only the batch travels to the device and float32 results come back, so memory stays one batch there. `amp`:
+    under the run's mixed precision on CUDA (`amp_autocast`, as it trained; a no-op on the CPU)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -105,8 +107,9 @@ def embed_passes(model: EmbeddingNet, pixels: np.ndarray, idx: np.ndarray,
                 if should_cancel():
                     raise Cancelled("cancelled while embedding")
                 x = torch.from_numpy(np.ascontiguousarray(pixels[idx[s:s + EMBED_BATCH]])).to(device)
-                f = model.backbone_features(x)
-                out = model.from_backbone(f)
+                with amp_autocast(device, amp):
+                    f = model.backbone_features(x)
+                    out = model.from_backbone(f)
                 parts["embedding"].append(out.embedding.float().cpu())
                 if out.features is not None:
                     parts["features"].append(out.features.float().cpu())

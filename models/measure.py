@@ -3,6 +3,13 @@
 A trained run, an imported checkpoint, a TorchScript module and an imported embeddings file differ only in how
 their embeddings and per-sample maps are made (`measure_model` for a dmlscope model; the entry points in
 models/run.py and models/embeddings_import.py for the others); `measure_embeddings` measures them identically.
+
+Where: every stage runs on the one `device` its caller decided once for the run (the device it trained on,
+`select_device(config.device)` for an import: CUDA when present under "auto"), passed explicitly to each — the
+embedding passes (under the run's AMP on CUDA), the k-NN of evaluation (blocked products, models/knn.py), the
+statistics' products and distances, the flow maps and the Lipschitz power iterations; data travel there chunk
+by chunk and results come back to the CPU. On the CPU every value is the one the CPU path always gave. NMI's
+k-means (faiss) and the PCA map stay on the CPU.
 """
 from __future__ import annotations
 
@@ -60,14 +67,16 @@ class Stages:
 
 
 def measure_model(model: EmbeddingNet, distance: BaseDistance, image_set: ImageSet, split: dict[str, np.ndarray],
-                  folder: RunFolder, stages: Stages, parent_dir: Path | None, seed: int) -> tuple[dict, dict]:
-    """Embed both splits with a dmlscope model, then `measure_embeddings`; (headline per split, timings)."""
+                  folder: RunFolder, stages: Stages, parent_dir: Path | None, seed: int, *, device: torch.device,
+                  amp: bool = False) -> tuple[dict, dict]:
+    """Embed both splits with a dmlscope model on `device` (autocast with `amp` on CUDA), then
+    `measure_embeddings` there; (headline per split, timings). The model is moved to `device`."""
+    model.to(device)
     pixels = eval_pixels(image_set, model.eval_resize, model.image_size)
     t = time.perf_counter()
     stages.start("embed", "embedding train and test images")
-    passes = {s: embed_passes(model, pixels, split[s], stages.should_cancel) for s in SPLITS}
+    passes = {s: embed_passes(model, pixels, split[s], stages.should_cancel, amp) for s in SPLITS}
     timings = {"embed_s": time.perf_counter() - t}
-    device = next(model.parameters()).device
 
     maps: dict[str, dict[str, np.ndarray]] = {}
 
@@ -87,30 +96,33 @@ def measure_model(model: EmbeddingNet, distance: BaseDistance, image_set: ImageS
         return out
 
     heads, measured = measure_embeddings({s: passes[s]["embedding"] for s in SPLITS}, distance, image_set, split,
-                                         folder, stages, parent_dir, seed, per_sample)
+                                         folder, stages, parent_dir, seed, per_sample, device=device)
     return {s: {**heads[s], **summarise(maps[s])} for s in SPLITS}, {**timings, **measured}
 
 
 def measure_embeddings(embeddings: dict[str, np.ndarray], distance: BaseDistance, image_set: ImageSet,
                        split: dict[str, np.ndarray], folder: RunFolder, stages: Stages, parent_dir: Path | None,
-                       seed: int, per_sample: Callable[[str], dict[str, np.ndarray]]) -> tuple[dict, dict]:
-    """Save (N, D) embeddings per split, evaluate, compute stats and PCA maps into `folder`.
+                       seed: int, per_sample: Callable[[str], dict[str, np.ndarray]],
+                       *, device: torch.device) -> tuple[dict, dict]:
+    """Save (N, D) embeddings per split, evaluate, compute stats and PCA maps into `folder`; the k-NN and the
+    statistics run on `device` (the distance is moved there).
 
     `per_sample(split)` gives the model-specific (N,) maps (models.runfolder.PER_SAMPLE: logdet, lipschitz…):
     what a model offers differs (a TorchScript module has no flow), the rest is measured identically.
     Returns (headline per split, timings).
     """
     timings: dict[str, float] = {}
-    distance = distance.cpu().eval()
+    distance = distance.to(device).eval()
     for s in SPLITS:
         folder.write_array("embeddings", s, embeddings[s])
 
     t = time.perf_counter()
     stages.start("evaluate", "Recall@K, MAP@R, NMI on unseen and train classes")
-    metrics = {s: evaluate(embeddings[s], image_set.labels[split[s]], distance, nmi_seed=seed) for s in SPLITS}
+    metrics = {s: evaluate(embeddings[s], image_set.labels[split[s]], distance, nmi_seed=seed, device=device)
+               for s in SPLITS}
     for s in SPLITS:  # In-Shop: its own query → gallery Recall@K besides the all-against-all metrics
         qg = split_query_gallery(None if image_set.partition is None else image_set.partition[split[s]],
-                                 embeddings[s], image_set.labels[split[s]], distance)
+                                 embeddings[s], image_set.labels[split[s]], distance, device=device)
         if qg is not None:
             metrics[s]["query_gallery"] = qg
     folder.write_metrics(metrics)
@@ -120,8 +132,8 @@ def measure_embeddings(embeddings: dict[str, np.ndarray], distance: BaseDistance
     stages.start("stats", "class radius, density, margins, log|det J|, local Lipschitz")
     stats, common = {}, {}
     for s in SPLITS:
-        result = class_stats(embeddings[s], image_set.labels[split[s]], distance, image_set.class_names)
-        common[s] = common_space_stats(embeddings[s], image_set.labels[split[s]])
+        result = class_stats(embeddings[s], image_set.labels[split[s]], distance, image_set.class_names, device)
+        common[s] = common_space_stats(embeddings[s], image_set.labels[split[s]], device)
         folder.write_array("centroids", s, result.pop("centroids").astype(np.float32))
         stats[s] = result
         if stages.should_cancel():
@@ -143,7 +155,8 @@ def measure_embeddings(embeddings: dict[str, np.ndarray], distance: BaseDistance
 
 def summary(origin: str, config: RunConfig, split: dict[str, np.ndarray], heads: dict, timings: dict,
             history: list[dict], device: torch.device, samples_per_s: float | None) -> dict[str, Any]:
-    """summary.json: what the store records about a finished run (headline metrics per split, timings…)."""
+    """summary.json: what the store records about a finished run (headline metrics per split, timings…);
+    `device` is the one the run was measured on (and trained on, for a trained run)."""
     out = {
         "origin": origin, "train": heads["train"], "test": heads["test"],
         "epochs": len(history), "final_loss": history[-1]["loss"] if history else None,

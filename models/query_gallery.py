@@ -25,28 +25,29 @@ QUERY, GALLERY = "query", "gallery"
 
 
 def query_ranks(query: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray,
-                distance: BaseDistance) -> np.ndarray:
+                distance: BaseDistance, device: str | torch.device = "cpu") -> np.ndarray:
     """int64 (Q,): per query, the gallery images strictly closer than its closest same-label one; -1 when its
-    label has no gallery image."""
-    g = torch.as_tensor(np.asarray(gallery, dtype=np.float32))
-    g_labels = torch.as_tensor(np.asarray(gallery_labels, dtype=np.int64))
+    label has no gallery image. Blocks are computed on `device`, which must hold the distance's parameters."""
+    g = torch.as_tensor(np.asarray(gallery, dtype=np.float32)).to(device)
+    g_labels = torch.as_tensor(np.asarray(gallery_labels, dtype=np.int64)).to(device)
     q_all = np.asarray(query, dtype=np.float32)
     q_labels_all = np.asarray(query_labels, dtype=np.int64)
     block = max(1, CHUNK_ELEMENTS // max(1, len(g)))
     ranks = np.empty(len(q_all), dtype=np.int64)
     with torch.no_grad():
         for s in range(0, len(q_all), block):
-            mat = distance(torch.as_tensor(q_all[s:s + block]), g).float()
+            mat = distance(torch.as_tensor(q_all[s:s + block]).to(device), g).float()
             closeness = mat if distance.is_inverted else -mat  # larger = closer, whatever the distance
-            same = torch.as_tensor(q_labels_all[s:s + block])[:, None] == g_labels[None, :]
-            best = torch.where(same, closeness, torch.tensor(-torch.inf)).max(dim=1).values
+            same = torch.as_tensor(q_labels_all[s:s + block]).to(device)[:, None] == g_labels[None, :]
+            best = torch.where(same, closeness, -torch.inf).max(dim=1).values
             rank = (closeness > best[:, None]).sum(dim=1)
-            ranks[s:s + block] = torch.where(same.any(dim=1), rank, torch.tensor(-1)).numpy()
+            ranks[s:s + block] = torch.where(same.any(dim=1), rank, -1).cpu().numpy()
     return ranks
 
 
 def query_gallery_recall(embeddings: np.ndarray, labels: np.ndarray, partition: np.ndarray, distance: BaseDistance,
-                         ks: Sequence[int] = IN_SHOP_KS) -> dict[str, float | int | None]:
+                         ks: Sequence[int] = IN_SHOP_KS,
+                         device: str | torch.device = "cpu") -> dict[str, float | int | None]:
     """Recall@K of the `partition == "query"` rows searched among the `"gallery"` rows (other rows ignored), with
     the counts of answered and unanswerable queries and of gallery images."""
     partition = np.asarray(partition)
@@ -55,7 +56,8 @@ def query_gallery_recall(embeddings: np.ndarray, labels: np.ndarray, partition: 
         raise ValueError(f"query → gallery retrieval needs both query and gallery images; got {int(is_query.sum())} "
                          f"queries and {int(is_gallery.sum())} gallery images")
     labels = np.asarray(labels)
-    ranks = query_ranks(embeddings[is_query], labels[is_query], embeddings[is_gallery], labels[is_gallery], distance)
+    ranks = query_ranks(embeddings[is_query], labels[is_query], embeddings[is_gallery], labels[is_gallery], distance,
+                        device)
     answered = ranks[ranks >= 0]
     out: dict[str, float | int | None] = {f"recall_at_{k}": float(np.mean(answered < k)) if len(answered) else None
                                           for k in ks}
@@ -64,9 +66,10 @@ def query_gallery_recall(embeddings: np.ndarray, labels: np.ndarray, partition: 
 
 
 def split_query_gallery(partition: np.ndarray | None, embeddings: np.ndarray, labels: np.ndarray,
-                        distance: BaseDistance) -> dict[str, float | int | None] | None:
+                        distance: BaseDistance,
+                        device: str | torch.device = "cpu") -> dict[str, float | int | None] | None:
     """query_gallery_recall for a split whose images carry an evaluation partition with both queries and a gallery
     (In-Shop's test side); None otherwise (other sets, In-Shop's training classes, a validation split)."""
     if partition is None or not ((partition == QUERY).any() and (partition == GALLERY).any()):
         return None
-    return query_gallery_recall(embeddings, labels, partition, distance)
+    return query_gallery_recall(embeddings, labels, partition, distance, device=device)

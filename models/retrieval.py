@@ -11,6 +11,7 @@ tuning (out-of-sample queries, as the neighbours endpoint's uploaded images are)
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import faiss
@@ -40,9 +41,10 @@ def as_tensor(x: np.ndarray | Tensor) -> Tensor:
 
 
 def device_of(module: torch.nn.Module) -> torch.device:
-    """Where a module's parameters live (CPU if none): a learnable distance may sit on the GPU it trained on."""
-    param = next(module.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
+    """Where a module's parameters or buffers live (CPU if none): a learnable distance may sit on the GPU it
+    trained on, and relative Mahalanobis's whitener is a buffer."""
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def view_of(distance: BaseDistance, x: Tensor) -> tuple[np.ndarray, str]:
@@ -51,15 +53,17 @@ def view_of(distance: BaseDistance, x: Tensor) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(vectors.detach().to("cpu", torch.float32).numpy()), metric
 
 
-def exact_values(distance: BaseDistance, queries: Tensor, refs: Tensor, ids: np.ndarray) -> np.ndarray:
-    """d(queries[i], refs[ids[i, j]]) (Q, k), query as anchor, chunked so Q·k·D never sits in memory at once."""
+def exact_values(distance: BaseDistance, queries: Tensor, refs: Tensor, ids: np.ndarray,
+                 device: torch.device | None = None) -> np.ndarray:
+    """d(queries[i], refs[ids[i, j]]) (Q, k), query as anchor, chunked so Q·k·D never sits in memory at once.
+    Computed on `device` (by default the distance's), which must hold the distance's parameters."""
     q, k = ids.shape
     out = np.empty((q, k), dtype=np.float32)
     rows = max(1, CHUNK_ELEMENTS // max(1, k * refs.shape[1]))
-    device = device_of(distance)
+    device = device or device_of(distance)
     with torch.no_grad():
         for s in range(0, q, rows):
-            block = torch.as_tensor(ids[s:s + rows])
+            block = torch.as_tensor(ids[s:s + rows]).to(refs.device)
             a = queries[s:s + rows].repeat_interleave(block.shape[1], dim=0)
             values = distance.pairwise_distance(a.to(device), refs[block.reshape(-1)].to(device))
             out[s:s + rows] = values.reshape(block.shape).cpu().numpy()

@@ -24,7 +24,7 @@ from models.measure import SPANS_IMPORTED, SPANS_TRAINED, Stages, measure_embedd
 from models.progress import CancelCheck, ProgressCallback, ignore_progress, never_cancel
 from models.runfolder import SPLITS, RunFolder
 from models.stats import local_lipschitz
-from models.trainer import TrainResult, build_distance, train
+from models.trainer import TrainResult, build_distance, select_device, train
 
 
 def execute_run(image_set: ImageSet, config: RunConfig, run_dir: str | Path,
@@ -53,7 +53,8 @@ def execute_run(image_set: ImageSet, config: RunConfig, run_dir: str | Path,
     result = train(config, image_set, train_idx, folder.dir, stages.trainer_callback, stages.should_cancel, resume)
     timings = {"train_s": result.seconds}
     heads, measured = measure_model(result.model, result.distance, image_set, split, folder, stages,
-                                    Path(parent_dir) if parent_dir else None, config.seed)
+                                    Path(parent_dir) if parent_dir else None, config.seed, device=result.device,
+                                    amp=config.amp)
     timings.update(measured, total_s=time.perf_counter() - t0)
     out = summary("train", config, split, heads, timings, result.history, result.device, result.samples_per_s)
     folder.write_summary(out)
@@ -98,8 +99,10 @@ def import_model(checkpoint_path: str | Path, image_set: ImageSet, run_dir: str 
     history = list(load_checkpoint(folder.checkpoint_path)["history"])
     folder.write_history(history)
 
+    # On this machine's device ("auto"): the checkpoint's own `device` names the machine it trained on.
     heads, timings = measure_model(loaded.model, loaded.distance, image_set, split, folder, stages,
-                                   Path(parent_dir) if parent_dir else None, config.seed)
+                                   Path(parent_dir) if parent_dir else None, config.seed, device=loaded.device,
+                                   amp=config.amp)
     timings["total_s"] = time.perf_counter() - t0
     out = summary("import", config, split, heads, timings, history, loaded.device, None)
     folder.write_summary(out)
@@ -120,7 +123,8 @@ def import_torchscript(module_path: str | Path, image_set: ImageSet, run_dir: st
     image_size are rewritten to what was measured, and `on_config` gets that config before the folder's copy is
     written (the store records it: the caller's record is the truth). No flow, so no logdet maps; local Lipschitz is taken
     with respect to the 0..1 input pixels (not a metric layer's input, as for a dmlscope model), and left
-    out with a note in the summary if the module cannot be differentiated twice.
+    out with a note in the summary if the module cannot be differentiated twice. The module runs on the CPU (a
+    traced module may hold CPU tensors in its code); evaluation and statistics on `select_device(config.device)`.
     """
     folder = RunFolder(run_dir)
     stages = Stages(on_progress or ignore_progress, should_cancel or never_cancel, SPANS_IMPORTED)
@@ -160,10 +164,12 @@ def import_torchscript(module_path: str | Path, image_set: ImageSet, run_dir: st
             lipschitz_failure.append(str(e).strip().splitlines()[-1])
             return {}
 
+    device = select_device(config.device)
     heads, measured = measure_embeddings(embeddings, build_distance(config), image_set, split, folder, stages,
-                                         Path(parent_dir) if parent_dir else None, config.seed, per_sample)
+                                         Path(parent_dir) if parent_dir else None, config.seed, per_sample,
+                                         device=device)
     timings.update(measured, total_s=time.perf_counter() - t0)
-    out = {**summary("import", config, split, heads, timings, [], torch.device("cpu"), None),
+    out = {**summary("import", config, split, heads, timings, [], device, None),
                "model_format": "torchscript",
                "notes": [f"local Lipschitz omitted: the module cannot be differentiated twice "
                          f"({lipschitz_failure[0]})" if lipschitz_failure else

@@ -39,10 +39,10 @@ class _Ranking:
     ‖r‖² − 2⟨a, r⟩ on an L2 retrieval view, −⟨a, r⟩ on an inner-product one — one BLAS product per block.
     Only the chosen pairs' values are then recomputed with the distance itself."""
 
-    def __init__(self, distance: BaseDistance, x: Tensor):
+    def __init__(self, distance: BaseDistance, x: Tensor, device: torch.device):
         vectors, metric = view_of(distance, x)
-        self.v = torch.from_numpy(vectors)
-        self.ref_term = (self.v * self.v).sum(dim=1) if metric == "l2" else torch.zeros(len(self.v))
+        self.v = torch.from_numpy(vectors).to(device)
+        self.ref_term = (self.v * self.v).sum(dim=1) if metric == "l2" else self.v.new_zeros(len(self.v))
         self.scale = 2.0 if metric == "l2" else 1.0
 
     def block(self, rows: slice, cols: slice) -> Tensor:
@@ -61,7 +61,7 @@ def _nearest_other_class(ranking: _Ranking, starts: np.ndarray, class_of: np.nda
         block = ranking.block(slice(s, e), slice(0, n))
         for c in range(class_of[s], class_of[e - 1] + 1):
             block[max(starts[c], s) - s:min(starts[c + 1], e) - s, starts[c]:starts[c + 1]] = float("inf")
-        ids[s:e] = block.argmin(dim=1).numpy()
+        ids[s:e] = block.argmin(dim=1).cpu().numpy()
     return ids
 
 
@@ -74,7 +74,7 @@ def _farthest_same_class(ranking: _Ranking, starts: np.ndarray) -> np.ndarray:
         rows = max(1, CHUNK_ELEMENTS // (c1 - c0))
         for s in range(c0, c1, rows):
             e = min(c1, s + rows)
-            ids[s:e] = c0 + ranking.block(slice(s, e), slice(c0, c1)).argmax(dim=1).numpy()
+            ids[s:e] = c0 + ranking.block(slice(s, e), slice(c0, c1)).argmax(dim=1).cpu().numpy()
     return ids
 
 
@@ -85,27 +85,30 @@ def _nearest_other_centroid(ranking: _Ranking) -> np.ndarray:
     ids = np.empty(c, dtype=np.int64)
     for s in range(0, c, rows):
         block = ranking.block(slice(s, min(c, s + rows)), slice(0, c))
-        block[torch.arange(len(block)), torch.arange(s, s + len(block))] = float("inf")
-        ids[s:s + len(block)] = block.argmin(dim=1).numpy()
+        diagonal = torch.arange(len(block), device=block.device)
+        block[diagonal, diagonal + s] = float("inf")
+        ids[s:s + len(block)] = block.argmin(dim=1).cpu().numpy()
     return ids
 
 
-def _mean_pair_distance(distance: BaseDistance, points: Tensor, rng: np.random.Generator) -> float | None:
+def _mean_pair_distance(distance: BaseDistance, points: Tensor, rng: np.random.Generator,
+                        device: torch.device) -> float | None:
     """Mean d(a, b) over ordered pairs a ≠ b, on at most MEAN_SAMPLE points (a seeded sample beyond)."""
     if len(points) < 2:
         return None
     if len(points) > MEAN_SAMPLE:
-        points = points[torch.from_numpy(np.sort(rng.choice(len(points), MEAN_SAMPLE, replace=False)))]
-    device = device_of(distance)
+        chosen = torch.from_numpy(np.sort(rng.choice(len(points), MEAN_SAMPLE, replace=False)))
+        points = points[chosen.to(points.device)]
     with torch.no_grad():
         values = dissimilarity(distance, distance(points.to(device), points.to(device)).cpu().double().numpy())
     np.fill_diagonal(values, 0.0)
     return float(values.sum()) / (len(points) * (len(points) - 1))
 
 
-def _pair_values(distance: BaseDistance, x: Tensor, ids: np.ndarray) -> np.ndarray:
+def _pair_values(distance: BaseDistance, x: Tensor, ids: np.ndarray, device: torch.device) -> np.ndarray:
     """d(x_i, x_ids[i]) for every i, anchor first, as dissimilarities."""
-    return dissimilarity(distance, exact_values(distance, x, x, ids[:, None])[:, 0].astype(np.float64))
+    values = exact_values(distance, x, x, ids[:, None], device)[:, 0]
+    return dissimilarity(distance, values.astype(np.float64))
 
 
 def _spectral_decay(distance: BaseDistance, x: Tensor) -> float:
@@ -122,7 +125,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def class_stats(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, distance: BaseDistance,
-                class_names: Sequence[str] | None = None) -> dict[str, Any]:
+                class_names: Sequence[str] | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
     """Per-class and global compactness/separation statistics of one split.
 
     Returns {"per_class": [...], "global": {...}, "centroids": ndarray (C, D)} — centroids is the only value
@@ -135,6 +138,10 @@ def class_stats(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, di
     Global: delta1, delta2, margin; pi_intra (mean over classes of the mean intra-class pair distance),
     pi_inter (mean centroid-pair distance) — both on ≤ MEAN_SAMPLE points per set —, pi_ratio =
     pi_intra / pi_inter, spectral_decay (SPEC §2.3).
+
+    The products, distances and the spectrum run on `device` (by default the distance's; it must hold the
+    distance's parameters), chunk by chunk; centroids are summed on the CPU (CUDA's index_add_ is not
+    deterministic) and every result comes back to the CPU.
     """
     x = as_tensor(embeddings)
     y = labels_of(labels, len(x))
@@ -144,22 +151,24 @@ def class_stats(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, di
     starts = np.concatenate([[0], np.cumsum(counts)])
     centroids = torch.zeros(len(classes), x.shape[1]).index_add_(0, torch.from_numpy(class_of), x)
     centroids /= torch.from_numpy(counts).float()[:, None]
+    device = torch.device(device) if device is not None else device_of(distance)
+    on_device, centroids_on_device = x.to(device), centroids.to(device)
 
-    ranking = _Ranking(distance, x)
-    farthest = _pair_values(distance, x, _farthest_same_class(ranking, starts))
+    ranking = _Ranking(distance, x, device)
+    farthest = _pair_values(distance, x, _farthest_same_class(ranking, starts), device)
     if len(classes) > 1:
         other_ids = _nearest_other_class(ranking, starts, class_of)
-        other = _pair_values(distance, x, other_ids)
-        centroid_gap = _pair_values(distance, centroids, _nearest_other_centroid(_Ranking(distance, centroids)))
+        other = _pair_values(distance, x, other_ids, device)
+        centroid_gap = _pair_values(distance, centroids,
+                                    _nearest_other_centroid(_Ranking(distance, centroids, device)), device)
 
     rng = np.random.default_rng(0)
-    device = device_of(distance)
     per_class, intra_means = [], []
     for c, label in enumerate(classes):
         lo, hi = starts[c], starts[c + 1]
-        members = x[lo:hi]
+        members = on_device[lo:hi]
         with torch.no_grad():
-            radii = distance.pairwise_distance(centroids[c].expand_as(members).to(device), members.to(device))
+            radii = distance.pairwise_distance(centroids_on_device[c].expand_as(members), members)
         radii = dissimilarity(distance, radii.cpu().double().numpy())
         spread = float(radii.mean()) if counts[c] > 1 else None  # one sample has no spread (not 1/rounding)
         record: dict[str, Any] = {
@@ -178,14 +187,14 @@ def class_stats(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, di
             record["delta1"] = float(farthest[lo:hi].max())
             if record["gap"] is not None:
                 record["margin"] = record["gap"] - record["delta1"]
-            intra_means.append(_mean_pair_distance(distance, members, rng))
+            intra_means.append(_mean_pair_distance(distance, members, rng, device))
         per_class.append(record)
 
     delta1s = [r["delta1"] for r in per_class if r["delta1"] is not None]
     gaps = [r["gap"] for r in per_class if r["gap"] is not None]
     delta1, delta2 = (max(delta1s) if delta1s else None), (min(gaps) if gaps else None)
     pi_intra = float(np.mean(intra_means)) if intra_means else None
-    pi_inter = _mean_pair_distance(distance, centroids, rng)
+    pi_inter = _mean_pair_distance(distance, centroids_on_device, rng, device)
     return {
         "per_class": per_class,
         "global": {
@@ -193,7 +202,7 @@ def class_stats(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, di
             "delta1": delta1, "delta2": delta2,
             "margin": delta2 - delta1 if delta1 is not None and delta2 is not None else None,
             "pi_intra": pi_intra, "pi_inter": pi_inter, "pi_ratio": _ratio(pi_intra, pi_inter),
-            "spectral_decay": _spectral_decay(distance, x),
+            "spectral_decay": _spectral_decay(distance, on_device),
         },
         "centroids": centroids.numpy(),
     }

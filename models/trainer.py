@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,16 +135,24 @@ def _comparable(config: RunConfig) -> dict[str, Any]:
     return config.model_dump(mode="json", exclude={"epochs", "device", "amp", "pretrained_weights"})
 
 
+def amp_autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
+    """The mixed precision of a run's forward passes (training and measuring alike): autocast to bf16 on CUDA
+    where supported, else fp16; a no-op on the CPU or with `amp` off."""
+    if not (enabled and device.type == "cuda"):
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
 class _Amp:
-    """Autocast + GradScaler on CUDA (bf16 where supported, else fp16 with loss scaling); a no-op on CPU."""
+    """`amp_autocast` + a GradScaler on CUDA (loss scaling for fp16 only); a no-op on CPU."""
 
     def __init__(self, device: torch.device, enabled: bool):
-        self.enabled = enabled and device.type == "cuda"
-        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+        self.device, self.enabled = device, enabled and device.type == "cuda"
+        fp16 = self.enabled and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
-    def autocast(self):
-        return torch.autocast("cuda", dtype=self.dtype) if self.enabled else nullcontext()
+    def autocast(self) -> AbstractContextManager:
+        return amp_autocast(self.device, self.enabled)
 
 
 def _batch_loss(net: nn.Module, model: EmbeddingNet, criterion: nn.Module, distance: BaseDistance,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from models.budget import edge_window, is_edge_step, judge, under_trained
 from models.config import RunConfig, SplitConfig
@@ -136,7 +137,8 @@ def test_the_run_headline_has_common_stats_equal_across_distances(ten: ImageSet,
     for name in ("euclidean", "squared_euclidean", "snr"):
         stages = Stages(ignore_progress, never_cancel, {k: (0.0, 1.0) for k in ("evaluate", "stats", "project")})
         heads[name], _ = measure_embeddings(embeddings, create_distance(name, normalize=False, dim=6), ten, split,
-                                            RunFolder(tmp_path / name), stages, None, 0, lambda s: {})
+                                            RunFolder(tmp_path / name), stages, None, 0, lambda s: {},
+                                            device=torch.device("cpu"))
     own = {name: h["test"]["radius_mean"] / h["train"]["radius_mean"] for name, h in heads.items()}
     assert len({round(v, 6) for v in own.values()}) == 3  # the own-distance ratio depends on the distance ...
     for name in ("squared_euclidean", "snr"):  # ... the common space does not
