@@ -52,6 +52,7 @@ def test_loader_times_the_bare_loop_and_the_dataloader() -> None:
     assert len(section.rows) == 3 and cells(section, "vs bare loop")[0] == "1.00×"
     assert all(cell.endswith("×") for cell in cells(section, "vs bare loop"))
     assert cells(section, "images") == ["24"] * 3  # 3 batches of 2 × 4: every image the same number of times
+    assert all(p.endswith("(stored JPEG)") for p in cells(section, "pipeline")[1:])  # imported as a benchmark
 
 
 def test_retrieval_flat_is_exact_and_approximate_indexes_are_close() -> None:

@@ -42,6 +42,18 @@ def test_import_each_layout_keeps_its_split(kind: str, tmp_path: Path, capsys) -
     assert f"dataset {rec.id}" in out and f"dmlscope train --data {rec.id} --set split.mode=predefined" in out
 
 
+def test_an_imported_benchmark_serves_its_published_jpegs(tmp_path: Path) -> None:
+    cub_tree(tmp_path / "cub")
+    assert main(["import", "cub", str(tmp_path / "cub"), "--data-dir", str(tmp_path / "data")]) == 0
+    with TestClient(create_app(make_settings(tmp_path / "data"))) as client:
+        (listed,) = client.get("/api/datasets").json()["data"]
+        image = client.get(f"/api/datasets/{listed['id']}/images/0")
+        thumb = client.get(f"/api/datasets/{listed['id']}/images/0/thumb")
+    published = tmp_path / "cub" / "CUB_200_2011" / "images" / "001.Bird_1" / "Bird_1_0.jpg"
+    assert image.headers["content-type"] == "image/jpeg" and image.content == published.read_bytes()
+    assert thumb.headers["content-type"] == "image/png"
+
+
 @pytest.mark.slow
 def test_predefined_split_trains_from_the_cli_and_the_api(tmp_path: Path, capsys) -> None:
     data_dir = tmp_path / "data"

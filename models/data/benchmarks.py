@@ -144,8 +144,9 @@ ALIASES = {"cub": "cub200", "cars": "cars196"}  # the short names of the CLI
 # Stored images keep their longest side ≤ 512 (uploads: 256): the standard recipe resizes the *short* side to 256
 # for evaluation and crops 224-px training views from the whole image, so a 4:3 photo needs ≥ 341 × 256 to be
 # used without upscaling. 512 keeps CUB (≤ 500 px), In-Shop (256) and most SOP photos as published and shrinks
-# only large Cars images (JPEG decodes those at a reduced scale, safety.decode_image). Cost: the store's PNGs
-# are lossless, so they take more disk than the JPEG originals.
+# only large Cars images (JPEG decodes those at a reduced scale, safety.decode_image). The store keeps them as
+# JPEG (writer.py): the published files as they are where no downscale is needed, so a training loader decodes
+# JPEG rather than the ~3× slower PNG, and no photo is encoded twice.
 BENCHMARK_MAX_SIDE = 512
 
 
@@ -164,7 +165,7 @@ def import_benchmark(kind: str, root: str | Path, dest: str | Path, limits: Uplo
     limits = limits or UploadLimits()
     skipped: list[SkippedFile] = []
     names = _unique_names(records)
-    with ImageSetWriter(dest, max_side) as writer:
+    with ImageSetWriter(dest, max_side, image_format="jpeg") as writer:
         frames = []
         for done, r in enumerate(records, 1):
             frames.append(add_file(writer, names[r.class_id], r.path, lambda r=r: read_local(base / r.path, limits),

@@ -126,7 +126,7 @@ def import_builtin(name: str, dest: str | Path, max_side: int = 256, on_file: Fi
 
 
 def export_zip(image_set: ImageSet, out_path: str | Path) -> Path:
-    """Write the stored images as `<class>/<NNNNNN>.png` into a zip (atomically), ready to upload again.
+    """Write the stored images as `<class>/<NNNNNN>.png` (.jpg) into a zip (atomically), ready to upload again.
 
     Separators and a leading dot in class names are replaced by "_" so every class survives re-import
     (Cars196 has "Ram C/V Cargo Van Minivan 2012").
@@ -136,9 +136,10 @@ def export_zip(image_set: ImageSet, out_path: str | Path) -> Path:
     folders = [("_" + n[1:] if n.startswith(".") else n).replace("/", "_").replace("\\", "_")
                for n in image_set.class_names]
     try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:  # PNGs and JPEGs are compressed already
             for i, label in enumerate(image_set.labels):
-                zf.write(image_set.image_path(i), f"{folders[label]}/{i:06d}.png")
+                path = image_set.image_path(i)
+                zf.write(path, f"{folders[label]}/{i:06d}{path.suffix}")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -3,7 +3,9 @@
 Layout of the folder (written once by `ImageSetWriter`, never modified afterwards except for pixel caches):
 ```
 meta.json              class names, labels, original paths, channels, native size, mean/std, split
-images/000000.png      every accepted image, re-encoded (sanitised), longest side ≤ max_side
+images/000000.png      every accepted image, re-encoded (sanitised), longest side ≤ max_side; .jpg in a set
+                       whose meta says "image_format": "jpeg" (benchmarks: writer.py), grey and colour files
+                       mixed there, so readers convert each file to the set's channel count
 thumbs/000000.png      64-px thumbnails (longest side)
 cache_<size>.npy       uint8 (N, C, size, size), made on first use by pixels(size)
 ```
@@ -28,12 +30,14 @@ from models.data.safety import BadImage, UploadLimits, decode_image
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
 THUMB_SIZE = 64
+IMAGE_FORMATS = {"png": ".png", "jpeg": ".jpg"}  # meta.json's image_format → the stored files' suffix
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg"}
 _IN_MEMORY_BYTES = 1 << 30  # caches up to this size are loaded; larger ones are memory-mapped
 
 
-def image_file(root: Path, i: int) -> Path:
-    """The stored image `i` of the set in `root` (a function, so a loader worker needs only the folder)."""
-    return Path(root) / "images" / f"{i:06d}.png"
+def image_file(root: Path, i: int, image_format: str) -> Path:
+    """The stored image `i` of the set in `root` (a function, so a loader worker needs only the folder and format)."""
+    return Path(root) / "images" / f"{i:06d}{IMAGE_FORMATS[image_format]}"
 
 
 def fit_square(im: Image.Image, size: int) -> Image.Image:
@@ -96,6 +100,9 @@ class ImageSet:
         self.channels: int = meta["channels"]
         self.native_size: int | None = meta["native_size"]
         self.max_side: int = meta["max_side"]
+        self.image_format: str = meta.get("image_format", "png")  # sets written before JPEG storage are PNG
+        if self.image_format not in IMAGE_FORMATS:
+            raise DatasetError(f"{self.root} stores images as {self.image_format!r}, which this dmlscope cannot read")
         self.mean: tuple[float, ...] = tuple(meta["mean"])
         self.std: tuple[float, ...] = tuple(meta["std"])
         self.split: np.ndarray | None = None if meta["split"] is None else np.asarray(meta["split"], dtype=bool)
@@ -113,7 +120,12 @@ class ImageSet:
                 f"{self.channels} channel(s), native size {self.native_size})")
 
     def image_path(self, i: int) -> Path:
-        return image_file(self.root, i)
+        return image_file(self.root, i, self.image_format)
+
+    @property
+    def media_type(self) -> str:
+        """The HTTP content type of the stored image files (thumbnails are always PNG)."""
+        return MEDIA_TYPES[self.image_format]
 
     def thumbnail_path(self, i: int) -> Path:
         return self.root / "thumbs" / f"{i:06d}.png"
@@ -146,7 +158,7 @@ class ImageSet:
         by a model the way its evaluated images were. Raises DatasetError saying why a file is unusable.
         """
         try:
-            im, _ = decode_image(data, limits or UploadLimits(), self.max_side)
+            im = decode_image(data, limits or UploadLimits(), self.max_side).image
         except BadImage as exc:
             raise DatasetError(f"the query image cannot be used: {exc.reason}") from None
         return np.ascontiguousarray(center_crop(image_array(downscale(im, self.max_side), resize or size,

@@ -158,12 +158,13 @@ def add_file(writer: ImageSetWriter, class_name: str, path: str, read: Callable[
              skipped: list[SkippedFile], train: bool | None = None, partition: str | None = None) -> int:
     """Decode one file into the writer, or list it in `skipped`; returns its frame count (0 when skipped)."""
     try:
-        image, frames = decode_image(read(), limits, writer.max_side)
+        data = read()
+        decoded = decode_image(data, limits, writer.max_side)
     except BadImage as exc:
         skipped.append(SkippedFile(path, exc.reason))
         return 0
-    writer.add(class_name, path, image, train, partition)
-    return frames
+    writer.add(class_name, path, decoded.image, train, partition, jpeg=data if decoded.plain_jpeg else None)
+    return decoded.frames
 
 
 def multi_frame_warning(frames: list[int]) -> list[str]:

@@ -7,7 +7,8 @@ generator seeded by (run seed, epoch, step, slot) (models/augment.py), so the ba
 or 8 workers, in one process or under torchrun, fresh or resumed.
 
 Without augmentation a batch is a slice of the in-memory pixel cache and the loader runs in the trainer's
-process (workers would only copy memory); with `standard` each worker decodes the stored PNGs itself.
+process (workers would only copy memory); with `standard` each worker decodes the stored files (PNG, or JPEG for
+benchmark sets) itself.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class TrainImages(Dataset):
     def __init__(self, image_set: ImageSet, size: int, augment: AugmentConfig, seed: int):
         self.size, self.augment, self.seed = size, augment, seed
         self.mode = "L" if image_set.channels == 1 else "RGB"  # the set's stored modes (writer.py)
-        self.root = image_set.root
+        self.root, self.image_format = image_set.root, image_set.image_format
         # without augmentation the (cached, possibly memory-mapped) pixels; with it, each worker decodes files
         self.pixels = image_set.pixels(size) if augment.mode == "none" else None
 
@@ -77,7 +78,7 @@ class TrainImages(Dataset):
 
     def _decode(self, i: int) -> Tensor:
         # PIL, not torchvision.io: its decoders are deprecated since torchvision 0.29 (for TorchCodec)
-        with Image.open(image_file(self.root, i)) as im:
+        with Image.open(image_file(self.root, i, self.image_format)) as im:
             arr = np.asarray(im if im.mode == self.mode else im.convert(self.mode), dtype=np.uint8)
         return torch.from_numpy(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
 

@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -38,10 +38,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Pillow's own bomb guard (a warning above 89 M pixels, an error above 179 M) is replaced by decode_image's
 # check of the configured UploadLimits.max_image_pixels, made from the header before anything is decoded, so
 # that the configured limit is the one that applies, and is the one named, above Pillow's default as below it.
-# Every untrusted image is opened by decode_image; the other opens read this app's own small PNGs.
+# Every untrusted image is opened by decode_image; the other opens read this app's own stored files (its PNGs,
+# and JPEGs kept byte for byte only after decode_image decoded them whole within the limits).
 Image.MAX_IMAGE_PIXELS = None
 _RATIO_MIN_BYTES = MiB  # the compression-ratio test applies from this uncompressed size up
 _CHUNK = MiB
+_ORIENTATION = 0x0112  # the EXIF tag exif_transpose applies
 
 
 @dataclass(frozen=True)
@@ -247,13 +249,24 @@ def iter_upload_files(files: list[tuple[str, bytes]], limits: UploadLimits
             yield parts, data
 
 
-def decode_image(data: bytes, limits: UploadLimits, max_side: int | None = None) -> tuple[Image.Image, int]:
+class Decoded(NamedTuple):
+    """A decoded untrusted image. `plain_jpeg`: the bytes are a JPEG whose plain decode (Image.open, then convert
+    to "L"/"RGB") is exactly `image`: no EXIF rotation, colour conversion, alpha or reduced-scale decode was
+    applied, so a store may keep them as they are instead of encoding `image` again."""
+
+    image: Image.Image
+    frames: int
+    plain_jpeg: bool
+
+
+def decode_image(data: bytes, limits: UploadLimits, max_side: int | None = None) -> Decoded:
     """Decode untrusted bytes into a canonical image: mode "L" or "RGB", EXIF rotation applied.
 
-    Returns (image, number of frames in the file); multi-frame files (animated GIF/WebP, multi-page TIFF)
-    contribute their first frame. The pixel count is checked from the header *before* decoding, so a
-    decompression bomb is never allocated. `max_side` lets JPEG decode at a reduced scale (draft mode) when
-    the caller will downscale anyway. Raises BadImage with the reason.
+    Returns the image, the number of frames in the file (multi-frame files, animated GIF/WebP or multi-page
+    TIFF, contribute their first frame) and whether the bytes are a plain JPEG (see Decoded). The pixel count is
+    checked from the header *before* decoding, so a decompression bomb is never allocated, and the whole image
+    is decoded here, so bytes kept as they are have passed a real decode. `max_side` lets JPEG decode at a
+    reduced scale (draft mode) when the caller will downscale anyway. Raises BadImage with the reason.
     """
     if len(data) > limits.max_file_bytes:
         raise file_too_big(len(data), limits)
@@ -279,8 +292,10 @@ def decode_image(data: bytes, limits: UploadLimits, max_side: int | None = None)
         if im.format == "JPEG" and max_side and max(width, height) > 2 * max_side:
             im.draft(im.mode, (max_side, max_side))  # decode at 1/2..1/8 scale, never below max_side
         im.load()
+        plain = (im.format == "JPEG" and frames == 1 and im.mode in ("L", "RGB") and im.size == (width, height)
+                 and im.getexif().get(_ORIENTATION, 1) == 1)
         im = ImageOps.exif_transpose(im)
-        return to_canonical(im), frames
+        return Decoded(to_canonical(im), frames, plain)
     except Exception as exc:  # truncated data, bad EXIF, broken palettes: all skip-worthy, none fatal
         raise BadImage(f"corrupt or truncated image ({type(exc).__name__}: {exc})") from None
 

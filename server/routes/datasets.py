@@ -177,7 +177,7 @@ def _checked_image_set(store: Store, dataset_id: str, image_id: int) -> Any:
 @router.get("/{dataset_id}/images/{image_id}", operation_id="datasets-image", response_class=FileResponse)
 def get_image(dataset_id: DatasetId, image_id: ImageId, store: StoreDep) -> FileResponse:
     image_set = _checked_image_set(store, dataset_id, image_id)
-    return FileResponse(image_set.image_path(image_id), media_type="image/png", headers=IMMUTABLE)
+    return FileResponse(image_set.image_path(image_id), media_type=image_set.media_type, headers=IMMUTABLE)
 
 
 @router.get("/{dataset_id}/images/{image_id}/thumb", operation_id="datasets-thumb", response_class=FileResponse)
