@@ -25,7 +25,7 @@ EMBED_BATCH = 256
 @dataclass
 class LoadedModel:
     model: EmbeddingNet  # eval mode, on `device`
-    distance: BaseDistance  # on the CPU (evaluation and faiss run there)
+    distance: BaseDistance  # on the CPU, where faiss and the server's queries run (measuring moves it to its device)
     config: RunConfig
     image_size: int  # the side the model was trained at: query pixels must be prepared at this size
     device: torch.device

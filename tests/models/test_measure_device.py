@@ -16,6 +16,7 @@ from models.config import RunConfig, SplitConfig
 from models.data import ImageSet, import_builtin, zero_shot_split
 from models.distances import create_distance, list_distances
 from models.embeddings_import import EmbeddingsFile, measure_embeddings_file, save_input
+from models.evaluate import evaluate
 from models.geometry import common_space_stats
 from models.inference import embed_passes
 from models.measure import Stages, measure_model
@@ -86,6 +87,21 @@ def test_amp_leaves_the_cpu_embedding_pass_unchanged() -> None:
     for key in plain:
         assert plain[key].dtype == np.float32
         np.testing.assert_array_equal(amp[key], plain[key])
+
+
+@pytest.mark.parametrize("stage", ["evaluate", "class_stats", "common_space_stats", "query_ranks"])
+def test_a_stage_puts_its_work_on_the_device_it_is_given(stage: str) -> None:
+    """On "meta" (shapes, no data) a stage's products run, but no value can come back to the CPU: the stage
+    fails at its first result exactly when it placed that work on the device it was given (on the CPU the same
+    calls finish)."""
+    x, y = _clustered(seed=4)
+    call = {"evaluate": lambda d: evaluate(x, y, create_distance("euclidean"), device=d),
+            "class_stats": lambda d: class_stats(x, y, create_distance("cosine"), device=d),
+            "common_space_stats": lambda d: common_space_stats(x, y, device=d),
+            "query_ranks": lambda d: query_ranks(x[:40], y[:40], x[40:], y[40:], create_distance("snr"), device=d)}
+    call[stage]("cpu")
+    with pytest.raises(NotImplementedError, match="meta"):
+        call[stage]("meta")
 
 
 def test_a_distance_is_where_its_parameters_or_buffers_are() -> None:
