@@ -6,8 +6,8 @@ is faiss's; the values of the returned neighbours are then recomputed with `dist
 (query first), so they are the run's distances (a similarity for cosine), not faiss's L2 on the view.
 
 Exact flat search by default; past `approximate_threshold` references an IVF index whose `nprobe` is tuned at
-build time to reach `target_recall` against exact search for a sample of references held out of the index while
-tuning (out-of-sample queries, as the neighbours endpoint's uploaded images are).
+build time to reach `target_recall` against exact search for a sample of references held out of the index (and
+of k-means) while tuning: out-of-sample queries, as the neighbours endpoint's uploaded images are.
 """
 from __future__ import annotations
 
@@ -26,6 +26,12 @@ APPROXIMATE_THRESHOLD = 200_000
 CHUNK_ELEMENTS = 1 << 24
 # Held-out references that tune IVF's nprobe: recall@10 over 512 × 10 neighbours has a standard error ≈ 0.003.
 TUNING_QUERIES = 512
+# The tuned recall must clear the target by this many standard errors of its estimate: tuned to the target
+# exactly, fresh queries would miss it about half of the time.
+MARGIN_SE = 2.0
+# k-means trains on at most this many references per list (faiss advises 39–256): IVF's default 256 per list
+# covers all of 1M points at 4√N lists, minutes of k-means on two cores for centroids that barely move.
+TRAIN_PER_LIST = 64
 
 _FAISS_METRIC = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT}
 
@@ -86,6 +92,29 @@ def drop_self(ids: np.ndarray, self_ids: np.ndarray) -> np.ndarray:
     return ids[~first].reshape(ids.shape[0], ids.shape[1] - 1)
 
 
+def tune_nprobe(index: faiss.IndexIVF, queries: np.ndarray, truth: np.ndarray, target: float) -> int:
+    """The smallest nprobe whose recall on `queries` (exact neighbours `truth`, (Q, k)) clears `target` by
+    MARGIN_SE standard errors; `index.nlist` when none does. Leaves `index.nprobe` set to it.
+
+    Probing more lists only adds candidates, and a true neighbour among them stays in the top k, so recall
+    never falls as nprobe grows: doubling, then bisecting, finds it in about 2·log2(nlist) searches.
+    """
+    def clears(nprobe: int) -> bool:
+        index.nprobe = nprobe
+        _, found = index.search(queries, truth.shape[1])
+        hits = np.array([len(np.intersect1d(a, b)) for a, b in zip(found, truth)]) / truth.shape[1]
+        return hits.mean() - MARGIN_SE * hits.std() / math.sqrt(len(hits)) >= target
+
+    low, high = 0, 1  # invariant: `low` fails (0: no lists), `high` clears or is nlist
+    while high < index.nlist and not clears(high):
+        low, high = high, min(index.nlist, 2 * high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if clears(middle) else (middle, high)
+    index.nprobe = high
+    return high
+
+
 class RetrievalIndex:
     """A faiss index over `embeddings` that answers queries under `distance`, exactly (or IVF past a size).
 
@@ -115,31 +144,25 @@ class RetrievalIndex:
         return self.nprobe is not None
 
     def _ivf(self, target_recall: float, seed: int) -> faiss.Index:
+        """IVF-flat with 4√N lists, trained and tuned without the held-out references, which are added last."""
         n, dim = self.vectors.shape
-        nlist = int(4 * math.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, _FAISS_METRIC[self.metric]), dim, nlist,
-                                   _FAISS_METRIC[self.metric])
-        index.cp.seed = seed
-        index.train(self.vectors)
-        # nprobe: the smallest power of two whose recall@10 reaches the target on held-out references, kept out
-        # of the index while tuning. Tuned on references inside it, each query finds itself in the first list it
-        # probes, which inflates recall (out-of-sample queries then fell short of the target: 0.93–0.95).
+        metric = _FAISS_METRIC[self.metric]
+        rng = np.random.default_rng(seed)
         held = np.zeros(n, dtype=bool)
-        held[np.random.default_rng(seed).choice(n, size=min(n // 2, TUNING_QUERIES), replace=False)] = True
+        held[rng.choice(n, size=min(n // 2, TUNING_QUERIES), replace=False)] = True
         kept = np.flatnonzero(~held)
+        nlist = max(1, min(int(4 * math.sqrt(n)), len(kept)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, metric), dim, nlist, metric)
+        index.cp.seed = seed
+        train = np.sort(rng.choice(kept, size=min(len(kept), TRAIN_PER_LIST * nlist), replace=False))
+        index.train(self.vectors[train])
+        # Tuned on references inside the index, each query finds itself in the first list it probes, which
+        # inflates recall (out-of-sample queries then fell short of the target: 0.93–0.95).
         index.add_with_ids(self.vectors[kept], kept)
         queries = self.vectors[held]
-        _, truth = faiss.knn(queries, self.vectors[kept], 10, metric=_FAISS_METRIC[self.metric])
-        truth = kept[truth]
-        index.nprobe = 1
-        while index.nprobe < nlist:
-            _, found = index.search(queries, 10)
-            hits = sum(len(np.intersect1d(a, b)) for a, b in zip(found, truth))
-            if hits >= target_recall * truth.size:
-                break
-            index.nprobe = min(nlist, 2 * index.nprobe)
+        _, truth = faiss.knn(queries, self.vectors[kept], 10, metric=metric)
+        self.nprobe = tune_nprobe(index, queries, kept[truth], target_recall)
         index.add_with_ids(queries, np.flatnonzero(held))
-        self.nprobe = index.nprobe
         return index
 
     def _faiss_search(self, vectors: np.ndarray, k: int) -> np.ndarray:

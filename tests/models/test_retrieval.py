@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
 import torch
 
 from models.distances import create_distance, list_distances
-from models.retrieval import RetrievalIndex
+import faiss
+
+import models.retrieval
+from models.retrieval import MARGIN_SE, RetrievalIndex, tune_nprobe
 from tests.support.reference import distance_matrix, pair_distance
 
 DIM = 6
@@ -114,3 +118,67 @@ def test_bad_inputs_say_what_to_fix() -> None:
         RetrievalIndex(x, d)
     with pytest.raises(ValueError, match="one id per query"):
         RetrievalIndex(torch.randn(5, DIM), d).search(torch.randn(3, DIM), 2, exclude_self_ids=np.arange(5))
+
+
+def _ivf_case(nlist: int = 32) -> tuple[faiss.IndexIVFFlat, np.ndarray, np.ndarray]:
+    """An IVF index over 4 000 noisy class points and 200 fresh queries with their exact 10 neighbours."""
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((40, 16)) / 4
+    x = (centres[rng.integers(0, 40, 4_200)] + rng.standard_normal((4_200, 16)) / 4).astype(np.float32)
+    refs, queries = x[:4_000], x[4_000:]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(16), 16, nlist)
+    index.train(refs)
+    index.add(refs)
+    return index, queries, faiss.knn(queries, refs, 10)[1]
+
+
+def _lower_bound(index: faiss.IndexIVFFlat, nprobe: int, queries: np.ndarray, truth: np.ndarray) -> float:
+    """Recall@10 at `nprobe` minus MARGIN_SE standard errors, by sets (the slow reference)."""
+    index.nprobe = nprobe
+    found = index.search(queries, 10)[1]
+    hits = np.array([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(found, truth)])
+    return hits.mean() - MARGIN_SE * math.sqrt(((hits - hits.mean()) ** 2).mean() / len(hits))
+
+
+@pytest.mark.parametrize("target", [0.8, 0.9, 0.97])
+def test_tune_nprobe_is_the_smallest_that_clears_the_target_with_its_margin(target: float) -> None:
+    index, queries, truth = _ivf_case()
+    bounds = [_lower_bound(index, p, queries, truth) for p in range(1, index.nlist + 1)]
+    assert all(a <= b + 1e-12 for a, b in zip(bounds, bounds[1:]))  # the monotonicity bisection relies on
+    expected = next(p for p, bound in enumerate(bounds, start=1) if bound >= target)
+    assert 1 < expected < index.nlist  # a real choice at every target
+    assert tune_nprobe(index, queries, truth, target) == expected == index.nprobe
+
+
+def test_tune_nprobe_probes_every_list_when_the_target_is_out_of_reach() -> None:
+    index, queries, truth = _ivf_case()
+    assert tune_nprobe(index, queries, truth, 1.01) == index.nlist
+
+
+def test_ivf_tunes_on_references_outside_the_index_and_its_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While nprobe is tuned the held-out references are neither indexed nor among k-means's training points."""
+    seen: dict[str, object] = {}
+    trained: list[np.ndarray] = []
+    real_tune, real_train = models.retrieval.tune_nprobe, faiss.IndexIVFFlat.train
+
+    def spy_tune(index, queries, truth, target):
+        index.nprobe = index.nlist
+        distances, _ = index.search(queries, 1)
+        seen.update(ntotal=index.ntotal, nearest=distances[:, 0], queries=queries.copy())
+        return real_tune(index, queries, truth, target)
+
+    def spy_train(self, x):
+        trained.append(np.array(x))
+        return real_train(self, x)
+
+    monkeypatch.setattr(models.retrieval, "tune_nprobe", spy_tune)
+    monkeypatch.setattr(faiss.IndexIVFFlat, "train", spy_train)
+    x = np.random.default_rng(3).standard_normal((3_000, 8)).astype(np.float32)
+    index = RetrievalIndex(x, make("euclidean"), approximate_threshold=0)
+    held = seen["queries"]
+    assert len(held) == models.retrieval.TUNING_QUERIES and seen["ntotal"] == len(x) - len(held)
+    assert (seen["nearest"] > 0).all()  # no query is in the index it tunes
+    (points,) = trained
+    assert not (faiss.knn(held, points, 1)[0][:, 0] == 0).any()  # nor among the k-means points
+    assert len(points) == min(len(x) - len(held), models.retrieval.TRAIN_PER_LIST * index.index.nlist)
+    assert index.index.ntotal == len(x)
