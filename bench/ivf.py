@@ -18,10 +18,10 @@ import numpy as np
 
 from bench.data import SPREAD, clustered
 from bench.report import Section, count, duration, ratio
+from bench.retrieval import K, recall
 
 T = TypeVar("T")
 FULL: dict[str, Any] = {"n": 1_000_000}
-K = 10
 SINGLE = 20  # queries timed one at a time (median): the flat one scans every reference each time
 
 
@@ -41,10 +41,6 @@ def _single(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> 
         search(q[None])
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return sum(len(np.intersect1d(a, b)) for a, b in zip(found, truth)) / truth.size
 
 
 def run(n: int = 100_000, dim: int = 128, queries: int = 1_000, spreads: Sequence[float] = (SPREAD, 1.0),
@@ -79,7 +75,7 @@ def run(n: int = 100_000, dim: int = 128, queries: int = 1_000, spreads: Sequenc
                         "1.000", "faiss.IndexFlat")
             section.add(*head, "IVF-flat (ours)", duration(ivf_build), duration(ivf_build_cpu),
                         duration(ivf_search), duration(ivf_search_cpu), ratio(ivf_search, flat_search),
-                        duration(ivf_one), ratio(ivf_one, flat_one), f"{_recall(found, truth):.3f}",
+                        duration(ivf_one), ratio(ivf_one, flat_one), f"{recall(found, truth):.3f}",
                         f"nlist {ivf.index.nlist}, nprobe {ivf.nprobe}")
             del flat, ivf
             load.append(os.getloadavg())

@@ -41,7 +41,8 @@ def _per_query(searches: Sequence[Callable[[np.ndarray], np.ndarray]],
     return [(np.vstack(found), statistics.median(t)) for found, t in zip(ids, times)]
 
 
-def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Recall@k: the share of the exact neighbours `truth` (Q, k) that `found` (Q, k) holds."""
     return sum(len(np.intersect1d(a, b)) for a, b in zip(found, truth)) / truth.size
 
 
@@ -51,7 +52,7 @@ def _hnsw(vectors: np.ndarray, tune: np.ndarray, target: float) -> faiss.IndexHN
     index.add(vectors)
     _, truth = faiss.knn(tune, vectors, K)
     index.hnsw.efSearch = 16
-    while index.hnsw.efSearch < 4096 and _recall(index.search(tune, K)[1], truth) < target:
+    while index.hnsw.efSearch < 4096 and recall(index.search(tune, K)[1], truth) < target:
         index.hnsw.efSearch *= 2
     return index
 
@@ -60,7 +61,7 @@ def run(sizes: Sequence[int] = (100_000,), dim: int = 128, queries: int = 200, t
         budget_ms: float = 50.0) -> list[Section]:
     """Build and query flat, IVF and HNSW at each N; recommend the flat → IVF threshold for `budget_ms` per query."""
     from models.distances import create_distance
-    from models.retrieval import APPROXIMATE_THRESHOLD, RetrievalIndex
+    from models.retrieval import APPROXIMATE_THRESHOLD, TUNING_QUERIES, RetrievalIndex
 
     distance = create_distance("euclidean")
     section = Section(f"Retrieval: flat vs IVF (models.retrieval) vs HNSW (faiss), {dim}-d, k = {K}",
@@ -80,9 +81,9 @@ def run(sizes: Sequence[int] = (100_000,), dim: int = 128, queries: int = 200, t
         flat_latency[n] = t_flat
         section.add(count(n), "flat (exact)", duration(t_flat_build), duration(t_flat), "1.00×", "1.000", "—")
         section.add(count(n), "IVF-flat (ours)", duration(t_ivf_build), duration(t_ivf), ratio(t_ivf, t_flat),
-                    f"{_recall(found_ivf, truth):.3f}", f"nlist {ivf.index.nlist}, nprobe {ivf.nprobe}")
+                    f"{recall(found_ivf, truth):.3f}", f"nlist {ivf.index.nlist}, nprobe {ivf.nprobe}")
         section.add(count(n), "HNSW-flat (faiss)", duration(t_hnsw_build), duration(t_hnsw), ratio(t_hnsw, t_flat),
-                    f"{_recall(found_hnsw, truth):.3f}", f"M {HNSW_M}, efSearch {hnsw.hnsw.efSearch}")
+                    f"{recall(found_hnsw, truth):.3f}", f"M {HNSW_M}, efSearch {hnsw.hnsw.efSearch}")
     largest = max(sizes)
     per_ref = flat_latency[largest] / largest  # flat search is a linear scan: latency ∝ N
     threshold = budget_ms / 1e3 / per_ref
@@ -90,7 +91,8 @@ def run(sizes: Sequence[int] = (100_000,), dim: int = 128, queries: int = 200, t
     section.notes += [
         f"N run: {', '.join(count(n) for n in sizes)}; synthetic Gaussian classes, Euclidean; {queries} held-out "
         f"queries searched one at a time, each by the three indexes in turn (median). Build = index construction "
-        f"incl. IVF training and nprobe / efSearch tuning to recall@{K} ≥ {target_recall} on 256 sampled references.",
+        f"incl. IVF training and tuning to recall@{K} ≥ {target_recall} (nprobe: on {TUNING_QUERIES} references held "
+        "out of the index, with a 2-standard-error margin; efSearch: on 256 sampled references).",
         "flat and IVF are timed through RetrievalIndex.neighbours (view + faiss); HNSW is a raw faiss call.",
         f"Threshold: exact search costs {duration(per_ref * 1e6)} per million references per query here (one "
         f"thread: faiss parallelises over queries), so it stays under {budget_ms:g} ms per query up to about "
