@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,24 +45,52 @@ def document(sections: list[Section], full: bool, seconds: float, kept: str = ""
     return "\n".join(head) + "\n" + "\n".join(s.markdown() for s in sections) + ("\n" + kept if kept else "")
 
 
+def spread(runs: list[list[Section]]) -> Section:
+    """Every ratio cell ("0.81×") of the same tables over R whole runs: its median and range, so a headline ratio
+    is quoted with the spread of repeated runs, not from one run (a table's own median is within one process)."""
+    section = Section(f"Spread of every ratio over {len(runs)} runs of the benchmarks",
+                      ["table", "row", "column", "median", "range"])
+    for t, first in enumerate(runs[0]):
+        for r, row in enumerate(first.rows):
+            for c, cell in enumerate(row):
+                if not cell.endswith("×"):
+                    continue
+                values = sorted(float(run[t].rows[r][c].rstrip("×")) for run in runs)
+                section.add(first.title.split(":")[0], row[0], first.columns[c], f"{statistics.median(values):.2f}×",
+                            f"{values[0]:.2f}–{values[-1]:.2f}×")
+    section.notes.append("Each run is a separate `run` of every benchmark, one after another in the same process "
+                         "on the same machine; the tables above are the last run's.")
+    return section
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__)
     parser.add_argument("--full", action="store_true", help="the larger sizes (1M points): far past 15 minutes")
+    parser.add_argument("--repeat", type=int, default=1, metavar="R",
+                        help="run everything R times and add the spread of every ratio (for headline figures)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
                         help=f"run only these ({', '.join(BENCHMARKS)}); docs/benchmarks.md is left alone")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error(f"--repeat must be at least 1, got {args.repeat}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    sections: list[Section] = []
-    for name in args.only or BENCHMARKS:
-        module = importlib.import_module(f"bench.{name}")
-        print(f"== {name} ...", flush=True)
-        t = time.perf_counter()
-        result = module.run(**(module.FULL if args.full else {}))
-        text = "\n".join(s.markdown() for s in result)
-        print(text, f"({name}: {duration(time.perf_counter() - t)})\n", sep="\n", flush=True)
-        (RESULTS / f"{name}.md").write_text(text, encoding="utf-8")
-        sections += result
+    runs: list[list[Section]] = []
+    for _ in range(args.repeat):
+        sections: list[Section] = []
+        for name in args.only or BENCHMARKS:
+            module = importlib.import_module(f"bench.{name}")
+            print(f"== {name} ...", flush=True)
+            t = time.perf_counter()
+            result = module.run(**(module.FULL if args.full else {}))
+            text = "\n".join(s.markdown() for s in result)
+            print(text, f"({name}: {duration(time.perf_counter() - t)})\n", sep="\n", flush=True)
+            (RESULTS / f"{name}.md").write_text(text, encoding="utf-8")
+            sections += result
+        runs.append(sections)
+    if args.repeat > 1:
+        sections = sections + [spread(runs)]
+        print(sections[-1].markdown(), flush=True)
     elapsed = time.perf_counter() - start
     if not args.only:
         kept = kept_part(DOC.read_text(encoding="utf-8")) if DOC.exists() else ""

@@ -41,6 +41,24 @@ def _peak_rss() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status: peak memory needs Linux")
 
 
+SOP_IMAGES_PER_CLASS = 120_053 / 22_634  # the real set's mean: most classes have 2–5 images, few up to 12
+
+
+def class_sizes(classes: int, rng: np.random.Generator, low: int = 2, high: int = 12) -> np.ndarray:
+    """Images per class in [low, high], skewed to small classes like SOP's, summing to round(classes × SOP's
+    mean): a truncated geometric draw, then random ±1 corrections inside the bounds (a uniform 2–12 would give
+    7 per class, 158k images instead of 120k)."""
+    sizes = np.arange(low, high + 1)
+    ratio = 0.835  # P(n + 1) / P(n): with low = 2, high = 12 the mean is 5.31, SOP's
+    counts = rng.choice(sizes, classes, p=ratio ** (sizes - low) / (ratio ** (sizes - low)).sum())
+    target = round(classes * SOP_IMAGES_PER_CLASS)
+    while (excess := int(counts.sum()) - target) != 0:
+        movable = np.flatnonzero(counts > low) if excess > 0 else np.flatnonzero(counts < high)
+        picked = rng.choice(movable, min(abs(excess), len(movable)), replace=False)
+        counts[picked] -= np.sign(excess)
+    return counts
+
+
 def sop_layout(root: Path, train_classes: int, test_classes: int, size: int = 16, seed: int = 0) -> int:
     """Write Stanford_Online_Products/ (Ebay_train.txt, Ebay_test.txt, class folders of PNGs); returns the
     number of images. Class c: a colour and a stripe period; each image adds its own noise."""
@@ -48,7 +66,7 @@ def sop_layout(root: Path, train_classes: int, test_classes: int, size: int = 16
 
     rng = np.random.default_rng(seed)
     base = root / "Stanford_Online_Products"
-    per_class = rng.integers(2, 13, train_classes + test_classes)
+    per_class = class_sizes(train_classes + test_classes, rng)
     lists: dict[bool, list[str]] = {True: [], False: []}
     image_id = 0
     stripes = (np.arange(size)[None, :] + np.arange(size)[:, None]) % 4
