@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from models.errors import Conflict, NotFound
 from server.imports import record_builtin, stage_files, stage_zip
 from server.routes.deps import DatasetId, ImageId, ImportsDep, StoreDep
-from server.routes.sse import follow
+from server.routes.sse import follow, subscribed
 from server.schemas import (DatasetPublic, DatasetsPublic, ImagePublic, ImagesPublic, SkippedPublic, dataset_public,
                             image_url, thumb_url)
 from server.store import DatasetRecord, Store
@@ -121,9 +121,7 @@ def cancel_import(dataset_id: DatasetId, store: StoreDep, imports: ImportsDep) -
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "events `dataset`, `progress`, and a final `end` (see docs/api.md)"}})
 async def dataset_events(dataset_id: DatasetId, store: StoreDep, imports: ImportsDep) -> StreamingResponse:
-    store.get_dataset(dataset_id)  # 404 before the stream starts
-    queue = imports.hub.subscribe(dataset_id)  # subscribe first, then read the state: no event falls in between
-    rec = store.get_dataset(dataset_id)
+    queue, rec = subscribed(imports.hub, dataset_id, lambda: store.get_dataset(dataset_id))
     imports.watch(rec)
 
     def public(r: DatasetRecord) -> dict[str, Any]:

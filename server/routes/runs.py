@@ -14,7 +14,7 @@ from models.errors import InvalidInput
 from server.errors import config_validation_error
 from server.executor import resolve_processes
 from server.routes.deps import JobsDep, RunId, SettingsDep, StoreDep
-from server.routes.sse import follow
+from server.routes.sse import follow, subscribed
 from server.schemas import RunCreate, RunPublic, RunResume, RunRetrain, RunsPublic, run_public
 from server.settings import Settings
 from server.store import ID_PATTERN, TERMINAL, RunRecord
@@ -95,9 +95,6 @@ def _run_json(rec: RunRecord) -> dict[str, Any]:
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "events `run`, `progress`, and a final `end` (see docs/api.md)"}})
 async def run_events(run_id: RunId, store: StoreDep, jobs: JobsDep) -> StreamingResponse:
-    store.get_run(run_id)  # 404 before the stream starts
-    queue = jobs.hub.subscribe(run_id)  # subscribe first, then read the state: no event falls in between
-    rec = store.get_run(run_id)
-
+    queue, rec = subscribed(jobs.hub, run_id, lambda: store.get_run(run_id))
     progress = rec.progress if rec.status == "running" else None
     return follow(jobs.hub, run_id, queue, "run", rec, progress, _run_json, lambda r: r.status in TERMINAL)

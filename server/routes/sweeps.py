@@ -11,7 +11,7 @@ from models.errors import InvalidInput
 from models.sweep import prepare_spec
 from server.lifecycle import check_fits
 from server.routes.deps import StoreDep
-from server.routes.sse import KEEPALIVE_S, sse
+from server.routes.sse import HEADERS, KEEPALIVE_S, sse, subscribed
 from server.store import ID_PATTERN
 from server.sweeps import SweepManager
 from server.sweeps_schemas import (SweepCreate, SweepPublic, SweepsPublic, SweepVariantsPublic, sweep_public,
@@ -84,8 +84,7 @@ def resume_sweep(sweep_id: SweepId, sweeps: SweepsDep) -> SweepPublic:
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "events `sweep` (the whole sweep, on every change) and a final `end`"}})
 async def sweep_events(sweep_id: SweepId, sweeps: SweepsDep) -> StreamingResponse:
-    sweeps.db.get(sweep_id)  # 404 before the stream starts
-    queue = sweeps.hub.subscribe(sweep_id)  # subscribe first, then read: no change falls in between
+    queue, _ = subscribed(sweeps.hub, sweep_id, lambda: sweeps.db.get(sweep_id))  # each nudge re-reads the sweep
 
     async def stream() -> AsyncIterator[str]:
         try:
@@ -106,5 +105,4 @@ async def sweep_events(sweep_id: SweepId, sweeps: SweepsDep) -> StreamingRespons
         finally:
             sweeps.hub.unsubscribe(sweep_id, queue)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=HEADERS)
