@@ -81,6 +81,17 @@ def failure_order(values: np.ndarray, descending: bool) -> np.ndarray:
 MAX_PAIR_CLASSES = 300  # a C × C matrix past this is neither computed quickly (11k classes: 2 GB) nor readable
 
 
+def check_pair_classes(labels: np.ndarray) -> np.ndarray:
+    """The classes present in `labels`; InvalidInput past MAX_PAIR_CLASSES (cheap, so a caller can check before it
+    loads what the matrix needs)."""
+    present = np.unique(labels)
+    if len(present) > MAX_PAIR_CLASSES:
+        raise InvalidInput(f"the class-pair matrix needs at most {MAX_PAIR_CLASSES} classes and this split has "
+                           f"{len(present)}; the per-class table's nearest class and margin answer the same question "
+                           "for every class")
+    return present
+
+
 def class_pairs(embeddings: np.ndarray | torch.Tensor, labels: np.ndarray, distance: BaseDistance,
                 num_classes: int, k: int = 10) -> dict[str, Any]:
     """Per class pair: `gap` (C, C) = min over x ∈ C_k, y ∈ C_l of d(x, y) in either direction (SPEC §3.3;
@@ -90,11 +101,7 @@ def class_pairs(embeddings: np.ndarray | torch.Tensor, labels: np.ndarray, dista
     More than `MAX_PAIR_CLASSES` present classes is refused before anything is allocated.
     """
     y = labels_of(labels, len(embeddings))
-    present = np.unique(y)
-    if len(present) > MAX_PAIR_CLASSES:
-        raise InvalidInput(f"the class-pair matrix needs at most {MAX_PAIR_CLASSES} classes and this split has "
-                           f"{len(present)}; the per-class table's nearest class and margin answer the same question "
-                           "for every class")
+    present = check_pair_classes(y)
     x = as_tensor(embeddings)
     k = max(1, min(k, len(x) - 1))
     by_class = np.argsort(y, kind="stable")

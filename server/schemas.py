@@ -31,6 +31,8 @@ class HealthPublic(_Out):
     queue: dict[str, int]
     cpus: int = Field(description="CPU cores the workers may use: the most processes a run on device cpu may ask for")
     gpus: int = Field(description="CUDA GPUs the workers see (0 when DMLSCOPE_DEVICE=cpu): one per process")
+    max_pair_classes: int = Field(description="the most classes a class-pair matrix is drawn for: past it "
+                                              "GET /api/runs/{id}/class-pairs answers 400")
 
 
 class ComponentParam(_Out):

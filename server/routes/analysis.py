@@ -142,9 +142,10 @@ def failures(run_id: RunId, explorer: ExplorerDep, split: Split = "test",
 
 @router.get("/runs/{run_id}/class-pairs", operation_id="analysis-class-pairs")
 def class_pairs(run_id: RunId, explorer: ExplorerDep, split: Split = "test") -> ClassPairsPublic:
-    from models.analysis import class_pairs as pairs
+    from models.analysis import check_pair_classes, class_pairs as pairs
 
     view = explorer.view(run_id)
+    check_pair_classes(view.labels(split))  # past the limit: refused before the embeddings and index are loaded
     found = _cached(view, "class-pairs", split, lambda: pairs(view.embeddings(split), view.labels(split),
                                                               view.index(split).distance, len(view.class_names),
                                                               CONFUSION_K))

@@ -26,9 +26,11 @@ def _device(setting: str) -> str:
 def health(settings: SettingsDep, jobs: JobsDep) -> HealthPublic:
     import torch
 
+    from models.analysis import MAX_PAIR_CLASSES
+
     return HealthPublic(version=__version__, device=_device(settings.device), torch=torch.__version__,
                         auth_required=settings.api_token is not None, queue=jobs.state(), cpus=cpu_cores(),
-                        gpus=visible_gpus(settings))
+                        gpus=visible_gpus(settings), max_pair_classes=MAX_PAIR_CLASSES)
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from models.analysis import MAX_PAIR_CLASSES
 from server.app import create_app
 from tests.support.app import make_settings
 
@@ -15,6 +16,7 @@ def test_health_reports_version_device_and_queue(client: TestClient) -> None:
     assert body["status"] == "ok" and body["version"] == "0.1.0" and body["device"] == "cpu"
     assert body["auth_required"] is False
     assert body["queue"] == {"workers": 1, "running": 0, "queued": 0, "max_queued": 100}
+    assert body["max_pair_classes"] == MAX_PAIR_CLASSES  # the run page's class-pair panel reads its limit here
 
 
 def test_components_list_every_registry_and_the_run_config(client: TestClient) -> None:

@@ -5,11 +5,9 @@ import { api } from "../api.js";
 import { el, empty, errorBox, fill, shortName } from "../dom.js";
 import { downloadPng, layout, purge, react } from "../plots.js";
 
-
-const MAX_CLASSES = 300; // a C × C matrix past this is neither computed quickly nor readable
-
 /** Returns {node, load(split)}; `onPick(classNames)` is called with the row and column class of a cell;
- * `classCount()` says how many classes the map shows (past MAX_CLASSES no matrix is asked for). */
+ * `classCount()` says how many classes the map shows (past the server's `max_pair_classes`, GET /api/health,
+ * no matrix is asked for: the server would refuse it). */
 export function pairsPanel(run, { onPick, classCount = () => 0 }, cleanups) {
   const div = el("div", { class: "plot", id: "class-pairs", role: "img", "aria-label": "class-pair heat map" });
   const what = el("select", { id: "pairs-what" },
@@ -22,10 +20,17 @@ export function pairsPanel(run, { onPick, classCount = () => 0 }, cleanups) {
 
   async function load(mapSplit) {
     const split = mapSplit === "train" ? "train" : "test";
-    if (classCount() > MAX_CLASSES) {
+    let limit;
+    try {
+      limit = (await api.health()).max_pair_classes;
+    } catch (err) {
+      fill(status, errorBox(err, "No class pairs"));
+      return;
+    }
+    if (classCount() > limit) {
       answer = null;
       purge(div);
-      fill(status, empty(`${classCount().toLocaleString("en-US")} classes: a class-pair matrix is drawn up to ${MAX_CLASSES} classes.`,
+      fill(status, empty(`${classCount().toLocaleString("en-US")} classes: a class-pair matrix is drawn up to ${limit} classes.`,
         el("p", {}, "Find the closest classes in the per-class table (nearest class, margin) and pick one to see it on the map.")));
       return;
     }
