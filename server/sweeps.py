@@ -18,10 +18,11 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from models.errors import Conflict, DmlscopeError
+from models.errors import Conflict, DmlscopeError, InvalidInput
 from models.sweep import PlannedRun, Sweep, SweepSpec
 from server.events import EventHub
 from server.jobs import JobManager
+from server.lifecycle import record
 from server.settings import Settings
 from server.store import ACTIVE, Store
 from server.sweeps_store import SWEEP_ACTIVE, SweepRecord, SweepStore, outcome
@@ -139,6 +140,8 @@ class SweepManager:
     def _step(self, sweep_id: str, live: _Live) -> None:
         try:
             self._advance(sweep_id, live)
+        except InvalidInput as e:  # a planned run the dataset cannot train (lifecycle.check_fits): no bug
+            self._fail(sweep_id, str(e))
         except Exception as e:  # a bug or a Sweep that refuses a result: fail this sweep, keep the others
             log.exception("sweep %s failed", sweep_id)
             self._fail(sweep_id, f"{type(e).__name__}: {e}")
@@ -172,7 +175,9 @@ class SweepManager:
             if len(self.store.queued_run_ids()) >= self.settings.max_queued:
                 break  # the queue is full of other runs: try again on the next tick
             planned = live.pending.pop(0)
-            rec = self.store.create_run(live.dataset_id, planned.config, name=f"{planned.name} [{sweep_id}]")
+            # checked as every run is (lifecycle.record): a later phase's config, or a weights file removed since
+            # the sweep was planned, fails the sweep with the reason instead of recording a run that cannot train
+            rec = record(self.store, live.dataset_id, planned.config, name=f"{planned.name} [{sweep_id}]")
             self.db.link(sweep_id, planned.key, rec.id, {"phase": planned.phase, "variant": planned.variant,
                                                          "split": planned.split, "seed": planned.seed,
                                                          "grid_index": planned.grid_index})
