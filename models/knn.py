@@ -9,22 +9,28 @@ Order is total and reproducible: by the float32 score, then by the smaller id (e
 keep id order), encoded in one int64 key per candidate — the score's bits made monotone, the id in the low half.
 
 Two selections over the same blocks, chosen by `device`:
-- CPU: a threshold scan (numba) reads each block once per side (the column side from a transposed copy); a candidate costs work only when it beats the
-  point's current k-th key, which after the first block is rare. This is what keeps the search near the GEMM floor.
+- CPU: a threshold scan (numba). Each of torch's threads takes whole block pairs — its own single-threaded
+  product, then one pass over the row-major block for both of its sides — and pairs that run at once share no
+  point, so no heap needs a lock. A candidate costs work only when it does not exceed its point's current k-th
+  score, which after the first block is rare; the pass itself is a float32 minimum per stretch of columns.
 - any torch device (CUDA; also runs on the CPU, which is how tests check it): per block, the keys' `topk` merged
   with the current k — more arithmetic, which a GPU has to spare.
 Both give the same ids for the same scores.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 import torch
 from torch import Tensor
 
-BLOCK = 2048  # rows (and columns) per product: a 2048² float32 block is 16 MiB, read twice right after it is made
-_STRETCH = 64  # columns checked by one vectorised count before any is looked at
+BLOCK = 2048  # rows (and columns) per product: a 2048² float32 block is 16 MiB, read once right after it is made
+_STRETCH = 64  # columns checked by one minimum before any is looked at
+_SUB = 16  # ... and, when one is worth a look, per sub-stretch
 MARGIN = 8  # extra float32 candidates per row reranked in float64: room for near-ties at the k-th place
+_LARGEST = 1e15  # |coordinate| bound: D·(2·1e15)² stays far below float32's 3.4e38, so every score is finite
 _EMPTY = np.iinfo(np.int64).max
 _LOW = (1 << 32) - 1
 
@@ -62,64 +68,118 @@ def _key(m: np.int32, j: int) -> np.int64:
 
 
 @numba.njit(cache=True, inline="always")
-def _push(heap: np.ndarray, key: np.int64) -> None:
-    """Replace the largest key of a max-heap (heap[0]) by `key` and restore the heap."""
-    k = heap.shape[0]
-    i = 0
-    while True:
-        child = 2 * i + 1
-        if child >= k:
-            break
-        if child + 1 < k and heap[child + 1] > heap[child]:
-            child += 1
-        if heap[child] <= key:
-            break
-        heap[i] = heap[child]
-        i = child
-    heap[i] = key
+def _offer(heaps: np.ndarray, p: int, key: np.int64, bits: np.ndarray, score: np.ndarray) -> np.float32:
+    """Offer `key` to point p's max-heap heaps[p] (largest key at 0): it replaces the largest if smaller, and the
+    heap is restored. Returns the heap's (new) `_threshold`."""
+    k = heaps.shape[1]
+    if key < heaps[p, 0]:
+        i = 0
+        while True:
+            child = 2 * i + 1
+            if child >= k:
+                break
+            if child + 1 < k and heaps[p, child + 1] > heaps[p, child]:
+                child += 1
+            if heaps[p, child] <= key:
+                break
+            heaps[p, i] = heaps[p, child]
+            i = child
+        heaps[p, i] = key
+    return _threshold(heaps[p, 0], bits, score)
 
 
 @numba.njit(cache=True, inline="always")
-def _offer(bits, i, lo, hi, tau, heap, p, col0):  # pragma: no cover - compiled
-    """Offer bits[i, lo:hi] (points col0 + j) to the heap of point p, skipping p; returns the heap's new largest
-    score. A vectorised count first: most stretches hold nothing."""
-    count = 0
-    for j in range(lo, hi):
-        count += _monotone(bits[i, j]) <= tau
-    if count == 0:
-        return tau
-    for j in range(lo, hi):
-        m = _monotone(bits[i, j])
-        q = col0 + j
-        if m <= tau and q != p:
-            key = _key(m, q)
-            if key < heap[0]:
-                _push(heap, key)
-                tau = np.int32(heap[0] >> 32)
-    return tau
+def _threshold(key: np.int64, bits: np.ndarray, score: np.ndarray) -> np.float32:
+    """The float32 score of a heap's largest key (+inf while the heap is not full): what a candidate must not
+    exceed to be worth a key comparison. `bits` and `score` are one int32 and its float32 view (no bit casts
+    between scalars in numba)."""
+    if key == _EMPTY:
+        return np.float32(np.inf)
+    bits[0] = _monotone(np.int32(key >> 32))  # _monotone is its own inverse (the key's 0 for −0.0 is +0.0)
+    return score[0]
 
 
-@numba.njit(cache=True, parallel=True)
-def _scan_rows(bits, row0, col0, heaps):  # pragma: no cover - compiled
-    """Offer block[i, j] (points row0 + i, col0 + j) to row point row0 + i's heap, skipping itself, in stretches
-    of `_STRETCH` columns."""
-    for i in numba.prange(bits.shape[0]):
+# No NaN scores (self_knn refuses them), signed zeros alike: the minimum below compiles to plain min instructions,
+# measured 2× faster per score than a vectorised count of the scores under the thresholds (numba widens its ints).
+_FAST = {"nnan", "nsz", "reassoc", "contract", "arcp"}
+
+
+@numba.njit(cache=True, fastmath=_FAST)
+def _least_margin(scores, i, lo, hi, tau, tcol, both):  # pragma: no cover - compiled
+    """min over j in [lo, hi) of scores[i, j] − tau (and of scores[i, j] − tcol[j] when `both`): ≤ 0 exactly
+    when some score does not exceed its threshold (a difference of finite floats keeps its sign)."""
+    least = np.float32(np.inf)
+    if both:
+        for j in range(lo, hi):
+            least = min(least, min(scores[i, j] - tau, scores[i, j] - tcol[j]))
+    else:
+        for j in range(lo, hi):
+            least = min(least, scores[i, j] - tau)
+    return least
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_block(scores, row0, col0, heaps):  # pragma: no cover - compiled
+    """Offer block[i, j] (points row0 + i, col0 + j) to the row point's heap and, off the diagonal, to the column
+    point's too; a point never meets itself. One pass over the row-major block serves both sides: each stretch
+    of `_STRETCH` scores is compared at once with its row's threshold and its columns' (tcol), and looked at one
+    by one only when something does not exceed them — after the first blocks, rarely."""
+    bits = scores.view(np.int32)
+    both = row0 != col0
+    as_int = np.empty(1, np.int32)
+    as_float = as_int.view(np.float32)
+    tcol = np.empty(scores.shape[1], np.float32)
+    for j in range(scores.shape[1]):
+        tcol[j] = _threshold(heaps[col0 + j, 0], as_int, as_float)
+    for i in range(scores.shape[0]):
         p = row0 + i
-        tau = np.int32(heaps[p, 0] >> 32)
-        for lo in range(0, bits.shape[1], _STRETCH):
-            tau = _offer(bits, i, lo, min(bits.shape[1], lo + _STRETCH), tau, heaps[p], p, col0)
+        tau = _threshold(heaps[p, 0], as_int, as_float)
+        for lo in range(0, scores.shape[1], _STRETCH):
+            hi = min(scores.shape[1], lo + _STRETCH)
+            if _least_margin(scores, i, lo, hi, tau, tcol, both) > 0:
+                continue
+            for sub in range(lo, hi, _SUB):
+                end = min(hi, sub + _SUB)
+                if _least_margin(scores, i, sub, end, tau, tcol, both) > 0:
+                    continue
+                for j in range(sub, end):
+                    q = col0 + j
+                    if q == p:
+                        continue
+                    if scores[i, j] <= tau:
+                        tau = _offer(heaps, p, _key(_monotone(bits[i, j]), q), as_int, as_float)
+                    if both and scores[i, j] <= tcol[j]:
+                        tcol[j] = _offer(heaps, q, _key(_monotone(bits[i, j]), p), as_int, as_float)
+
+
+def _rounds(blocks: int) -> list[list[tuple[int, int]]]:
+    """The block pairs (r ≤ c) in rounds of pairs that share no block: the diagonal first (each point's
+    thresholds are tight from its second block on), then a round-robin tournament (circle method; with an odd
+    count, a dummy block's partner sits the round out)."""
+    m = blocks + blocks % 2
+    rounds = [[(r, r) for r in range(blocks)]]
+    for t in range(m - 1):
+        pairs = [(t, m - 1)] + [((t + s) % (m - 1), (t - s) % (m - 1)) for s in range(1, m // 2)]
+        rounds.append([(min(r, c), max(r, c)) for r, c in pairs if max(r, c) < blocks])
+    return rounds
 
 
 def _self_knn_scan(a: Tensor, b: Tensor, k: int, block: int) -> Tensor:
+    """The threshold scan, parallel over block pairs: each of torch's threads runs single-threaded products and
+    scans of pairs that share no point with the others' (no locks), instead of torch's and numba's thread pools
+    taking turns — each pool's threads spin after their part, so the two fought for the cores."""
     n = a.shape[0]
     heaps = torch.full((n, k), _EMPTY, dtype=torch.int64)  # max-heaps: each row's largest key first
     heaps_np = heaps.numpy()
-    for r in range(0, n, block):
-        for c in range(r, n, block):
-            scores = a[r:r + block] @ b[c:c + block].T
-            _scan_rows(scores.numpy().view(np.int32), r, c, heaps_np)
-            if c > r:  # the same products offered to the column points: a transposed copy scans ~1.5× faster
-                _scan_rows(scores.T.contiguous().numpy().view(np.int32), c, r, heaps_np)  # than a strided walk
+
+    def work(pair: tuple[int, int]) -> None:
+        r, c = (i * block for i in pair)
+        _scan_block((a[r:r + block] @ b[c:c + block].T).numpy(), r, c, heaps_np)
+
+    threads = torch.get_num_threads()
+    with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        for pairs in _rounds(-(-n // block)):  # set_num_threads is per thread: the caller's stays as it was
+            list(pool.map(work, pairs))
     return heaps.sort(dim=1).values
 
 
@@ -202,6 +262,8 @@ def self_knn(vectors: Tensor, metric: str, k: int, device: str | torch.device = 
         raise ValueError(f"k must be between 1 and N − 1 = {n - 1}, got {k}")
     if n >= 1 << 31:
         raise ValueError(f"at most 2³¹ points fit the ranking keys, got {n}")
+    if not bool(torch.isfinite(vectors).all()) or float(vectors.abs().max()) >= _LARGEST:
+        raise ValueError(f"vectors must be finite and below {_LARGEST:g} in size (float32 scores must not overflow)")
     device = torch.device(device)
     x = vectors.to(device, torch.float32)
     width = min(n - 1, k + margin)

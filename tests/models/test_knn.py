@@ -10,7 +10,7 @@ import torch
 
 from models.distances import create_distance, list_distances
 from models.evaluate import evaluate
-from models.knn import self_knn
+from models.knn import _rounds, self_knn
 from models.retrieval import view_of
 
 
@@ -58,6 +58,25 @@ def test_k_up_to_n_minus_one_and_bad_k() -> None:
     for k in (0, 40):
         with pytest.raises(ValueError, match="k must be"):
             self_knn(torch.from_numpy(x), "l2", k)
+
+
+@pytest.mark.parametrize("blocks", range(1, 10))
+def test_rounds_cover_every_block_pair_once_and_share_no_block_within_a_round(blocks: int) -> None:
+    """The scan's threads take a round's pairs at once: two pairs sharing a block would race on its heaps."""
+    rounds = _rounds(blocks)
+    pairs = [pair for round_ in rounds for pair in round_]
+    assert sorted(pairs) == [(r, c) for r in range(blocks) for c in range(r, blocks)]
+    for round_ in rounds:
+        used = [block for pair in round_ for block in set(pair)]
+        assert len(used) == len(set(used)), round_
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e16])
+def test_non_finite_or_huge_vectors_are_refused(bad: float) -> None:
+    x = dataset("random", n=40)
+    x[7, 2] = bad
+    with pytest.raises(ValueError, match="finite"):
+        self_knn(torch.from_numpy(x), "l2", 5)
 
 
 def _distance(name: str, x: np.ndarray):
