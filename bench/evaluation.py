@@ -36,13 +36,12 @@ def _pml(x: Any, y: Any) -> dict[str, float]:
 
 
 def _gemm_floor(x: Any) -> None:
-    """The float32 products a self-k-NN cannot avoid: each pair once (upper-triangle blocks), nothing else."""
-    from models.knn import BLOCK
+    """The float32 products a self-k-NN cannot avoid: each pair once (upper-triangle blocks), nothing else, run
+    the way self_knn runs them (torch's threads each taking whole blocks)."""
+    from models.knn import BLOCK, each_block_pair
 
     t = torch.from_numpy(x)
-    for r in range(0, len(t), BLOCK):
-        for c in range(r, len(t), BLOCK):
-            torch.mm(t[r:r + BLOCK], t[c:c + BLOCK].T)
+    each_block_pair(len(t), BLOCK, lambda r, c: torch.mm(t[r:r + BLOCK], t[c:c + BLOCK].T))
 
 
 def _kmeans_alone(x: Any, y: Any) -> None:

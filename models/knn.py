@@ -20,6 +20,7 @@ Both give the same ids for the same scores.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numba
 import numpy as np
@@ -164,22 +165,24 @@ def _rounds(blocks: int) -> list[list[tuple[int, int]]]:
     return rounds
 
 
+def each_block_pair(n: int, block: int, work: Callable[[int, int], None]) -> None:
+    """work(r, c) for the first rows r ≤ c of every pair of `block`-row blocks of n points, on torch's threads
+    (as many as the caller's), each single-threaded (set_num_threads is per thread: the caller's stays as it
+    was), a round of pairs that share no block at a time: what each call writes for its blocks' points needs no
+    lock. Torch's and numba's thread pools taking turns instead spin after their parts and fight for the cores."""
+    with ThreadPoolExecutor(torch.get_num_threads(), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        for pairs in _rounds(-(-n // block)):
+            list(pool.map(lambda pair: work(pair[0] * block, pair[1] * block), pairs))
+
+
 def _self_knn_scan(a: Tensor, b: Tensor, k: int, block: int) -> Tensor:
-    """The threshold scan, parallel over block pairs: each of torch's threads runs single-threaded products and
-    scans of pairs that share no point with the others' (no locks), instead of torch's and numba's thread pools
-    taking turns — each pool's threads spin after their part, so the two fought for the cores."""
-    n = a.shape[0]
-    heaps = torch.full((n, k), _EMPTY, dtype=torch.int64)  # max-heaps: each row's largest key first
+    heaps = torch.full((a.shape[0], k), _EMPTY, dtype=torch.int64)  # max-heaps: each row's largest key first
     heaps_np = heaps.numpy()
 
-    def work(pair: tuple[int, int]) -> None:
-        r, c = (i * block for i in pair)
+    def work(r: int, c: int) -> None:
         _scan_block((a[r:r + block] @ b[c:c + block].T).numpy(), r, c, heaps_np)
 
-    threads = torch.get_num_threads()
-    with ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        for pairs in _rounds(-(-n // block)):  # set_num_threads is per thread: the caller's stays as it was
-            list(pool.map(work, pairs))
+    each_block_pair(a.shape[0], block, work)
     return heaps.sort(dim=1).values
 
 
