@@ -70,7 +70,9 @@ def evaluate(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, dista
     embeddings (N, D), labels (N,) integers; call once per split (held-out classes, train classes). Returns
     JSON-ready values: `None` where a metric is undefined (no class with two members). `per_class` is a
     list of {label, count, recall_at_K…, precision_at_1, map_at_r, r_precision} in label order; NMI, a
-    property of the whole partition, has no per-class value.
+    property of the whole partition, has no per-class value. `correct_at_1` (N,) int32, not JSON: 1 where a
+    sample's nearest other sample has its class (the map's "wrong@1" colouring, stored by the caller so the
+    explorer need not search again); 0 for a class's only member.
     """
     x = as_tensor(embeddings)
     n = x.shape[0]
@@ -103,4 +105,5 @@ def evaluate(embeddings: np.ndarray | Tensor, labels: np.ndarray | Tensor, dista
         record.update({name: float(m[c]) if count > 1 else None for name, m in per_class_means.items()})
         per_class.append(record)
     result["per_class"] = per_class
+    result["correct_at_1"] = (y[ids[:, 0]] == y).astype(np.int32)
     return result

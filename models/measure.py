@@ -120,6 +120,8 @@ def measure_embeddings(embeddings: dict[str, np.ndarray], distance: BaseDistance
     stages.start("evaluate", "Recall@K, MAP@R, NMI on unseen and train classes")
     metrics = {s: evaluate(embeddings[s], image_set.labels[split[s]], distance, nmi_seed=seed, device=device)
                for s in SPLITS}
+    for s in SPLITS:
+        folder.write_correct_at_1(s, metrics[s].pop("correct_at_1"))
     for s in SPLITS:  # In-Shop: its own query → gallery Recall@K besides the all-against-all metrics
         qg = split_query_gallery(None if image_set.partition is None else image_set.partition[split[s]],
                                  embeddings[s], image_set.labels[split[s]], distance, device=device)

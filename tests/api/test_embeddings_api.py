@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from models.distances import create_distance
 from models.evaluate import evaluate
+from models.runfolder import RunFolder
 from tests.support.polling import wait_for
 
 
@@ -65,6 +66,8 @@ def test_labels_only_import_is_measured_like_any_run(client: TestClient, setting
         got = [v for p in metrics[side]["per_class"] for v in (p["count"], p["map_at_r"], p["recall_at_1"])]
         want = [v for p in expected["per_class"] for v in (p["count"], p["map_at_r"], p["recall_at_1"])]
         assert got == pytest.approx(want, rel=1e-6)
+        # the map's wrong@1 column comes from the same search, stored at import: the explorer never re-searches
+        assert np.array_equal(RunFolder(run_dir).correct_at_1(side), expected["correct_at_1"])
     assert 0 < metrics["test"]["map_at_r"] < 1
     assert np.array_equal(np.load(run_dir / "embeddings_test.npy"), vectors[labels >= 3])
 

@@ -117,6 +117,7 @@ def test_evaluate_equals_the_distance_own_ranking_for_every_distance(name: str) 
     order = np.stack([np.lexsort((np.arange(len(y)), row))[:-1] for row in matrix])
     for metric, value in _metrics_by_brute_force(order, y).items():
         assert ours[metric] == pytest.approx(value, abs=1e-12), metric
+    assert np.array_equal(ours["correct_at_1"], y[order[:, 0]] == y)  # per sample: the map's wrong@1 colouring
 
 
 @pytest.mark.parametrize("name", list_distances())
@@ -139,4 +140,5 @@ def test_evaluate_on_the_gpu_equals_the_cpu() -> None:
     y = np.random.default_rng(6).integers(0, 40, 2000)
     distance = create_distance("euclidean")
     gpu, cpu = evaluate(x, y, distance, device="cuda"), evaluate(x, y, distance)
+    assert np.array_equal(gpu.pop("correct_at_1"), cpu.pop("correct_at_1"))
     assert {k: v for k, v in gpu.items() if k != "nmi"} == {k: v for k, v in cpu.items() if k != "nmi"}
