@@ -44,8 +44,10 @@ def _single(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> 
 
 
 def run(n: int = 100_000, dim: int = 128, queries: int = 1_000, spreads: Sequence[float] = (SPREAD, 1.0),
-        distances: Sequence[str] = ("euclidean", "cosine"), target_recall: float = 0.95) -> list[Section]:
-    """Build flat and IVF per spread and distance; time a batch of `queries` fresh queries and single ones."""
+        distances: Sequence[str] = ("euclidean", "cosine"), target_recall: float = 0.95,
+        progress: bool = False) -> list[Section]:
+    """Build flat and IVF per spread and distance; time a batch of `queries` fresh queries and single ones.
+    With `progress`, each pair of rows is printed when done (a 1M run takes many minutes)."""
     from models.distances import create_distance
     from models.retrieval import TRAIN_PER_LIST, TUNING_QUERIES, RetrievalIndex
 
@@ -79,6 +81,8 @@ def run(n: int = 100_000, dim: int = 128, queries: int = 1_000, spreads: Sequenc
                         f"nlist {ivf.index.nlist}, nprobe {ivf.nprobe}")
             del flat, ivf
             load.append(os.getloadavg())
+            if progress:
+                print(*(" | ".join(row) for row in section.rows[-2:]), f"load {load[-1]}", sep="\n", flush=True)
     section.notes += [
         f"Data: bench.data.clustered, Gaussian classes of 50 points whose centres are ≈ √2 apart, noise of norm "
         f"`spread` ({SPREAD:g} is the benchmarks' default; 1.0 is tighter classes). 'mates in top 10' is the share "
@@ -99,5 +103,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.ivf", description=__doc__)
     parser.add_argument("--full", action="store_true", help="1M references (minutes, ~6 GB of memory)")
     args = parser.parse_args()
-    for s in run(**(FULL if args.full else {})):
+    for s in run(**(FULL if args.full else {}), progress=True):
         print(s.markdown())
