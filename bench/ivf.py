@@ -49,7 +49,7 @@ def run(n: int = 100_000, dim: int = 128, queries: int = 1_000, spreads: Sequenc
     """Build flat and IVF per spread and distance; time a batch of `queries` fresh queries and single ones.
     With `progress`, each pair of rows is printed when done (a 1M run takes many minutes)."""
     from models.distances import create_distance
-    from models.retrieval import TRAIN_PER_LIST, TUNING_QUERIES, RetrievalIndex
+    from models.retrieval import MARGIN_SE, TRAIN_PER_LIST, TUNING_QUERIES, RetrievalIndex
 
     section = Section(
         f"IVF at scale: tuned IVF vs exact flat (models.retrieval), {count(n)} × {dim}, {count(queries)} "
@@ -88,8 +88,9 @@ def run(n: int = 100_000, dim: int = 128, queries: int = 1_000, spreads: Sequenc
         f"`spread` ({SPREAD:g} is the benchmarks' default; 1.0 is tighter classes). 'mates in top 10' is the share "
         "of each query's exact 10 neighbours in its own class: how much class structure the data has at this N.",
         f"Build: RetrievalIndex construction; for IVF k-means on ≤ {TRAIN_PER_LIST} references per list, then "
-        f"nprobe tuned to recall@{K} ≥ {target_recall} (minus 2 standard errors) on {TUNING_QUERIES} references held out of the index and of "
-        "k-means. The queries timed here are other points, never indexed nor used to tune.",
+        f"nprobe tuned to recall@{K} − {MARGIN_SE:g} standard errors ≥ {target_recall} on {TUNING_QUERIES} "
+        "references held out of the index and of k-means. The queries timed here are other points, never indexed "
+        "nor used to tune.",
         f"Batch search: all {count(queries)} queries in one call, timed once; CPU = process CPU seconds (faiss "
         f"uses every core). Per query: median of {SINGLE} single-query calls. 'vs flat' is ours ÷ flat: ≤ 0.10× "
         "is ≥ 10× faster.",
