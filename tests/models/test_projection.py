@@ -6,7 +6,7 @@ import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
 from models.distances import create_distance
-from models.projection import align, knn_graph, pca_2d, project, warm_up_umap
+from models.projection import align, knn_graph, knn_vote, pca_2d, project, warm_up_umap
 
 
 def blobs(n: int = 300, classes: int = 3, dim: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -79,6 +79,33 @@ def test_align_fits_on_shared_ids_and_moves_every_child_point() -> None:
         align(child, truth)
 
 
+def slow_vote(points: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """The leave-one-out k-NN classifier spelled out: sort the other points by distance, count the first k's labels,
+    the most frequent wins, a tie goes to the tied label met first."""
+    right = 0
+    for i, p in enumerate(points):
+        others = [j for j in np.argsort(np.linalg.norm(points - p, axis=1), kind="stable") if j != i][:k]
+        counts: dict[int, int] = {}
+        for j in others:
+            counts[labels[j]] = counts.get(labels[j], 0) + 1
+        best = max(counts.values())
+        right += next(labels[j] for j in others if counts[labels[j]] == best) == labels[i]
+    return right / len(points)
+
+
+@pytest.mark.parametrize("k", [1, 4, 10])
+def test_knn_vote_is_the_leave_one_out_knn_classifier(k: int) -> None:
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 4, 120)
+    points = rng.standard_normal((120, 2)) + labels[:, None] * 0.7  # overlapping classes: ties and mistakes occur
+    assert knn_vote(points, labels, k) == pytest.approx(slow_vote(points, labels, k))
+    assert 0.3 < knn_vote(points, labels, k) < 0.95  # neither trivial nor perfect here
+    x, y = blobs(n=200)
+    assert knn_vote(x, y) == 1.0 and knn_vote(pca_2d(x), y) == 1.0  # well-separated blobs in 16-d and in 2-d
+    with pytest.raises(ValueError, match="at least 2 points"):
+        knn_vote(points[:1], labels[:1])
+
+
 def test_knn_graph_counts_umap_style() -> None:
     x, _ = blobs(n=20, dim=4)
     ids, dists = knn_graph(x, create_distance("cosine"), n_neighbors=5)
@@ -99,6 +126,24 @@ def test_knn_graph_equals_an_exact_search_under_the_distance(name: str) -> None:
     want_ids, values = index.search(x, 14, exclude_self_ids=np.arange(300))
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_allclose(dists, np.maximum(1 - values if name == "cosine" else values, 0), rtol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.umap
+@pytest.mark.parametrize("name", ["euclidean", "cosine"])
+def test_knn_graph_by_nn_descent_finds_the_exact_neighbours_with_exact_values(name: str) -> None:
+    """Past EXACT_GRAPH_UP_TO the lists come from NN-descent: nearly all the exact ones, each value exact."""
+    x, _ = blobs(n=600, classes=6, dim=12)
+    distance = create_distance(name)
+    exact_ids, exact_dists = knn_graph(x, distance, exact=True)
+    ids, dists = knn_graph(x, distance, exact=False, seed=3)
+    assert ids.shape == exact_ids.shape == (600, 14) and not (ids == np.arange(600)[:, None]).any()
+    recall = np.mean([len(set(a) & set(b)) / 14 for a, b in zip(ids, exact_ids)])
+    assert recall > 0.95
+    assert (np.diff(dists, axis=1) >= 0).all()
+    same = ids == exact_ids  # where both lists name the same point at the same rank, the same value
+    np.testing.assert_allclose(dists[same], exact_dists[same], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(knn_graph(x, distance, exact=False, seed=3)[0], ids)  # seeded: reproducible
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +171,40 @@ def test_umap_maps_keep_classes_apart(umap_maps) -> None:
         assert xy.shape == (300, 2) and xy.dtype == np.float32 and np.isfinite(xy).all()
         assert separation(xy, y) > 0.95, name
     np.testing.assert_array_equal(umap_maps["again"], umap_maps["whole"])  # seeded: reproducible
+
+
+@pytest.fixture(scope="module")
+def clustered_maps() -> dict[str, np.ndarray]:
+    """40 overlapping classes (bench.data's regime): today's maps beside the previous settings' (a PCA start and
+    umap-learn's 500 epochs, also from a parent's map, which umap-learn squeezes into a 10 × 10 box)."""
+    from bench.data import clustered
+    from models.projection import MIN_DIST, _umap
+
+    x, y = clustered(2000, dim=32, class_size=50)
+    child = x + 0.25 / np.sqrt(32) * np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    graph, child_graph = knn_graph(x), knn_graph(child)
+    parent = project(x, "umap", knn=graph, seed=0)
+    return {
+        "y": y, "new": parent, "old": _umap(graph, pca_2d(x), 0, MIN_DIST, 2).embedding_,
+        "again": project(x, "umap", knn=graph, seed=0),
+        "new child": project(child, "umap", knn=child_graph, seed=0, init=parent),
+        "old child": _umap(child_graph, parent, 0, MIN_DIST, 2).embedding_,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.umap
+def test_umap_keeps_the_previous_settings_quality_on_overlapping_classes(clustered_maps) -> None:
+    """Spectral start (fresh) and 30 gentle epochs (from a parent's map): the 10-NN vote within 0.01 of the
+    previous settings or better, a map spread over the plane, and the same map for the same seed."""
+    y = clustered_maps["y"]
+    for new, old in (("new", "old"), ("new child", "old child")):
+        xy = clustered_maps[new]
+        assert xy.shape == (2000, 2) and np.isfinite(xy).all()
+        assert len(np.unique(xy.round(3), axis=0)) > 1900 and (xy.std(axis=0) > 1).all()  # not collapsed
+        assert knn_vote(xy, y) >= knn_vote(clustered_maps[old], y) - 0.01, new
+        assert knn_vote(xy, y) > 0.5, new  # the classes are there to keep: no test passes on two bad maps
+    np.testing.assert_array_equal(clustered_maps["again"], clustered_maps["new"])
 
 
 @pytest.mark.slow
