@@ -142,7 +142,7 @@ def run(train_classes: int = 11_318, test_classes: int = 11_316, size: int = 16,
             store.close()
         _split_run_row(section, summary["timings"], config.classes_per_batch, progress)
         test_points = int(summary["num_test"])
-        stage("UMAP (test split)", "exact k-NN graph, fit (a 20k sample + transform past 20k)",
+        stage("UMAP (test split)", "k-NN graph (exact to 20k, then NN-descent), fit (sample + transform past 200k)",
               lambda: ensure_projection(run_dir, "umap", "test"))
 
         app = create_app(settings)

@@ -45,7 +45,8 @@ def _euclidean() -> BaseDistance:
 
 
 def knn_graph(embeddings: np.ndarray | Tensor, distance: BaseDistance | None = None,
-              n_neighbors: int = N_NEIGHBORS, seed: int = 0, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+              n_neighbors: int = N_NEIGHBORS, seed: int = 0,
+              exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids, dists), each (N, min(n_neighbors, N) − 1): every point's nearest *other* points under the
     distance (Euclidean when None), as dissimilarities ≥ 0, closest first — what `project(knn=...)` takes.
     UMAP counts the point itself among its `n_neighbors`, hence the − 1.
