@@ -69,7 +69,7 @@ def slow_stats(name: str, distance, x: np.ndarray, y: np.ndarray) -> dict:
         radii = [d(mu[c], t[i]) for i in idx]
         cross = min((d(t[i], t[j]), int(y[j])) for i in idx for j in others)
         intra = [d(t[i], t[j]) for i in idx for j in idx if i != j]
-        out[c] = {"radius_mean": np.mean(radii), "radius_max": max(radii),
+        out[c] = {"radius_mean": np.mean(radii), "radius_max": max(radii), "radius_p95": np.percentile(radii, 95),
                   "nearest_centroid_distance": min(d(mu[c], mu[o]) for o in classes if o != c),
                   "gap": cross[0], "nearest_class": cross[1],
                   "delta1": max(intra) if intra else None, "intra_mean": np.mean(intra) if intra else None}
@@ -78,9 +78,12 @@ def slow_stats(name: str, distance, x: np.ndarray, y: np.ndarray) -> dict:
             "pi_intra": np.mean([v["intra_mean"] for v in out.values() if v["intra_mean"] is not None])}
 
 
+@pytest.mark.parametrize("small_class", [64, 7])  # 7: classes of 8 and 10 take the per-class path, 6 the batched
 @pytest.mark.parametrize("chunk", [None, 7])  # 7 elements per chunk: every chunked loop runs many times
 @pytest.mark.parametrize("name", ["euclidean", "cosine", "snr", "relative_mahalanobis"])
-def test_matches_slow_loops_with_the_member_or_centroid_as_anchor(name: str, chunk, monkeypatch) -> None:
+def test_matches_slow_loops_with_the_member_or_centroid_as_anchor(name: str, chunk, small_class: int,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setattr(models.stats, "SMALL_CLASS", small_class)
     if chunk is not None:
         monkeypatch.setattr(models.stats, "CHUNK_ELEMENTS", chunk)
         monkeypatch.setattr(models.retrieval, "CHUNK_ELEMENTS", chunk)
@@ -95,7 +98,7 @@ def test_matches_slow_loops_with_the_member_or_centroid_as_anchor(name: str, chu
     slow = slow_stats(name, distance, x, y)
     for record in stats["per_class"]:
         want = slow["per_class"][record["label"]]
-        for key in ("radius_mean", "radius_max", "nearest_centroid_distance", "gap"):
+        for key in ("radius_mean", "radius_max", "radius_p95", "nearest_centroid_distance", "gap"):
             assert record[key] == pytest.approx(want[key], rel=1e-4, abs=1e-5), (record["label"], key)
         assert record["nearest_class"] == want["nearest_class"]
         if want["delta1"] is None:
