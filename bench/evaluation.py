@@ -1,7 +1,8 @@
 """Evaluation: models.evaluate (Recall@K, MAP@R, R-Precision, NMI, per class) vs PML's AccuracyCalculator.
 
 Both get the same arrays. PML searches with faiss (every point against all); dmlscope's self_knn computes each
-pair's product once and reranks its candidates in float64; both run the same faiss k-means for NMI. The MAP@R
+pair's product once, selects candidates by a threshold scan of each block right after its product, and reranks
+them in float64; both run the same faiss k-means for NMI. The MAP@R
 columns show that both computed the same thing; the floor column says how much of the time no exact method can
 avoid on this machine.
 """
@@ -104,8 +105,9 @@ def run(sizes: Sequence[int] = (10_000, 100_000), dim: int = 128, class_size: in
         "them: what is left of a time over it is that library's own metric arithmetic. A single timing swings by "
         "±30 % on a shared machine; compare each column with its faiss-alone time.",
         "floor: what no exact evaluation here can skip — NMI's k-means (the same faiss call as before) plus the "
-        "float32 products of every pair once (torch.mm over the upper-triangle blocks, nothing selected), timed "
-        "in the same process; dmlscope's excess over it is the k-NN selection, the float64 rerank and the metrics.",
+        "float32 products of every pair once (torch.mm over the upper-triangle blocks, nothing selected, each of "
+        "torch's threads taking whole blocks as self_knn does), timed in the same process; dmlscope's excess over "
+        "it is the k-NN selection scan, the float64 rerank and the metrics.",
         "NMI differs in the 2nd–3rd decimal: both run faiss k-means with 20 iterations, from different seeds.",
     ]
     if pml_up_to < max(sizes):
