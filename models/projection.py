@@ -168,7 +168,7 @@ def _fresh_start(knn: tuple[np.ndarray, np.ndarray], points: np.ndarray, seed: i
 
 
 def _refine(knn: tuple[np.ndarray, np.ndarray], start: np.ndarray, seed: int, min_dist: float, n_epochs: int,
-            alpha: float = 1.0) -> np.ndarray:
+            alpha: float) -> np.ndarray:
     """umap-learn's layout optimisation (seeded, single-threaded) on the k-NN graph, from `start` at its own scale:
     a parent run's map, already at UMAP's scale. umap-learn itself rescales every start into a 10 × 10 box, which
     crams a 100k-point map together and costs the epochs that spread it out again."""
