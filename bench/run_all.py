@@ -31,9 +31,11 @@ def kept_part(doc: str) -> str:
     return doc[doc.index(KEPT):] if KEPT in doc else ""
 
 
-def document(sections: list[Section], full: bool, seconds: float, kept: str = "") -> str:
+def document(sections: list[Section], full: bool, seconds: float, kept: str = "", repeat: int = 1) -> str:
     """docs/benchmarks.md: how it was made, on what, then every table, then `kept` (see KEPT)."""
     command = "python -m bench.run_all --full" if full else "make bench"
+    if repeat > 1:
+        command = f"python -m bench.run_all{' --full' if full else ''} --repeat {repeat}"
     head = [
         "# Benchmarks", "",
         f"Made by `{command}` in {duration(seconds)} on: {machine()}.", "",
@@ -51,12 +53,14 @@ def spread(runs: list[list[Section]]) -> Section:
     section = Section(f"Spread of every ratio over {len(runs)} runs of the benchmarks",
                       ["table", "row", "column", "median", "range"])
     for t, first in enumerate(runs[0]):
+        leading = [row[0] for row in first.rows]
         for r, row in enumerate(first.rows):
+            label = row[0] if leading.count(row[0]) == 1 else f"{row[0]} · {row[1]}"  # e.g. "100k · IVF-flat"
             for c, cell in enumerate(row):
                 if not cell.endswith("×"):
                     continue
                 values = sorted(float(run[t].rows[r][c].rstrip("×")) for run in runs)
-                section.add(first.title.split(":")[0], row[0], first.columns[c], f"{statistics.median(values):.2f}×",
+                section.add(first.title.split(":")[0], label, first.columns[c], f"{statistics.median(values):.2f}×",
                             f"{values[0]:.2f}–{values[-1]:.2f}×")
     section.notes.append("Each run is a separate `run` of every benchmark, one after another in the same process "
                          "on the same machine; the tables above are the last run's.")
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     if not args.only:
         kept = kept_part(DOC.read_text(encoding="utf-8")) if DOC.exists() else ""
-        DOC.write_text(document(sections, args.full, elapsed, kept), encoding="utf-8")
+        DOC.write_text(document(sections, args.full, elapsed, kept, args.repeat), encoding="utf-8")
         print(f"wrote {DOC.relative_to(ROOT)} ({duration(elapsed)} in all)")
     return 0
 

@@ -101,6 +101,10 @@ def test_spread_quotes_each_ratio_over_runs() -> None:
     (spread,) = [run_all.spread([[table("0.80×", "0.50×")], [table("0.90×", "0.40×")], [table("0.70×", "0.45×")]])]
     assert spread.rows == [["Evaluation", "10k", "ratio", "0.80×", "0.70–0.90×"],
                            ["Evaluation", "100k", "ratio", "0.45×", "0.40–0.50×"]]
+    twice = Section("Retrieval", ["N", "index", "ratio"])
+    twice.add("100k", "flat", "1.00×")
+    twice.add("100k", "IVF", "0.25×")
+    assert [row[1] for row in run_all.spread([[twice]]).rows] == ["100k · flat", "100k · IVF"]  # rows stay apart
 
 
 def test_scale_set_has_sops_shape() -> None:
@@ -150,6 +154,7 @@ def test_document_names_the_machine_and_every_table() -> None:
     sections = [Section("A table", ["x"], [["1"]]), Section("Another", ["y"], [["2"]], ["a note"])]
     text = run_all.document(sections, full=False, seconds=3.0)
     assert text.startswith("# Benchmarks") and "cores" in text and "`make bench`" in text
+    assert "`python -m bench.run_all --repeat 3`" in run_all.document(sections, full=False, seconds=3.0, repeat=3)
     assert "## A table" in text and "## Another" in text and "- a note" in text
     scale_table = run_all.KEPT + "\n\n## Scale\n\n| stage |\n|---|\n| import |\n"
     again = run_all.document(sections, full=False, seconds=4.0, kept=run_all.kept_part(text + "\n" + scale_table))
