@@ -14,7 +14,7 @@ from torch import Tensor
 
 from models.flow import FlowMetricLayer, saturated
 from models.network import EmbeddingNet
-from models.stats import flow_map, local_lipschitz
+from models.sample_maps import flow_map, local_lipschitz
 
 # The whole network's power iteration costs a few backbone reverse passes per image and iteration, so it runs on
 # a seeded sample of each split (the other images are NaN in the map: drawn grey) and stops once every estimate

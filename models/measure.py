@@ -36,7 +36,8 @@ from models.progress import Cancelled, CancelCheck, Progress, ProgressCallback
 from models.projection import project
 from models.query_gallery import split_query_gallery
 from models.runfolder import PROJECTION_SPLITS, SPLITS, RunFolder
-from models.stats import class_stats, local_lipschitz, logdet_map
+from models.sample_maps import local_lipschitz, logdet_map
+from models.stats import class_stats
 
 LIPSCHITZ_BATCH = 1024
 

@@ -23,7 +23,7 @@ from models.inference import EMBED_BATCH, load_model, script_embed, script_input
 from models.measure import SPANS_IMPORTED, SPANS_TRAINED, Stages, measure_embeddings, measure_model, summary
 from models.progress import CancelCheck, ProgressCallback, ignore_progress, never_cancel
 from models.runfolder import SPLITS, RunFolder
-from models.stats import local_lipschitz
+from models.sample_maps import local_lipschitz
 from models.trainer import TrainResult, build_distance, select_device, train
 
 

@@ -14,7 +14,8 @@ import models.retrieval
 import models.stats
 from models.distances import create_distance
 from models.flow import FlowMetricLayer
-from models.stats import class_stats, geometric_stretch, local_lipschitz, logdet_map
+from models.sample_maps import geometric_stretch, local_lipschitz, logdet_map
+from models.stats import class_stats
 from tests.support.reference import pair_distance
 
 # Two classes in the plane, small enough to check on paper:
