@@ -42,8 +42,10 @@ def _per_query(searches: Sequence[Callable[[np.ndarray], np.ndarray]],
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Recall@k: the share of the exact neighbours `truth` (Q, k) that `found` (Q, k) holds."""
-    return sum(len(np.intersect1d(a, b)) for a, b in zip(found, truth)) / truth.size
+    """Recall@k over all queries (models.retrieval.recall_per_query, averaged)."""
+    from models.retrieval import recall_per_query
+
+    return float(recall_per_query(found, truth).mean())
 
 
 def _hnsw(vectors: np.ndarray, tune: np.ndarray, target: float) -> faiss.IndexHNSWFlat:

@@ -92,6 +92,11 @@ def drop_self(ids: np.ndarray, self_ids: np.ndarray) -> np.ndarray:
     return ids[~first].reshape(ids.shape[0], ids.shape[1] - 1)
 
 
+def recall_per_query(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per query, the share of its exact neighbours `truth` (Q, k) that `found` (Q, k) holds: recall@k."""
+    return np.array([len(np.intersect1d(a, b)) for a, b in zip(found, truth)]) / truth.shape[1]
+
+
 def tune_nprobe(index: faiss.IndexIVF, queries: np.ndarray, truth: np.ndarray, target: float) -> int:
     """The smallest nprobe whose recall on `queries` (exact neighbours `truth`, (Q, k)) clears `target` by
     MARGIN_SE standard errors; `index.nlist` when none does. Leaves `index.nprobe` set to it.
@@ -102,7 +107,7 @@ def tune_nprobe(index: faiss.IndexIVF, queries: np.ndarray, truth: np.ndarray, t
     def clears(nprobe: int) -> bool:
         index.nprobe = nprobe
         _, found = index.search(queries, truth.shape[1])
-        hits = np.array([len(np.intersect1d(a, b)) for a, b in zip(found, truth)]) / truth.shape[1]
+        hits = recall_per_query(found, truth)
         return hits.mean() - MARGIN_SE * hits.std() / math.sqrt(len(hits)) >= target
 
     low, high = 0, 1  # invariant: `low` fails (0: no lists), `high` clears or is nlist
